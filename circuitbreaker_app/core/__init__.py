@@ -1,0 +1,47 @@
+"""Pure-Python circuit breaker core: no Django, no I/O, an injected clock.
+
+The Django side (``circuitbreaker_app.store``) plugs shared storage into the same
+state classes through the :class:`~circuitbreaker_app.core.states.CircuitContext`
+protocol, so the semantics of DESIGN §3 are written, and tested, exactly once.
+"""
+
+from circuitbreaker_app.core.clock import Clock, FakeClock, SystemClock
+from circuitbreaker_app.core.config import CircuitConfig, ConfigError, validate_fields
+from circuitbreaker_app.core.errors import CircuitOpenError, IllegalTransitionError
+from circuitbreaker_app.core.machine import CircuitStateMachine
+from circuitbreaker_app.core.states import (
+    CircuitStatus,
+    Outcome,
+    Permit,
+    State,
+    behaviour_for,
+)
+from circuitbreaker_app.core.windows import (
+    CountWindow,
+    Snapshot,
+    TimeWindow,
+    WindowResult,
+    evaluate,
+)
+
+__all__ = [
+    "CircuitConfig",
+    "CircuitOpenError",
+    "CircuitStateMachine",
+    "CircuitStatus",
+    "Clock",
+    "ConfigError",
+    "CountWindow",
+    "FakeClock",
+    "IllegalTransitionError",
+    "Outcome",
+    "Permit",
+    "Snapshot",
+    "State",
+    "SystemClock",
+    "TimeWindow",
+    "WindowResult",
+    "behaviour_for",
+    "evaluate",
+    "validate_fields",
+]
