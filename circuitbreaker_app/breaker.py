@@ -1,0 +1,228 @@
+"""The ``breaker()`` handle: guard a call as decorator, context manager, ``call``/``acall``."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from circuitbreaker_app.core import CircuitOpenError, Outcome, Permit, State
+from circuitbreaker_app.core.config import check_name
+from circuitbreaker_app.store import CircuitRuntime, get_store
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_ALLOWED_OPTIONS = ("record", "ignore", "is_failure", "fallback")
+
+
+def _exception_types(option: str, value: Any) -> tuple[type[BaseException], ...]:
+    if isinstance(value, type):
+        value = (value,)
+    if not isinstance(value, tuple | list) or not all(
+        isinstance(item, type) and issubclass(item, BaseException) for item in value
+    ):
+        raise TypeError(
+            f"breaker() option {option!r} must be an exception class or a tuple of them, "
+            f"but was {value!r}"
+        )
+    return tuple(value)
+
+
+class Breaker:
+    """A handle on the circuit ``name`` with call-site options (DESIGN §1).
+
+    Handles are cheap: every handle of one name shares this process's snapshot of it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        record: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+        is_failure: Callable[[Any], bool] | None = None,
+        fallback: Callable[[BaseException], Any] | None = None,
+    ) -> None:
+        check_name(name)
+        if is_failure is not None and not callable(is_failure):
+            raise TypeError(
+                f"breaker() option 'is_failure' must be callable, but was {is_failure!r}"
+            )
+        if fallback is not None and not callable(fallback):
+            raise TypeError(f"breaker() option 'fallback' must be callable, but was {fallback!r}")
+        self.name = name
+        self.record = _exception_types("record", record)
+        self.ignore = _exception_types("ignore", ignore)
+        self.is_failure = is_failure
+        self.fallback = fallback
+        self._permits: contextvars.ContextVar[tuple[tuple[Permit, float], ...]] = (
+            contextvars.ContextVar(f"circuitbreaker_permits_{name}", default=())
+        )
+
+    def __repr__(self) -> str:
+        return f"<Breaker {self.name!r}>"
+
+    # -- what this process sees ------------------------------------------------------------
+    def _runtime(self) -> CircuitRuntime:
+        return get_store().runtime(self.name)
+
+    @property
+    def state(self) -> State:
+        """The state of the circuit as this process sees it now."""
+        return self._runtime().status.state
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until calls may pass again, or None (closed, or unknown)."""
+        return self._runtime().retry_after
+
+    # -- outcome classification ----------------------------------------------------------
+    def classify(self, exc: BaseException) -> Outcome:
+        """Failure, ignored, or success (the dependency answered; the error is the caller's)."""
+        if not isinstance(exc, Exception) or isinstance(exc, self.ignore):
+            return Outcome.IGNORED
+        if isinstance(exc, self.record):
+            return Outcome.FAILURE
+        return Outcome.SUCCESS
+
+    def _result_outcome(self, result: Any) -> Outcome:
+        if self.is_failure is not None and self.is_failure(result):
+            return Outcome.FAILURE
+        return Outcome.SUCCESS
+
+    # -- sync ------------------------------------------------------------------------------
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``fn`` through the circuit; fallback (if any) on rejection or failure."""
+        runtime = self._runtime()
+        try:
+            permit = runtime.acquire()
+        except CircuitOpenError as exc:
+            if self.fallback is not None:
+                return self.fallback(exc)  # type: ignore[no-any-return]
+            raise
+        started = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            outcome = self.classify(exc)
+            runtime.on_result(permit, outcome, time.perf_counter() - started)
+            if outcome is Outcome.FAILURE and self.fallback is not None:
+                return self.fallback(exc)  # type: ignore[no-any-return]
+            raise
+        runtime.on_result(permit, self._result_outcome(result), time.perf_counter() - started)
+        return result
+
+    def __enter__(self) -> Breaker:
+        permit = self._runtime().acquire()
+        self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack = self._permits.get()
+        (permit, started), self_stack = stack[-1], stack[:-1]
+        self._permits.set(self_stack)
+        outcome = Outcome.SUCCESS if exc is None else self.classify(exc)
+        self._runtime().on_result(permit, outcome, time.perf_counter() - started)
+
+    # -- async -----------------------------------------------------------------------------
+    async def _aacquire(self, runtime: CircuitRuntime) -> Permit:
+        if runtime.acquire_needs_io():
+            return await sync_to_async(runtime.acquire)()
+        return runtime.acquire()
+
+    async def _asettle(
+        self, runtime: CircuitRuntime, permit: Permit, outcome: Outcome, duration: float
+    ) -> None:
+        if runtime.result_needs_io(permit, outcome, duration):
+            await sync_to_async(runtime.on_result)(permit, outcome, duration)
+        else:
+            runtime.on_result(permit, outcome, duration)
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Await ``fn`` through the circuit; cache and database I/O runs off the event loop."""
+        runtime = self._runtime()
+        try:
+            permit = await self._aacquire(runtime)
+        except CircuitOpenError as exc:
+            if self.fallback is not None:
+                return await _maybe_await(self.fallback(exc))
+            raise
+        started = time.perf_counter()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            outcome = self.classify(exc)
+            await self._asettle(runtime, permit, outcome, time.perf_counter() - started)
+            if outcome is Outcome.FAILURE and self.fallback is not None:
+                return await _maybe_await(self.fallback(exc))
+            raise
+        outcome = self._result_outcome(result)
+        await self._asettle(runtime, permit, outcome, time.perf_counter() - started)
+        return result
+
+    async def __aenter__(self) -> Breaker:
+        permit = await self._aacquire(self._runtime())
+        self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack = self._permits.get()
+        (permit, started), rest = stack[-1], stack[:-1]
+        self._permits.set(rest)
+        outcome = Outcome.SUCCESS if exc is None else self.classify(exc)
+        await self._asettle(self._runtime(), permit, outcome, time.perf_counter() - started)
+
+    # -- decorator -------------------------------------------------------------------------
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate a sync or async function so every call goes through the circuit."""
+        if not callable(fn):
+            raise TypeError(f"breaker({self.name!r}) decorates callables, not {fn!r}")
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await self.acall(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+            async_guarded.breaker = self  # type: ignore[attr-defined]
+            return async_guarded  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            return self.call(fn, *args, **kwargs)
+
+        guarded.breaker = self  # type: ignore[attr-defined]
+        return guarded
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def breaker(name: str, **options: Any) -> Breaker:
+    """A handle on the circuit ``name``; see :class:`Breaker` for the options."""
+    unknown = sorted(set(options) - set(_ALLOWED_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"breaker() got unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(_ALLOWED_OPTIONS)}"
+        )
+    return Breaker(name, **options)

@@ -1,0 +1,47 @@
+"""The ``CIRCUITBREAKER`` setting: defaults in one place, read lazily.
+
+Every read goes through :func:`get`, so ``override_settings(CIRCUITBREAKER=...)``
+works in tests and nothing touches settings at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Cache alias holding shared state and counters.
+    "CACHE": "default",
+    # Database alias the breaker writes transitions and events to.
+    "DATABASE": "default",
+    # Seconds a process trusts its in-memory snapshot (and batches successes).
+    "STATE_TTL": 1.0,
+    # Field defaults for circuits created on first use or from CIRCUITS.
+    "DEFAULTS": {},
+    # {name: {field: value}} created by migrate / `circuits sync` when missing.
+    "CIRCUITS": {},
+    # Seconds between runs of the beat task that drives OPEN -> HALF_OPEN probes.
+    "PROBE_INTERVAL": 5.0,
+    # Create a circuit from DEFAULTS when code uses an unknown name.
+    "AUTO_CREATE": True,
+    # Cap on circuits created on first use; past it calls share OVERFLOW_CIRCUIT.
+    "MAX_CIRCUITS": 1000,
+}
+
+#: The circuit that guards calls to names created past ``MAX_CIRCUITS``.
+OVERFLOW_CIRCUIT = "circuitbreaker:overflow"
+
+
+def get(name: str) -> Any:
+    """The effective value of one ``CIRCUITBREAKER`` key."""
+    user = getattr(settings, "CIRCUITBREAKER", None) or {}
+    if not isinstance(user, dict):
+        return DEFAULTS[name]
+    return user.get(name, DEFAULTS[name])
+
+
+def user_settings() -> dict[str, Any]:
+    """The raw ``CIRCUITBREAKER`` dict as the user wrote it (for system checks)."""
+    value = getattr(settings, "CIRCUITBREAKER", None)
+    return value if value is not None else {}

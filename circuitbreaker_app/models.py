@@ -1,0 +1,253 @@
+"""Circuit definitions with their durable state, and the append-only event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from circuitbreaker_app.core import CircuitConfig, State, validate_fields
+from circuitbreaker_app.core import config as core_config
+
+NAME_PATTERN = r"^[A-Za-z0-9._:-]+\Z"
+validate_circuit_name = RegexValidator(
+    NAME_PATTERN,
+    _("Use only letters, digits and the characters . _ : - (no spaces)."),
+    code="invalid_name",
+)
+
+#: Model fields that make up a :class:`~circuitbreaker_app.core.CircuitConfig`.
+DECISION_FIELDS = (
+    "window_type",
+    "window_size",
+    "minimum_calls",
+    "failure_rate_threshold",
+    "slow_call_duration",
+    "slow_call_rate_threshold",
+    "wait_duration",
+    "backoff_multiplier",
+    "max_wait_duration",
+    "half_open_max_calls",
+    "trial_mode",
+    "trial_lease",
+)
+#: Everything an operator may define (and ``CIRCUITBREAKER["CIRCUITS"]`` may set).
+DEFINITION_FIELDS = ("description", *DECISION_FIELDS, "probe_url", "probe_timeout")
+
+
+class Circuit(models.Model):
+    """One breaker: how it decides (definition) and where it is now (state)."""
+
+    class WindowType(models.TextChoices):
+        COUNT = core_config.WINDOW_COUNT, _("last N calls")
+        TIME = core_config.WINDOW_TIME, _("last N seconds")
+
+    class TrialMode(models.TextChoices):
+        LIVE = core_config.TRIAL_LIVE, _("live calls are the trials")
+        PROBE = core_config.TRIAL_PROBE, _("only the probe task tries")
+
+    StateChoices = models.TextChoices(
+        "StateChoices", [(s.name, (s.value, s.value.replace("_", " "))) for s in State]
+    )
+
+    name = models.CharField(
+        _("name"), max_length=100, unique=True, validators=[validate_circuit_name]
+    )
+    description = models.TextField(_("description"), blank=True)
+
+    window_type = models.CharField(
+        _("window type"),
+        max_length=10,
+        choices=WindowType.choices,
+        default=core_config.DEFAULT_WINDOW_TYPE,
+    )
+    window_size = models.PositiveIntegerField(
+        _("window size"),
+        default=core_config.DEFAULT_WINDOW_SIZE,
+        help_text=_("Calls (count window) or seconds (time window) the failure rate covers."),
+    )
+    minimum_calls = models.PositiveIntegerField(
+        _("minimum calls"),
+        default=core_config.DEFAULT_MINIMUM_CALLS,
+        help_text=_("Calls the window must hold before the rates can open the circuit."),
+    )
+    failure_rate_threshold = models.FloatField(
+        _("failure rate threshold (%)"), default=core_config.DEFAULT_FAILURE_RATE_THRESHOLD
+    )
+    slow_call_duration = models.FloatField(
+        _("slow call duration (s)"),
+        null=True,
+        blank=True,
+        help_text=_("Calls taking at least this long are slow. Empty: never slow."),
+    )
+    slow_call_rate_threshold = models.FloatField(
+        _("slow call rate threshold (%)"),
+        default=core_config.DEFAULT_SLOW_CALL_RATE_THRESHOLD,
+    )
+    wait_duration = models.FloatField(
+        _("wait duration (s)"),
+        default=core_config.DEFAULT_WAIT_DURATION,
+        help_text=_("Seconds the circuit stays open before a trial, for the first open."),
+    )
+    backoff_multiplier = models.FloatField(
+        _("backoff multiplier"),
+        default=core_config.DEFAULT_BACKOFF_MULTIPLIER,
+        help_text=_("Each consecutive open waits this many times longer."),
+    )
+    max_wait_duration = models.FloatField(
+        _("max wait duration (s)"), default=core_config.DEFAULT_MAX_WAIT_DURATION
+    )
+    half_open_max_calls = models.PositiveIntegerField(
+        _("half-open trial calls"),
+        default=core_config.DEFAULT_HALF_OPEN_MAX_CALLS,
+        help_text=_("Trials admitted across all processes; that many successes close it."),
+    )
+    trial_mode = models.CharField(
+        _("trial mode"),
+        max_length=10,
+        choices=TrialMode.choices,
+        default=core_config.DEFAULT_TRIAL_MODE,
+    )
+    trial_lease = models.FloatField(
+        _("trial lease (s)"),
+        default=core_config.DEFAULT_TRIAL_LEASE,
+        help_text=_("A trial whose outcome never arrives frees its permit after this long."),
+    )
+    probe_url = models.URLField(
+        _("probe URL"),
+        blank=True,
+        max_length=500,
+        help_text=_("Optional http(s) URL the probe task GETs; 2xx/3xx means healthy."),
+    )
+    probe_timeout = models.FloatField(
+        _("probe timeout (s)"),
+        default=5.0,
+        validators=[MinValueValidator(0.001), MaxValueValidator(300.0)],
+    )
+
+    state = models.CharField(
+        _("state"),
+        max_length=20,
+        choices=StateChoices.choices,
+        default=State.CLOSED.value,
+        editable=False,
+    )
+    generation = models.PositiveBigIntegerField(_("generation"), default=0, editable=False)
+    open_count = models.PositiveIntegerField(_("consecutive opens"), default=0, editable=False)
+    opened_at = models.DateTimeField(_("opened at"), null=True, editable=False)
+    retry_at = models.DateTimeField(_("trial allowed at"), null=True, editable=False)
+    changed_at = models.DateTimeField(_("last transition"), null=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("circuit")
+        verbose_name_plural = _("circuits")
+        permissions = [("force_circuit", _("Can force circuit state"))]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save the definition; an existing row's state columns are never overwritten.
+
+        State changes only through the store's compare-and-set, so a form loaded before a
+        transition cannot roll the state back when it is saved.
+        """
+        if (
+            self.pk is not None
+            and not kwargs.get("force_insert")
+            and kwargs.get("update_fields") is None
+            and Circuit.objects.using(kwargs.get("using") or self._state.db)
+            .filter(pk=self.pk)
+            .exists()
+        ):
+            kwargs["update_fields"] = ["name", *DEFINITION_FIELDS, "updated_at"]
+        super().save(*args, **kwargs)
+        from circuitbreaker_app import store
+
+        store.definition_saved(self)
+
+    def definition(self) -> dict[str, Any]:
+        """The decision settings as a dict (what the cache shares with every process)."""
+        return {name: getattr(self, name) for name in DECISION_FIELDS}
+
+    def config(self) -> CircuitConfig:
+        """The validated core config of this circuit."""
+        return CircuitConfig.from_mapping(self.definition())
+
+    def clean(self) -> None:
+        """Validate the definition with the core's rules, one message per field."""
+        super().clean()
+        values = {}
+        for name in DECISION_FIELDS:
+            value = getattr(self, name)
+            if (
+                name in {"window_size", "minimum_calls", "half_open_max_calls"}
+                and isinstance(value, float)
+                and value.is_integer()
+            ):
+                value = int(value)
+            values[name] = value
+        errors = validate_fields(values)
+        if self.probe_url and not self.probe_url.lower().startswith(("http://", "https://")):
+            errors["probe_url"] = _("The probe URL must start with http:// or https://.")
+        if errors:
+            raise ValidationError({name: [message] for name, message in errors.items()})
+
+
+class CircuitEvent(models.Model):
+    """One transition of one circuit (append-only)."""
+
+    circuit = models.ForeignKey(
+        Circuit, on_delete=models.CASCADE, related_name="events", verbose_name=_("circuit")
+    )
+    created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
+    from_state = models.CharField(_("from"), max_length=20, choices=Circuit.StateChoices.choices)
+    to_state = models.CharField(_("to"), max_length=20, choices=Circuit.StateChoices.choices)
+    reason = models.CharField(_("reason"), max_length=200, blank=True)
+    generation = models.PositiveBigIntegerField(_("generation"), default=0)
+    failure_rate = models.FloatField(_("failure rate (%)"), null=True, blank=True)
+    slow_call_rate = models.FloatField(_("slow call rate (%)"), null=True, blank=True)
+    calls = models.PositiveIntegerField(_("calls in window"), null=True, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("acting user"),
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("circuit event")
+        verbose_name_plural = _("circuit events")
+
+    def __str__(self) -> str:
+        return f"{self.circuit_id}: {self.from_state} → {self.to_state}"
+
+
+class CircuitCounter(models.Model):
+    """Atomic shared counters for caches whose ``incr``/``add`` are not atomic.
+
+    Django's database and file caches implement ``incr`` as get + set (DESIGN §6), so on
+    those the store counts with ``INSERT … ON CONFLICT … RETURNING`` on this table instead.
+    """
+
+    key = models.CharField(max_length=250, primary_key=True)
+    value = models.BigIntegerField(default=0)
+    expires_at = models.FloatField(db_index=True)
+
+    class Meta:
+        verbose_name = _("shared counter")
+        verbose_name_plural = _("shared counters")
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"

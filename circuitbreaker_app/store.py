@@ -1,0 +1,773 @@
+"""Where breakers keep state: the only module doing I/O.
+
+Three layers, fastest first (DESIGN §4):
+
+* process memory: one :class:`CircuitRuntime` per circuit, a snapshot of its state
+  trusted for ``STATE_TTL`` seconds, plus successes not yet flushed;
+* the cache: each circuit's current state and definition, window buckets and
+  half-open trial permits, shared by every process;
+* the database: definitions, durable state and the event log; every transition is one
+  ``UPDATE … WHERE generation = g`` and one event row, published to the cache on commit.
+
+A guarded call that succeeds in CLOSED, or is rejected in OPEN, touches none of them
+except once per ``STATE_TTL`` (one ``get_many`` to refresh, one ``incr`` to flush).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from django.core.cache import caches
+from django.core.signals import setting_changed
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.models.functions import Now
+
+from circuitbreaker_app import conf
+from circuitbreaker_app.buckets import SharedWindow, pack, window_for
+from circuitbreaker_app.core import (
+    CircuitConfig,
+    CircuitStatus,
+    Outcome,
+    Permit,
+    Snapshot,
+    State,
+    behaviour_for,
+    evaluate,
+)
+from circuitbreaker_app.core.states import check_transition, settle
+
+logger = logging.getLogger("circuitbreaker_app")
+
+KEY_PREFIX = "circuitbreaker/1"
+TRIAL_SUCCESS_TTL = 86_400
+
+#: Cache backends whose ``incr`` and ``add`` are atomic across processes.
+ATOMIC_CACHE_BACKENDS = frozenset(
+    {
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.cache.backends.redis.RedisCache",
+        "django.core.cache.backends.memcached.PyMemcacheCache",
+        "django.core.cache.backends.memcached.PyLibMCCache",
+        "django_redis.cache.RedisCache",
+    }
+)
+
+
+class UnknownCircuitError(LookupError):
+    """Code used a circuit name that has no row, and ``AUTO_CREATE`` is off."""
+
+
+def state_key(name: str) -> str:
+    """Cache key of a circuit's shared state entry."""
+    return f"{KEY_PREFIX}/{name}/state"
+
+
+def generation_prefix(name: str, generation: int) -> str:
+    """Prefix of the keys that belong to one period (generation) of a circuit."""
+    return f"{KEY_PREFIX}/{name}/g{generation}"
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _datetime(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
+
+
+def entry_from_row(row: Any) -> dict[str, Any]:
+    """The cache entry every process reads: durable state plus the definition."""
+    return {
+        "id": row.pk,
+        "state": row.state,
+        "generation": row.generation,
+        "open_count": row.open_count,
+        "opened_at": _timestamp(row.opened_at),
+        "retry_at": _timestamp(row.retry_at),
+        "changed_at": _timestamp(row.changed_at),
+        "config": row.definition(),
+    }
+
+
+def status_from_entry(entry: dict[str, Any]) -> CircuitStatus:
+    """The core status held in a cache entry."""
+    return CircuitStatus(
+        state=State(entry["state"]),
+        generation=entry["generation"],
+        open_count=entry["open_count"],
+        opened_at=entry["opened_at"],
+        retry_at=entry["retry_at"],
+        changed_at=entry["changed_at"],
+    )
+
+
+# -- counters -------------------------------------------------------------------------
+
+
+class Counters:
+    """Atomic integers and claims shared by every process, with expiry."""
+
+    #: True when the values live in the state cache, so refreshes read both at once.
+    in_cache = False
+
+    def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
+        """Add ``delta`` (creating the key with ``ttl``) and return the new value.
+
+        ``known=False`` says the caller has not seen the key yet, so creating it is
+        tried first: either way a write costs one operation when nobody races us.
+        """
+        raise NotImplementedError("subclasses of Counters must provide incr()")
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Take ``key`` for ``ttl`` seconds unless someone holds it; True when taken."""
+        raise NotImplementedError("subclasses of Counters must provide claim()")
+
+    def get_many(self, keys: list[str]) -> dict[str, int]:
+        raise NotImplementedError("subclasses of Counters must provide get_many()")
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError("subclasses of Counters must provide delete()")
+
+
+class CacheCounters(Counters):
+    """Counters in a cache whose ``incr`` and ``add`` are atomic (LocMem, Redis, memcached)."""
+
+    in_cache = True
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
+        if not known and self.cache.add(key, delta, timeout=ttl):
+            return delta
+        try:
+            return int(self.cache.incr(key, delta))
+        except ValueError:  # missing key: create it, unless another process just did
+            if self.cache.add(key, delta, timeout=ttl):
+                return delta
+            return int(self.cache.incr(key, delta))
+
+    def claim(self, key: str, ttl: float) -> bool:
+        return bool(self.cache.add(key, 1, timeout=ttl))
+
+    def get_many(self, keys: list[str]) -> dict[str, int]:
+        return self.cache.get_many(keys)
+
+    def delete(self, key: str) -> None:
+        self.cache.delete(key)
+
+
+class DatabaseCounters(Counters):
+    """Counters in the ``CircuitCounter`` table, for caches without atomic ``incr``.
+
+    One ``INSERT … ON CONFLICT … RETURNING`` statement per operation (SQLite ≥ 3.35 and
+    PostgreSQL), exact across processes (DESIGN §6).
+    """
+
+    def __init__(self, alias: str, wall: Callable[[], float]) -> None:
+        from circuitbreaker_app.models import CircuitCounter
+
+        self.alias = alias
+        self.wall = wall
+        connection = connections[alias]
+        self.table = connection.ops.quote_name(CircuitCounter._meta.db_table)
+
+    def _fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+
+    def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
+        now = self.wall()
+        t = self.table
+        rows = self._fetch(
+            f"INSERT INTO {t} (key, value, expires_at) VALUES (%s, %s, %s) "
+            f"ON CONFLICT (key) DO UPDATE SET "
+            f"value = CASE WHEN {t}.expires_at < %s THEN excluded.value "
+            f"ELSE {t}.value + excluded.value END, "
+            f"expires_at = CASE WHEN {t}.expires_at < %s THEN excluded.expires_at "
+            f"ELSE {t}.expires_at END RETURNING value",
+            [key, delta, now + ttl, now, now],
+        )
+        return int(rows[0][0])
+
+    def claim(self, key: str, ttl: float) -> bool:
+        now = self.wall()
+        t = self.table
+        rows = self._fetch(
+            f"INSERT INTO {t} (key, value, expires_at) VALUES (%s, 1, %s) "
+            f"ON CONFLICT (key) DO UPDATE SET value = 1, expires_at = excluded.expires_at "
+            f"WHERE {t}.expires_at < %s RETURNING key",
+            [key, now + ttl, now],
+        )
+        return bool(rows)
+
+    def get_many(self, keys: list[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        marks = ", ".join(["%s"] * len(keys))
+        rows = self._fetch(
+            f"SELECT key, value FROM {self.table} WHERE key IN ({marks}) AND expires_at >= %s",
+            [*keys, self.wall()],
+        )
+        return {key: int(value) for key, value in rows}
+
+    def delete(self, key: str) -> None:
+        self._fetch(f"DELETE FROM {self.table} WHERE key = %s RETURNING key", [key])
+
+    def purge_expired(self) -> None:
+        """Drop expired counters (called on transitions, never on the hot path)."""
+        self._fetch(
+            f"DELETE FROM {self.table} WHERE expires_at < %s RETURNING key", [self.wall() - 60]
+        )
+
+
+# -- one circuit in this process --------------------------------------------------------
+
+
+class CircuitRuntime:
+    """One circuit as this process sees it; the store's :class:`CircuitContext`.
+
+    The snapshot (``status``, ``config``) is refreshed from the cache when older than
+    ``STATE_TTL``. Successes are counted in memory and flushed with the next failure or
+    at most once per ``STATE_TTL``; failures and slow calls are added to the shared
+    window at once (one ``incr``).
+    """
+
+    def __init__(self, store: CircuitStore, name: str, entry: dict[str, Any]) -> None:
+        self.store = store
+        self.name = name
+        self._pending = 0  # successes (fast, not slow) not yet flushed
+        self._written: set[str] = set()  # counter keys this process knows exist
+        self._lock = threading.Lock()
+        self._apply(entry)
+        self._stale_at = store.clock() + store.ttl
+        self._flush_at = self._stale_at
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        status = status_from_entry(entry)
+        config = CircuitConfig.from_mapping(entry["config"])
+        previous = getattr(self, "_status", None)
+        self.circuit_id: int = entry["id"]
+        if (
+            previous is None
+            or previous.generation != status.generation
+            or (config != getattr(self, "config", None))
+        ):
+            self.window: SharedWindow = window_for(
+                generation_prefix(self.name, status.generation), config
+            )
+            self._pending = 0
+        self.config = config
+        self._status = status
+
+    # -- CircuitContext ------------------------------------------------------------------
+    @property
+    def status(self) -> CircuitStatus:
+        if self.store.clock() >= self._stale_at:
+            self.refresh()
+        return self._status
+
+    def now(self) -> float:
+        return self.store.now()
+
+    def record(self, failed: bool, slow: bool) -> Snapshot:
+        if failed or slow:
+            return self._push(Snapshot(1, int(failed), int(slow)))
+        with self._lock:
+            self._pending += 1
+            pending = self._pending
+        if self.store.clock() >= self._flush_at:
+            return self._push(Snapshot())
+        estimate = self.window.estimate(self.now()) + Snapshot(pending)
+        if evaluate(estimate, self.config).opens:
+            # Our own successes could tip the window (S F F F S): check the real totals.
+            return self._push(Snapshot())
+        return estimate
+
+    def _push(self, outcome: Snapshot) -> Snapshot:
+        """Add ``outcome`` plus pending successes to the shared window: one ``incr``."""
+        with self._lock:
+            pending, self._pending = self._pending, 0
+        delta = outcome + Snapshot(pending)
+        now = self.now()
+        self._flush_at = self.store.clock() + self.store.ttl
+        if not delta.calls:
+            return self.window.estimate(now)
+        key, ttl = self.window.add_key(now)
+        value = self.store.counter_incr(key, pack(delta), ttl, key in self._written)
+        if value is not None:
+            if len(self._written) > 64:
+                self._written.clear()
+            self._written.add(key)
+        if value is None:  # shared store unreachable: decide on what this process knows
+            return self.window.add_locally(delta, now)
+        return self.window.added(key, value, now)
+
+    def acquire_trial(self) -> int | None:
+        prefix = generation_prefix(self.name, self._status.generation)
+        for slot in range(self.config.half_open_max_calls):
+            if self.store.counter_claim(f"{prefix}/trial{slot}", self.config.trial_lease):
+                return slot
+        return None
+
+    def complete_trial(self, slot: int, succeeded: bool) -> int:
+        prefix = generation_prefix(self.name, self._status.generation)
+        if not succeeded:
+            self.store.counter_delete(f"{prefix}/trial{slot}")
+            return 0
+        self.store.counter_claim(f"{prefix}/ok{slot}", TRIAL_SUCCESS_TTL)
+        keys = [f"{prefix}/ok{i}" for i in range(self.config.half_open_max_calls)]
+        return len(self.store.counter_get_many(keys))
+
+    def transition(self, new: CircuitStatus, reason: str, snapshot: Snapshot | None) -> bool:
+        return self.store.persist_transition(self, new, reason, snapshot)
+
+    # -- used by Breaker ---------------------------------------------------------------
+    @property
+    def retry_after(self) -> float | None:
+        return self.status.retry_after(self.now())
+
+    def acquire(self) -> Permit:
+        """Admit a call or raise CircuitOpenError."""
+        return behaviour_for(self.status.state).acquire(self)
+
+    def on_result(self, permit: Permit, outcome: Outcome, duration: float) -> None:
+        """Report the outcome of a call admitted by :meth:`acquire`."""
+        settle(self, permit, outcome, duration)
+
+    def acquire_needs_io(self) -> bool:
+        """True when :meth:`acquire` may touch the cache or database (async callers)."""
+        if self.store.clock() >= self._stale_at:
+            return True
+        status = self._status
+        if status.state is State.HALF_OPEN:
+            return True
+        return status.state is State.OPEN and (status.retry_after(self.now()) or 0) <= 0
+
+    def result_needs_io(self, permit: Permit, outcome: Outcome, duration: float) -> bool:
+        """True when :meth:`on_result` may touch the cache or database (async callers)."""
+        if outcome is Outcome.IGNORED and permit.trial_slot is None:
+            return False
+        if permit.state is State.DISABLED:
+            return False
+        if outcome is Outcome.FAILURE or permit.trial_slot is not None:
+            return True
+        if self.config.is_slow(duration) or self.store.clock() >= self._flush_at:
+            return True
+        estimate = self.window.estimate(self.now()) + Snapshot(self._pending + 1)
+        return evaluate(estimate, self.config).opens
+
+    def refresh(self) -> None:
+        """Re-read the shared state (and window buckets) from the cache."""
+        self.store.refresh(self)
+
+    def snapshot(self) -> Snapshot:
+        """The window's totals as this process last saw them (plus its pending successes)."""
+        return self.window.estimate(self.now()) + Snapshot(self._pending)
+
+
+# -- the process-wide store ---------------------------------------------------------------
+
+
+class CircuitStore:
+    """This process's view of every circuit, and all reads and writes behind it."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sync_db_clock: bool = True,
+    ) -> None:
+        self.sync_db_clock = sync_db_clock
+        self.clock = clock  # for snapshot age and flush timing (never compared across hosts)
+        self.wall = wall
+        self.offset = 0.0  # database clock minus this host's wall clock
+        self.ttl = float(conf.get("STATE_TTL"))
+        self.cache_alias = conf.get("CACHE")
+        self.db_alias = conf.get("DATABASE")
+        self.cache = caches[self.cache_alias]
+        backend = f"{type(self.cache).__module__}.{type(self.cache).__qualname__}"
+        self.counters: Counters
+        if backend in ATOMIC_CACHE_BACKENDS:
+            self.counters = CacheCounters(self.cache)
+        else:
+            self.counters = DatabaseCounters(self.db_alias, self.now)
+        self._runtimes: dict[str, CircuitRuntime] = {}
+        self._lock = threading.RLock()
+        self._down: set[str] = set()
+
+    def now(self) -> float:
+        """Shared time: this host's clock corrected to the database's."""
+        return self.wall() + self.offset
+
+    # -- outages ---------------------------------------------------------------------
+    def _failed(self, what: str, exc: BaseException) -> None:
+        if what not in self._down:
+            self._down.add(what)
+            logger.warning(
+                "circuitbreaker: %s unreachable (%s: %s); deciding on this process's own "
+                "counts until it returns",
+                what,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _recovered(self, what: str) -> None:
+        if what in self._down:
+            self._down.discard(what)
+            logger.warning("circuitbreaker: %s reachable again", what)
+
+    def _counters_call(self, default: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            result = fn(*args)
+        except Exception as exc:  # any backend error: the breaker must not fail the call
+            self._failed("shared counters", exc)
+            return default
+        if self._down:
+            self._recovered("shared counters")
+        return result
+
+    def counter_incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int | None:
+        return self._counters_call(None, self.counters.incr, key, delta, ttl, known)
+
+    def counter_claim(self, key: str, ttl: float) -> bool:
+        # Unreachable store: admit the trial (per-process), rather than stick in HALF_OPEN.
+        return bool(self._counters_call(True, self.counters.claim, key, ttl))
+
+    def counter_get_many(self, keys: list[str]) -> dict[str, int]:
+        return self._counters_call({}, self.counters.get_many, keys)
+
+    def counter_delete(self, key: str) -> None:
+        self._counters_call(None, self.counters.delete, key)
+
+    # -- runtimes ---------------------------------------------------------------------
+    def runtime(self, name: str) -> CircuitRuntime:
+        """The runtime of ``name`` in this process (loaded, or created, on first use)."""
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            with self._lock:
+                runtime = self._runtimes.get(name)
+                if runtime is None:
+                    runtime = self._load_runtime(name)
+                    self._runtimes[name] = runtime
+        return runtime
+
+    def _load_runtime(self, name: str) -> CircuitRuntime:
+        try:
+            entry = self.cache.get(state_key(name))
+        except Exception as exc:
+            self._failed("cache", exc)
+            entry = None
+        if entry is None:
+            entry = self.load_entry(name)
+            if entry.get("name_override"):
+                return self.runtime(entry["name_override"])
+        return CircuitRuntime(self, name, entry)
+
+    def load_entry(self, name: str, create: bool = True) -> dict[str, Any]:
+        """Read a circuit from the database (creating it when allowed) and fill the cache."""
+        from circuitbreaker_app.models import Circuit
+
+        queryset = Circuit.objects.using(self.db_alias).annotate(db_now=Now())
+        started = self.wall()
+        row = queryset.filter(name=name).first()
+        self._observe_db_time(getattr(row, "db_now", None), started)
+        if row is None:
+            if not create:
+                raise UnknownCircuitError(f"no circuit named {name!r}")
+            row = self._create(name)
+            if row.name != name:
+                return {"name_override": row.name}
+        entry = entry_from_row(row)
+        try:
+            self.cache.add(state_key(name), entry, timeout=None)
+        except Exception as exc:
+            self._failed("cache", exc)
+        return entry
+
+    def _observe_db_time(self, db_now: datetime | None, started: float) -> None:
+        if not self.sync_db_clock or db_now is None or db_now.tzinfo is None:
+            return
+        offset = db_now.timestamp() - (started + self.wall()) / 2
+        if abs(offset) < 86_400:  # ignore nonsense (a misconfigured time zone)
+            self.offset = offset
+
+    def _create(self, name: str) -> Any:
+        from circuitbreaker_app.models import Circuit, validate_circuit_name
+
+        if not conf.get("AUTO_CREATE"):
+            raise UnknownCircuitError(
+                f"no circuit named {name!r}: define it in CIRCUITBREAKER['CIRCUITS'] or the "
+                "admin, or set CIRCUITBREAKER['AUTO_CREATE'] = True"
+            )
+        validate_circuit_name(name)
+        manager = Circuit.objects.using(self.db_alias)
+        if name != conf.OVERFLOW_CIRCUIT and manager.count() >= int(conf.get("MAX_CIRCUITS")):
+            if "max circuits" not in self._down:
+                self._down.add("max circuits")
+                logger.warning(
+                    "circuitbreaker: MAX_CIRCUITS (%s) reached; %r and later new names share "
+                    "the circuit %r",
+                    conf.get("MAX_CIRCUITS"),
+                    name,
+                    conf.OVERFLOW_CIRCUIT,
+                )
+            return self._get_or_create(conf.OVERFLOW_CIRCUIT)
+        return self._get_or_create(name)
+
+    def _get_or_create(self, name: str) -> Any:
+        from circuitbreaker_app.models import Circuit
+
+        manager = Circuit.objects.using(self.db_alias)
+        circuit = Circuit(name=name, **(conf.get("DEFAULTS") or {}))
+        circuit.full_clean(validate_unique=False)
+        try:
+            with transaction.atomic(using=self.db_alias):
+                circuit.save(using=self.db_alias, force_insert=True)
+        except IntegrityError:
+            circuit = manager.get(name=name)
+        return circuit
+
+    def refresh(self, runtime: CircuitRuntime) -> None:
+        """Re-read one circuit's state entry and window buckets (one ``get_many``)."""
+        now = self.now()
+        key = state_key(runtime.name)
+        window_keys = runtime.window.read_keys(now) if self.counters.in_cache else []
+        runtime._stale_at = self.clock() + self.ttl
+        try:
+            values = self.cache.get_many([key, *window_keys])
+        except Exception as exc:
+            self._failed("cache", exc)
+            return
+        entry = values.get(key)
+        if entry is None:
+            try:
+                entry = self.load_entry(runtime.name)
+            except DatabaseError as exc:
+                self._failed("database", exc)
+                return
+            if entry.get("name_override"):
+                return
+        runtime._apply(entry)
+        if window_keys:
+            runtime.window.absorb(values, now)
+
+    def reload(self, runtime: CircuitRuntime) -> None:
+        """Re-read a circuit from the database (after losing a compare-and-set)."""
+        try:
+            entry = self.load_entry(runtime.name, create=False)
+        except (DatabaseError, UnknownCircuitError) as exc:
+            self._failed("database", exc)
+            return
+        current = self._cache_get(state_key(runtime.name))
+        if current is None or current.get("generation", -1) < entry["generation"]:
+            self._cache_set(state_key(runtime.name), entry)
+        runtime._apply(entry)
+        runtime._stale_at = self.clock() + self.ttl
+
+    def _cache_get(self, key: str) -> Any:
+        try:
+            return self.cache.get(key)
+        except Exception as exc:
+            self._failed("cache", exc)
+            return None
+
+    def _cache_set(self, key: str, value: Any) -> None:
+        try:
+            self.cache.set(key, value, timeout=None)
+        except Exception as exc:
+            self._failed("cache", exc)
+
+    # -- transitions --------------------------------------------------------------------
+    def persist_transition(
+        self,
+        runtime: CircuitRuntime,
+        new: CircuitStatus,
+        reason: str,
+        snapshot: Snapshot | None,
+        actor: Any = None,
+    ) -> bool:
+        """Compare-and-set ``runtime``'s circuit to ``new``; record the event; publish.
+
+        Returns False, and re-reads the circuit, when another process moved it first.
+        """
+        from circuitbreaker_app.models import Circuit, CircuitEvent
+
+        old = runtime._status
+        try:
+            with transaction.atomic(using=self.db_alias):
+                updated = (
+                    Circuit.objects.using(self.db_alias)
+                    .filter(pk=runtime.circuit_id, generation=old.generation)
+                    .update(
+                        state=new.state.value,
+                        generation=new.generation,
+                        open_count=new.open_count,
+                        opened_at=_datetime(new.opened_at),
+                        retry_at=_datetime(new.retry_at),
+                        changed_at=_datetime(new.changed_at),
+                    )
+                )
+                if not updated:
+                    lost = True
+                else:
+                    lost = False
+                    CircuitEvent.objects.using(self.db_alias).create(
+                        circuit_id=runtime.circuit_id,
+                        created_at=_datetime(new.changed_at),
+                        from_state=old.state.value,
+                        to_state=new.state.value,
+                        reason=reason[:200],
+                        generation=new.generation,
+                        failure_rate=snapshot.failure_rate if snapshot else None,
+                        slow_call_rate=snapshot.slow_call_rate if snapshot else None,
+                        calls=snapshot.calls if snapshot else None,
+                        actor=actor,
+                    )
+                    entry = _entry_with(runtime, new)
+                    transaction.on_commit(
+                        partial(self._published, runtime.name, entry, old, new, reason),
+                        using=self.db_alias,
+                    )
+        except DatabaseError as exc:
+            # The database is down: this process moves on its own and says so once.
+            self._failed("database", exc)
+            runtime._apply(_entry_with(runtime, new))
+            return True
+        if lost:
+            self.reload(runtime)
+            return False
+        runtime._apply(_entry_with(runtime, new))
+        if isinstance(self.counters, DatabaseCounters) and new.state is not State.HALF_OPEN:
+            self._counters_call(None, self.counters.purge_expired)
+        return True
+
+    def _published(
+        self,
+        name: str,
+        entry: dict[str, Any],
+        old: CircuitStatus,
+        new: CircuitStatus,
+        reason: str,
+    ) -> None:
+        from circuitbreaker_app.models import Circuit
+        from circuitbreaker_app.signals import state_changed
+
+        self._cache_set(state_key(name), entry)
+        logger.info("circuit %r: %s -> %s (%s)", name, old.state.value, new.state.value, reason)
+        state_changed.send(
+            sender=Circuit, name=name, old_state=old.state, new_state=new.state, reason=reason
+        )
+
+    def move_to(self, name: str, state: State, reason: str, actor: Any = None) -> bool:
+        """An operator's transition (force, disable, reset); False when already there."""
+        runtime = self.runtime(name)
+        for _attempt in range(5):
+            self.reload(runtime)
+            old = runtime._status
+            check_transition(old.state, state, operator=True)
+            if old.state is state and state is not State.CLOSED:
+                return False
+            new = old.moved_to(state, self.now(), runtime.config)
+            if self.persist_transition(runtime, new, reason, runtime.snapshot(), actor=actor):
+                return True
+        return False
+
+    def definition_saved(self, circuit: Any) -> None:
+        """Publish an edited definition to every process (on commit)."""
+        key = state_key(circuit.name)
+
+        def publish() -> None:
+            try:
+                entry = self.load_entry(circuit.name, create=False)
+            except (DatabaseError, UnknownCircuitError):
+                return
+            self._cache_set(key, entry)
+            runtime = self._runtimes.get(circuit.name)
+            if runtime is not None:
+                runtime._apply(entry)
+
+        transaction.on_commit(publish, using=circuit._state.db or self.db_alias)
+
+    def forget(self, names: Iterable[str] | None = None) -> None:
+        """Drop this process's snapshots (all, or of ``names``)."""
+        with self._lock:
+            if names is None:
+                self._runtimes.clear()
+            else:
+                for name in names:
+                    self._runtimes.pop(name, None)
+
+    def flush(self) -> None:
+        """Push every pending success count to the shared window now."""
+        for runtime in list(self._runtimes.values()):
+            if runtime._pending:
+                runtime._push(Snapshot())
+
+
+def _definition(config: CircuitConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)
+
+
+def _entry_with(runtime: CircuitRuntime, status: CircuitStatus) -> dict[str, Any]:
+    return {
+        "id": runtime.circuit_id,
+        "state": status.state.value,
+        "generation": status.generation,
+        "open_count": status.open_count,
+        "opened_at": status.opened_at,
+        "retry_at": status.retry_at,
+        "changed_at": status.changed_at,
+        "config": _definition(runtime.config),
+    }
+
+
+# -- the process's store ------------------------------------------------------------------
+
+_store: CircuitStore | None = None
+_store_lock = threading.Lock()
+
+
+def get_store() -> CircuitStore:
+    """This process's store, created on first use from the current settings."""
+    global _store
+    store = _store
+    if store is None:
+        with _store_lock:
+            if _store is None:
+                _store = CircuitStore()
+            store = _store
+    return store
+
+
+def reset_store(store: CircuitStore | None = None) -> None:
+    """Forget this process's store (settings changed, fork, or a test installs its own)."""
+    global _store
+    _store = store
+
+
+def definition_saved(circuit: Any) -> None:
+    """Called by ``Circuit.save()``."""
+    get_store().definition_saved(circuit)
+
+
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting in {"CIRCUITBREAKER", "CACHES", "DATABASES"}:
+        reset_store()
+
+
+setting_changed.connect(_on_setting_changed)
+if hasattr(os, "register_at_fork"):
+    # A forked worker (gunicorn, Celery prefork) starts with no snapshots, batches or
+    # connections of its parent.
+    os.register_at_fork(after_in_child=reset_store)

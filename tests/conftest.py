@@ -1,0 +1,156 @@
+"""Suite-wide pytest wiring: service checks, report header, cache table.
+
+Tests that need a real service carry a marker:
+
+- ``@pytest.mark.redis``: Redis at 127.0.0.1:6379
+- ``@pytest.mark.postgres``: PostgreSQL at 127.0.0.1:5432
+- ``@pytest.mark.services``: both of them
+- ``@pytest.mark.browser``: Debian's ``/usr/bin/chromium`` (driven by Playwright)
+
+Such a test is skipped when its service is unreachable, unless ``REQUIRE_SERVICES=1`` (CI
+sets it): then it fails with a message naming the service. ``require_service()`` does the
+same check from inside a test or fixture.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import socket
+
+import pytest
+
+SERVICES: dict[str, tuple[str, int]] = {
+    "redis": ("127.0.0.1", 6379),
+    "postgres": ("127.0.0.1", 5432),
+}
+# Marker -> the services it needs.
+MARKER_SERVICES: dict[str, tuple[str, ...]] = {
+    "redis": ("redis",),
+    "postgres": ("postgres",),
+    "services": ("postgres", "redis"),
+}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def services_required() -> bool:
+    """True when unreachable services must fail tests instead of skipping them."""
+    return os.environ.get("REQUIRE_SERVICES", "").strip() == "1"
+
+
+@functools.cache
+def is_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to host:port succeeds (cached per session)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _unavailable(message: str) -> None:
+    if services_required():
+        pytest.fail(f"{message} and REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(message)
+
+
+def require_service(name: str, host: str | None = None, port: int | None = None) -> None:
+    """Skip (or, with REQUIRE_SERVICES=1, fail) the running test unless the service answers.
+
+    ``name`` is a label such as ``"redis"``; host and port default to the known address of
+    that service.
+    """
+    default_host, default_port = SERVICES.get(name, ("127.0.0.1", None))
+    host = host or default_host
+    port = port or default_port
+    if port is None:
+        raise ValueError(f"require_service({name!r}): no known port, pass port=")
+    if not is_reachable(host, port):
+        _unavailable(f"{name} is not reachable at {host}:{port}")
+
+
+def require_chromium() -> None:
+    """Skip (or fail under REQUIRE_SERVICES=1) unless Debian's chromium is installed."""
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        _unavailable(f"chromium is not installed ({CHROMIUM}; apt-get install chromium)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The backends chosen with CB_DATABASE / CB_CACHE are needed by every test: say so once,
+    # clearly, instead of failing hundreds of tests with connection errors.
+    db = os.environ.get("CB_DATABASE", "sqlite").strip().lower()
+    cache = os.environ.get("CB_CACHE", "locmem").strip().lower()
+    wanted = []
+    if db in ("postgres", "postgresql"):
+        wanted.append("postgres")
+    if cache == "redis":
+        wanted.append("redis")
+    for name in wanted:
+        host, port = SERVICES[name]
+        if not is_reachable(host, port):
+            raise pytest.UsageError(
+                f"CB_DATABASE={db} CB_CACHE={cache} needs {name} at {host}:{port}, "
+                "which is not reachable"
+            )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        db_text = f"sqlite ({db.get('TEST', {}).get('NAME') or db['NAME']})"
+    else:
+        db_text = f"{db['ENGINE'].rsplit('.', 1)[-1]} ({db['HOST']}:{db['PORT']}, test db "
+        db_text += f"{db.get('TEST', {}).get('NAME') or 'test_' + db['NAME']})"
+    cache = settings.CACHES["default"]
+    cache_text = f"{cache['BACKEND'].rsplit('.', 1)[-1]} ({cache.get('LOCATION', '')})"
+    return [
+        f"circuitbreaker: database={db_text}, cache={cache_text}",
+        f"circuitbreaker: REQUIRE_SERVICES={'1' if services_required() else '0'}",
+    ]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, needed in MARKER_SERVICES.items():
+        if item.get_closest_marker(marker) is not None:
+            for name in needed:
+                require_service(name)
+    if item.get_closest_marker("browser") is not None:
+        require_chromium()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cb_cache_table(request: pytest.FixtureRequest) -> None:
+    """With CB_CACHE=database, make sure the cache table exists in the test database."""
+    from django.conf import settings
+
+    if settings.CACHES["default"]["BACKEND"] != "django.core.cache.backends.db.DatabaseCache":
+        return
+    from django.core.management import call_command
+
+    request.getfixturevalue("django_db_setup")
+    django_db_blocker = request.getfixturevalue("django_db_blocker")
+    with django_db_blocker.unblock():
+        call_command("createcachetable", verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breaker_state():
+    """Every test starts with empty caches and no per-process snapshots."""
+    from django.core.cache import caches
+
+    from circuitbreaker_app.store import reset_store
+
+    def clear() -> None:
+        reset_store()
+        for alias in caches:
+            try:
+                caches[alias].clear()
+            except Exception:  # the database cache before its table exists
+                pass
+
+    clear()
+    yield
+    clear()

@@ -1,0 +1,74 @@
+"""Shared test helpers: a fake-clocked store and a cache that counts its operations."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from circuitbreaker_app.core import FakeClock
+from circuitbreaker_app.store import CacheCounters, CircuitStore, reset_store
+
+CACHE_OPERATIONS = frozenset(
+    {
+        "get",
+        "get_many",
+        "set",
+        "set_many",
+        "add",
+        "incr",
+        "decr",
+        "delete",
+        "delete_many",
+        "touch",
+        "has_key",
+        "get_or_set",
+    }
+)
+
+
+class CountingCache:
+    """Wraps a Django cache and counts every operation that reaches it."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._cache, name)
+        if name not in CACHE_OPERATIONS:
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+
+class FakeStore:
+    """A CircuitStore on a fake clock whose cache operations are counted."""
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock(1_000_000.0)
+        self.store = CircuitStore(clock=self.clock, wall=self.clock, sync_db_clock=False)
+        self.cache = CountingCache(self.store.cache)
+        self.store.cache = self.cache
+        if isinstance(self.store.counters, CacheCounters):
+            self.store.counters = CacheCounters(self.cache)
+
+    def install(self) -> FakeStore:
+        reset_store(self.store)
+        return self
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def runtime(self, name: str) -> Any:
+        return self.store.runtime(name)

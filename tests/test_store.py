@@ -1,0 +1,259 @@
+"""The store: snapshots, batching, compare-and-set transitions, shared permits.
+
+Two ``CircuitStore`` objects on one fake clock, sharing the cache and the database,
+stand for two processes; ``tests/test_multiprocess.py`` repeats the key cases with
+real OS processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+from django.db import transaction
+
+from circuitbreaker_app import CircuitOpenError, State
+from circuitbreaker_app.core import FakeClock, Outcome
+from circuitbreaker_app.models import Circuit, CircuitEvent
+from circuitbreaker_app.signals import state_changed
+from circuitbreaker_app.store import state_key
+from tests.helpers import FakeStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FIVE_STRAIGHT = {
+    "window_type": "count",
+    "window_size": 4,
+    "minimum_calls": 4,
+    "failure_rate_threshold": 100,
+    "wait_duration": 10,
+    "half_open_max_calls": 2,
+}
+
+
+@pytest.fixture
+def circuit(db):
+    return Circuit.objects.create(name="payments", **FIVE_STRAIGHT)
+
+
+@pytest.fixture
+def pair(circuit):
+    clock = FakeClock(1_000_000.0)
+    return FakeStore(clock), FakeStore(clock)
+
+
+@pytest.fixture
+def signals():
+    received = []
+
+    def receiver(**kwargs):
+        received.append((kwargs["name"], kwargs["old_state"], kwargs["new_state"]))
+
+    state_changed.connect(receiver)
+    yield received
+    state_changed.disconnect(receiver)
+
+
+def fail(runtime, times=1):
+    for _ in range(times):
+        permit = runtime.acquire()
+        runtime.on_result(permit, Outcome.FAILURE, 0.0)
+
+
+def succeed(runtime, times=1):
+    for _ in range(times):
+        permit = runtime.acquire()
+        runtime.on_result(permit, Outcome.SUCCESS, 0.0)
+
+
+def test_a_process_sees_its_own_trip_at_once(pair):
+    a, _ = pair
+    fail(a.runtime("payments"), 4)
+    assert a.runtime("payments").status.state is State.OPEN
+    with pytest.raises(CircuitOpenError) as info:
+        a.runtime("payments").acquire()
+    assert info.value.retry_after == pytest.approx(10.0)
+
+
+def test_other_processes_see_a_trip_within_state_ttl(pair):
+    a, b = pair
+    rb = b.runtime("payments")
+    assert rb.status.state is State.CLOSED
+    fail(a.runtime("payments"), 4)
+    a.advance(0.5)
+    assert rb.status.state is State.CLOSED  # its snapshot is still trusted
+    a.advance(0.5)
+    assert rb.status.state is State.OPEN  # refreshed once STATE_TTL (1 s) has passed
+
+
+def test_failures_from_two_processes_share_one_window(pair):
+    a, b = pair
+    fail(a.runtime("payments"), 2)
+    fail(b.runtime("payments"), 2)
+    assert b.runtime("payments").status.state is State.OPEN
+
+
+def test_a_trip_both_processes_see_is_one_transition(pair, signals):
+    a, b = pair
+    ra, rb = a.runtime("payments"), b.runtime("payments")
+    permit_a = ra.acquire()
+    fail(ra, 1)
+    fail(rb, 2)
+    fail(ra, 1)  # 4th failure: A opens the circuit
+    assert ra.status.state is State.OPEN
+    # B admitted a call before it could know; its failure also crosses the threshold,
+    # but its compare-and-set loses: no second transition.
+    permit_b = rb.acquire() if rb.status.state is State.CLOSED else None
+    rb._stale_at = float("inf")
+    if permit_b is None:
+        pytest.fail("B should still trust its CLOSED snapshot")
+    rb.on_result(permit_b, Outcome.FAILURE, 0.0)
+    ra.on_result(permit_a, Outcome.FAILURE, 0.0)  # an outcome from generation 0: dropped
+    assert rb.status.state is State.OPEN  # B re-read the circuit after losing
+    assert CircuitEvent.objects.count() == 1
+    assert signals == [("payments", State.CLOSED, State.OPEN)]
+    assert Circuit.objects.get().generation == 1
+
+
+def test_successes_are_batched_and_flushed_once_per_ttl(pair):
+    a, _ = pair
+    ra = a.runtime("payments")
+    a.cache.reset()
+    succeed(ra, 100)
+    assert a.cache.total == 0
+    a.advance(1.0)
+    succeed(ra, 1)
+    assert a.cache.calls == {"get_many": 1, "add": 1}  # refresh, then the flush creates a bucket
+    assert ra.window.estimate(a.clock()).calls == 101
+
+
+def test_a_failure_carries_pending_successes_in_one_operation(pair):
+    a, _ = pair
+    ra = a.runtime("payments")
+    succeed(ra, 2)
+    fail(ra)
+    a.cache.reset()
+    succeed(ra, 2)
+    fail(ra)
+    assert a.cache.calls == {"incr": 1}
+    snapshot = ra.window.estimate(a.clock())
+    assert (snapshot.calls, snapshot.failures) == (6, 2)
+
+
+def test_half_open_trials_are_limited_across_processes(pair, signals):
+    a, b = pair
+    ra, rb = a.runtime("payments"), b.runtime("payments")
+    fail(ra, 4)
+    a.advance(10.0)
+    first = ra.acquire()  # moves the circuit to HALF_OPEN and takes trial 1 of 2
+    second = rb.acquire()  # B's snapshot is stale: it loses the CAS, re-reads, takes trial 2
+    with pytest.raises(CircuitOpenError):
+        ra.acquire()
+    with pytest.raises(CircuitOpenError):
+        rb.acquire()
+    ra.on_result(first, Outcome.SUCCESS, 0.0)
+    assert ra.status.state is State.HALF_OPEN
+    rb.on_result(second, Outcome.SUCCESS, 0.0)
+    assert rb.status.state is State.CLOSED
+    assert [s[2] for s in signals] == [State.OPEN, State.HALF_OPEN, State.CLOSED]
+    assert CircuitEvent.objects.count() == 3
+
+
+def test_a_leaked_trial_permit_is_freed_after_its_lease(pair, monkeypatch, settings):
+    a, b = pair
+    if not settings.CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+        pytest.skip("needs a cache whose expiry runs on the test's clock (LocMem)")
+    # LocMem expires keys by time.time(): put it on the fake clock too.
+    fake_time = SimpleNamespace(time=a.clock)
+    monkeypatch.setattr("django.core.cache.backends.locmem.time", fake_time)
+    monkeypatch.setattr("django.core.cache.backends.base.time", fake_time)
+    circuit = Circuit.objects.get(name="payments")
+    circuit.half_open_max_calls, circuit.trial_lease = 1, 5
+    circuit.save()
+    ra, rb = a.runtime("payments"), b.runtime("payments")
+    fail(ra, 4)
+    a.advance(10.0)
+    ra.acquire()  # this "process" dies before reporting
+    with pytest.raises(CircuitOpenError):
+        rb.acquire()
+    a.advance(4.9)
+    with pytest.raises(CircuitOpenError):
+        rb.acquire()
+    a.advance(0.1)
+    permit = rb.acquire()
+    rb.on_result(permit, Outcome.SUCCESS, 0.0)
+    assert rb.status.state is State.CLOSED
+
+
+def test_the_cache_is_written_when_the_transaction_commits(pair):
+    a, _ = pair
+    ra = a.runtime("payments")
+    with transaction.atomic():
+        fail(ra, 4)
+        assert ra.status.state is State.OPEN  # this process knows at once
+        assert a.store.cache.get(state_key("payments"))["state"] == "closed"
+    assert a.store.cache.get(state_key("payments"))["state"] == "open"
+
+
+def test_a_rolled_back_transition_is_not_published(pair, signals):
+    a, _ = pair
+    with pytest.raises(RuntimeError), transaction.atomic():
+        fail(a.runtime("payments"), 4)
+        raise RuntimeError("the view failed")
+    assert signals == []
+    assert a.store.cache.get(state_key("payments"))["state"] == "closed"
+    assert Circuit.objects.get().state == "closed"
+
+
+def test_saving_a_definition_never_rolls_the_state_back(pair):
+    a, b = pair
+    stale = Circuit.objects.get(name="payments")
+    fail(a.runtime("payments"), 4)
+    stale.description = "edited in the admin meanwhile"
+    stale.wait_duration = 20
+    stale.save()
+    fresh = Circuit.objects.get(name="payments")
+    assert (fresh.state, fresh.generation, fresh.wait_duration) == ("open", 1, 20)
+    b.advance(1.0)
+    assert b.runtime("payments").config.wait_duration == 20
+    assert b.runtime("payments").status.state is State.OPEN
+
+
+def test_operator_moves_record_the_actor(pair, django_user_model):
+    a, b = pair
+    user = django_user_model.objects.create_user("ops")
+    assert a.store.move_to("payments", State.FORCED_OPEN, "maintenance", actor=user)
+    with pytest.raises(CircuitOpenError) as info:
+        a.runtime("payments").acquire()
+    assert info.value.retry_after is None
+    assert not a.store.move_to("payments", State.FORCED_OPEN, "again")
+    assert a.store.move_to("payments", State.CLOSED, "reset", actor=user)
+    events = list(CircuitEvent.objects.order_by("id").values_list("to_state", "actor__username"))
+    assert events == [("forced_open", "ops"), ("closed", "ops")]
+    b.advance(1.0)
+    assert b.runtime("payments").status.state is State.CLOSED
+
+
+def test_an_unreachable_cache_never_fails_a_call(pair, caplog):
+    a, _ = pair
+    ra = a.runtime("payments")
+
+    class Down:
+        def __getattr__(self, name):
+            def broken(*args, **kwargs):
+                raise ConnectionError("cache down")
+
+            return broken
+
+    a.store.cache = Down()
+    a.store.counters.cache = Down()
+    caplog.set_level(logging.WARNING, logger="circuitbreaker_app")
+    for _ in range(3):
+        a.advance(1.0)
+        succeed(ra, 5)
+        fail(ra)
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 2  # one for the state cache, one for the counters, not per call
+    fail(ra, 4)  # the last 4 calls failed
+    assert ra.status.state is State.OPEN  # decided on this process's own counts
