@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 
 from circuitbreaker_app.core import CircuitOpenError, Outcome, Permit, State
 from circuitbreaker_app.core.config import check_name
+from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime, get_store
 
 P = ParamSpec("P")
@@ -104,6 +105,8 @@ class Breaker:
         try:
             permit = runtime.acquire()
         except CircuitOpenError as exc:
+            if OBSERVERS:
+                notify(self.name, "rejected", None)
             if self.fallback is not None:
                 return self.fallback(exc)  # type: ignore[no-any-return]
             raise
@@ -112,15 +115,28 @@ class Breaker:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             outcome = self.classify(exc)
-            runtime.on_result(permit, outcome, time.perf_counter() - started)
+            self._settle(runtime, permit, outcome, started)
             if outcome is Outcome.FAILURE and self.fallback is not None:
                 return self.fallback(exc)  # type: ignore[no-any-return]
             raise
-        runtime.on_result(permit, self._result_outcome(result), time.perf_counter() - started)
+        self._settle(runtime, permit, self._result_outcome(result), started)
         return result
 
+    def _settle(
+        self, runtime: CircuitRuntime, permit: Permit, outcome: Outcome, started: float
+    ) -> None:
+        duration = time.perf_counter() - started
+        runtime.on_result(permit, outcome, duration)
+        if OBSERVERS:
+            notify(self.name, outcome.value, duration)
+
     def __enter__(self) -> Breaker:
-        permit = self._runtime().acquire()
+        try:
+            permit = self._runtime().acquire()
+        except CircuitOpenError:
+            if OBSERVERS:
+                notify(self.name, "rejected", None)
+            raise
         self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
         return self
 
@@ -134,13 +150,18 @@ class Breaker:
         (permit, started), self_stack = stack[-1], stack[:-1]
         self._permits.set(self_stack)
         outcome = Outcome.SUCCESS if exc is None else self.classify(exc)
-        self._runtime().on_result(permit, outcome, time.perf_counter() - started)
+        self._settle(self._runtime(), permit, outcome, started)
 
     # -- async -----------------------------------------------------------------------------
     async def _aacquire(self, runtime: CircuitRuntime) -> Permit:
-        if runtime.acquire_needs_io():
-            return await sync_to_async(runtime.acquire)()
-        return runtime.acquire()
+        try:
+            if runtime.acquire_needs_io():
+                return await sync_to_async(runtime.acquire)()
+            return runtime.acquire()
+        except CircuitOpenError:
+            if OBSERVERS:
+                notify(self.name, "rejected", None)
+            raise
 
     async def _asettle(
         self, runtime: CircuitRuntime, permit: Permit, outcome: Outcome, duration: float
@@ -149,6 +170,8 @@ class Breaker:
             await sync_to_async(runtime.on_result)(permit, outcome, duration)
         else:
             runtime.on_result(permit, outcome, duration)
+        if OBSERVERS:
+            notify(self.name, outcome.value, duration)
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn`` through the circuit; cache and database I/O runs off the event loop."""

@@ -681,6 +681,25 @@ class CircuitStore:
                 return True
         return False
 
+    def advance(self, name: str, expected: State, new: State, reason: str) -> bool:
+        """A transition the breaker makes by itself, done by a task (e.g. a probe).
+
+        Re-reads the circuit from the database first: when it is no longer in
+        ``expected`` (or, for OPEN → HALF_OPEN, its ``retry_at`` has not passed), this is
+        a no-op returning False, so early, late or duplicate deliveries change nothing.
+        """
+        check_transition(expected, new)
+        runtime = self.runtime(name)
+        self.reload(runtime)
+        old = runtime._status
+        if old.state is not expected:
+            return False
+        if expected is State.OPEN and (old.retry_after(self.now()) or 0.0) > 0:
+            return False
+        return self.persist_transition(
+            runtime, old.moved_to(new, self.now(), runtime.config), reason, None
+        )
+
     def definition_saved(self, circuit: Any) -> None:
         """Publish an edited definition to every process (on commit)."""
         key = state_key(circuit.name)

@@ -6,7 +6,7 @@ and on real services:
 - ``CB_DATABASE``: ``sqlite`` (default; file-backed so several processes can share it) or
   ``postgres`` (``postgresql://postgres@127.0.0.1:5432/test``).
 - ``CB_CACHE``: ``locmem`` (default), ``database``, ``file`` or ``redis``
-  (``redis://127.0.0.1:6379/15``).
+  (``redis://127.0.0.1:6379/15``, or ``CB_REDIS_URL``).
 - ``CB_SQLITE_PATH``: the SQLite file (default ``<repo>/.pytest-db.sqlite3``); the test
   database is ``.pytest-test-db.sqlite3`` beside it.
 - ``CB_POSTGRES_TEST_NAME``: the PostgreSQL test database (default ``test_circuitbreaker``).
@@ -94,7 +94,7 @@ elif CB_CACHE == "redis":
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:6379/15",
+            "LOCATION": os.environ.get("CB_REDIS_URL", "redis://127.0.0.1:6379/15"),
         }
     }
 else:
