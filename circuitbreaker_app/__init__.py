@@ -10,6 +10,7 @@ Public API (DESIGN §1)::
 
 from circuitbreaker_app.breaker import Breaker, breaker
 from circuitbreaker_app.core import CircuitOpenError, State
+from circuitbreaker_app.store import UnknownCircuitError
 
 __version__ = "0.1.0"
-__all__ = ["Breaker", "CircuitOpenError", "State", "breaker"]
+__all__ = ["Breaker", "CircuitOpenError", "State", "UnknownCircuitError", "breaker"]

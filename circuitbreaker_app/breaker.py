@@ -7,11 +7,13 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 
+from circuitbreaker_app import store as store_module
 from circuitbreaker_app.core import CircuitOpenError, Outcome, Permit, State
 from circuitbreaker_app.core.config import check_name
 from circuitbreaker_app.observers import OBSERVERS, notify
@@ -63,6 +65,8 @@ class Breaker:
         self.ignore = _exception_types("ignore", ignore)
         self.is_failure = is_failure
         self.fallback = fallback
+        self._store: object = None
+        self._cached: CircuitRuntime | None = None
         self._permits: contextvars.ContextVar[tuple[tuple[Permit, float], ...]] = (
             contextvars.ContextVar(f"circuitbreaker_permits_{name}", default=())
         )
@@ -72,7 +76,22 @@ class Breaker:
 
     # -- what this process sees ------------------------------------------------------------
     def _runtime(self) -> CircuitRuntime:
-        return get_store().runtime(self.name)
+        # One dict lookup per call; the handle remembers its runtime until the process's
+        # store is replaced (settings changed, fork).
+        store = store_module._store
+        if store is not None and store is self._store:
+            return self._cached  # type: ignore[return-value]
+        store = get_store()
+        self._cached = store.runtime(self.name)
+        self._store = store
+        return self._cached
+
+    async def _aruntime(self) -> CircuitRuntime:
+        # The first use in a process reads the database: never on the event loop.
+        runtime = get_store().loaded(self.name)
+        if runtime is None:
+            runtime = await sync_to_async(self._runtime)()
+        return runtime
 
     @property
     def state(self) -> State:
@@ -102,6 +121,35 @@ class Breaker:
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn`` through the circuit; fallback (if any) on rejection or failure."""
         runtime = self._runtime()
+        generation = runtime.fast_admit()
+        if generation < 0:
+            rejection = runtime.fast_rejection()
+            if rejection is None:
+                return self._call_with_permit(runtime, fn, *args, **kwargs)
+            if OBSERVERS:
+                notify(self.name, "rejected", None)
+            if self.fallback is not None:
+                return self.fallback(rejection)  # type: ignore[no-any-return]
+            raise rejection
+        # Fast path: CLOSED (or forced closed, disabled) with a fresh snapshot.
+        started = perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            return self._failed(runtime, Permit(runtime.status.state, generation), exc, started)
+        if (self.is_failure is None or not self.is_failure(result)) and runtime.fast_success(
+            generation, perf_counter() - started
+        ):
+            if OBSERVERS:
+                notify(self.name, "success", perf_counter() - started)
+            return result
+        permit = Permit(runtime.status.state, generation)
+        self._settle(runtime, permit, self._result_outcome(result), started)
+        return result
+
+    def _call_with_permit(
+        self, runtime: CircuitRuntime, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         try:
             permit = runtime.acquire()
         except CircuitOpenError as exc:
@@ -110,17 +158,23 @@ class Breaker:
             if self.fallback is not None:
                 return self.fallback(exc)  # type: ignore[no-any-return]
             raise
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            outcome = self.classify(exc)
-            self._settle(runtime, permit, outcome, started)
-            if outcome is Outcome.FAILURE and self.fallback is not None:
-                return self.fallback(exc)  # type: ignore[no-any-return]
-            raise
+            return self._failed(runtime, permit, exc, started)
         self._settle(runtime, permit, self._result_outcome(result), started)
         return result
+
+    def _failed(
+        self, runtime: CircuitRuntime, permit: Permit, exc: BaseException, started: float
+    ) -> Any:
+        """Record an exception's outcome; answer with the fallback or re-raise it."""
+        outcome = self.classify(exc)
+        self._settle(runtime, permit, outcome, started)
+        if outcome is Outcome.FAILURE and self.fallback is not None:
+            return self.fallback(exc)
+        raise exc
 
     def _settle(
         self, runtime: CircuitRuntime, permit: Permit, outcome: Outcome, started: float
@@ -175,7 +229,7 @@ class Breaker:
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn`` through the circuit; cache and database I/O runs off the event loop."""
-        runtime = self._runtime()
+        runtime = await self._aruntime()
         try:
             permit = await self._aacquire(runtime)
         except CircuitOpenError as exc:
@@ -196,7 +250,7 @@ class Breaker:
         return result
 
     async def __aenter__(self) -> Breaker:
-        permit = await self._aacquire(self._runtime())
+        permit = await self._aacquire(await self._aruntime())
         self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
         return self
 
@@ -210,7 +264,7 @@ class Breaker:
         (permit, started), rest = stack[-1], stack[:-1]
         self._permits.set(rest)
         outcome = Outcome.SUCCESS if exc is None else self.classify(exc)
-        await self._asettle(self._runtime(), permit, outcome, time.perf_counter() - started)
+        await self._asettle(await self._aruntime(), permit, outcome, time.perf_counter() - started)
 
     # -- decorator -------------------------------------------------------------------------
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

@@ -16,6 +16,7 @@ except once per ``STATE_TTL`` (one ``get_many`` to refresh, one ``incr`` to flus
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ from circuitbreaker_app import conf
 from circuitbreaker_app.buckets import SharedWindow, pack, window_for
 from circuitbreaker_app.core import (
     CircuitConfig,
+    CircuitOpenError,
     CircuitStatus,
     Outcome,
     Permit,
@@ -41,11 +43,13 @@ from circuitbreaker_app.core import (
     behaviour_for,
     evaluate,
 )
-from circuitbreaker_app.core.states import check_transition, settle
+from circuitbreaker_app.core.states import Closed, check_transition, settle
 
 logger = logging.getLogger("circuitbreaker_app")
 
 KEY_PREFIX = "circuitbreaker/1"
+#: States in which a call is admitted with no shared permit.
+FREE_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED, State.DISABLED})
 TRIAL_SUCCESS_TTL = 86_400
 
 #: Cache backends whose ``incr`` and ``add`` are atomic across processes.
@@ -136,6 +140,11 @@ class Counters:
         raise NotImplementedError("subclasses of Counters must provide delete()")
 
 
+def _whole_seconds(ttl: float) -> int:
+    # Cache backends truncate timeouts to whole seconds (Redis: 0.3 -> 0, "expire now").
+    return max(1, math.ceil(ttl))
+
+
 class CacheCounters(Counters):
     """Counters in a cache whose ``incr`` and ``add`` are atomic (LocMem, Redis, memcached)."""
 
@@ -145,6 +154,7 @@ class CacheCounters(Counters):
         self.cache = cache
 
     def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
+        ttl = _whole_seconds(ttl)
         if not known and self.cache.add(key, delta, timeout=ttl):
             return delta
         try:
@@ -155,7 +165,7 @@ class CacheCounters(Counters):
             return int(self.cache.incr(key, delta))
 
     def claim(self, key: str, ttl: float) -> bool:
-        return bool(self.cache.add(key, 1, timeout=ttl))
+        return bool(self.cache.add(key, 1, timeout=_whole_seconds(ttl)))
 
     def get_many(self, keys: list[str]) -> dict[str, int]:
         return self.cache.get_many(keys)
@@ -190,9 +200,9 @@ class DatabaseCounters(Counters):
         rows = self._fetch(
             f"INSERT INTO {t} (key, value, expires_at) VALUES (%s, %s, %s) "
             f"ON CONFLICT (key) DO UPDATE SET "
-            f"value = CASE WHEN {t}.expires_at < %s THEN excluded.value "
+            f"value = CASE WHEN {t}.expires_at <= %s THEN excluded.value "
             f"ELSE {t}.value + excluded.value END, "
-            f"expires_at = CASE WHEN {t}.expires_at < %s THEN excluded.expires_at "
+            f"expires_at = CASE WHEN {t}.expires_at <= %s THEN excluded.expires_at "
             f"ELSE {t}.expires_at END RETURNING value",
             [key, delta, now + ttl, now, now],
         )
@@ -204,7 +214,7 @@ class DatabaseCounters(Counters):
         rows = self._fetch(
             f"INSERT INTO {t} (key, value, expires_at) VALUES (%s, 1, %s) "
             f"ON CONFLICT (key) DO UPDATE SET value = 1, expires_at = excluded.expires_at "
-            f"WHERE {t}.expires_at < %s RETURNING key",
+            f"WHERE {t}.expires_at <= %s RETURNING key",
             [key, now + ttl, now],
         )
         return bool(rows)
@@ -214,7 +224,7 @@ class DatabaseCounters(Counters):
             return {}
         marks = ", ".join(["%s"] * len(keys))
         rows = self._fetch(
-            f"SELECT key, value FROM {self.table} WHERE key IN ({marks}) AND expires_at >= %s",
+            f"SELECT key, value FROM {self.table} WHERE key IN ({marks}) AND expires_at > %s",
             [*keys, self.wall()],
         )
         return {key: int(value) for key, value in rows}
@@ -244,9 +254,12 @@ class CircuitRuntime:
     def __init__(self, store: CircuitStore, name: str, entry: dict[str, Any]) -> None:
         self.store = store
         self.name = name
-        self._pending = 0  # successes (fast, not slow) not yet flushed
+        # Successes (fast, not slow) not yet flushed. Incremented without a lock: under
+        # thread races a success may go uncounted, which only nudges the failure rate up.
+        self._pending = 0
         self._written: set[str] = set()  # counter keys this process knows exist
-        self._lock = threading.Lock()
+        self._clock = store.clock
+        self._success_can_open = False
         self._apply(entry)
         self._stale_at = store.clock() + store.ttl
         self._flush_at = self._stale_at
@@ -266,12 +279,31 @@ class CircuitRuntime:
             )
             self._pending = 0
         self.config = config
+        self._slow_after = config.slow_call_duration
         self._status = status
+        # Plain attributes for the fast path (enum hashing and lookups cost more).
+        self._generation = status.generation
+        self._free = status.state in FREE_STATES
+        self._disabled = status.state is State.DISABLED
+        self._closed = status.state is State.CLOSED
+        self._watch(self.window.estimate(self.store.now()))
+
+    def _watch(self, estimate: Snapshot) -> None:
+        """Note whether more successes could open the circuit (rates at the threshold)."""
+        config = self.config
+        calls = max(estimate.calls, 1)
+        self._success_can_open = bool(
+            estimate.failures and estimate.failures * 100 >= config.failure_rate_threshold * calls
+        ) or bool(
+            config.slow_call_duration is not None
+            and estimate.slow
+            and estimate.slow * 100 >= config.slow_call_rate_threshold * calls
+        )
 
     # -- CircuitContext ------------------------------------------------------------------
     @property
     def status(self) -> CircuitStatus:
-        if self.store.clock() >= self._stale_at:
+        if self._clock() >= self._stale_at:
             self.refresh()
         return self._status
 
@@ -281,12 +313,10 @@ class CircuitRuntime:
     def record(self, failed: bool, slow: bool) -> Snapshot:
         if failed or slow:
             return self._push(Snapshot(1, int(failed), int(slow)))
-        with self._lock:
-            self._pending += 1
-            pending = self._pending
-        if self.store.clock() >= self._flush_at:
+        self._pending += 1
+        if self._clock() >= self._flush_at:
             return self._push(Snapshot())
-        estimate = self.window.estimate(self.now()) + Snapshot(pending)
+        estimate = self.window.estimate(self.now()) + Snapshot(self._pending)
         if evaluate(estimate, self.config).opens:
             # Our own successes could tip the window (S F F F S): check the real totals.
             return self._push(Snapshot())
@@ -294,11 +324,10 @@ class CircuitRuntime:
 
     def _push(self, outcome: Snapshot) -> Snapshot:
         """Add ``outcome`` plus pending successes to the shared window: one ``incr``."""
-        with self._lock:
-            pending, self._pending = self._pending, 0
+        pending, self._pending = self._pending, 0
         delta = outcome + Snapshot(pending)
         now = self.now()
-        self._flush_at = self.store.clock() + self.store.ttl
+        self._flush_at = self._clock() + self.store.ttl
         if not delta.calls:
             return self.window.estimate(now)
         key, ttl = self.window.add_key(now)
@@ -307,9 +336,55 @@ class CircuitRuntime:
             if len(self._written) > 64:
                 self._written.clear()
             self._written.add(key)
-        if value is None:  # shared store unreachable: decide on what this process knows
-            return self.window.add_locally(delta, now)
-        return self.window.added(key, value, now)
+            snapshot = self.window.added(key, value, now)
+        else:  # shared store unreachable: decide on what this process knows
+            snapshot = self.window.add_locally(delta, now)
+        self._watch(snapshot)
+        return snapshot
+
+    # -- the fast path (no allocation, no I/O) ------------------------------------------
+    def fast_admit(self) -> int:
+        """The generation when a call may pass without I/O or a permit, else -1.
+
+        True for a fresh snapshot in CLOSED, FORCED_CLOSED or DISABLED; everything else
+        (a stale snapshot, OPEN, HALF_OPEN, FORCED_OPEN) takes :meth:`acquire`.
+        """
+        if self._free and self._clock() < self._stale_at:
+            return self._generation
+        return -1
+
+    def fast_rejection(self) -> CircuitOpenError | None:
+        """The error for a call an OPEN/FORCED_OPEN snapshot rejects outright (no I/O)."""
+        status = self._status
+        if self._clock() >= self._stale_at:
+            return None
+        if status.state is State.OPEN:
+            wait = status.retry_at - self.store.now() if status.retry_at is not None else 0.0
+            if wait > 0:
+                return CircuitOpenError(self.name, State.OPEN, wait)
+        elif status.state is State.FORCED_OPEN:
+            return CircuitOpenError(self.name, State.FORCED_OPEN, None)
+        return None
+
+    def fast_success(self, generation: int, duration: float) -> bool:
+        """Count a success admitted by :meth:`fast_admit`; False means "use on_result()".
+
+        Declines when the circuit moved on, the call was slow, or more successes could
+        open the circuit (so :meth:`record` must evaluate the window exactly).
+        """
+        if generation != self._generation or self._success_can_open:
+            return False
+        slow_after = self._slow_after
+        if slow_after is not None and duration >= slow_after:
+            return False
+        if self._disabled:
+            return True
+        self._pending += 1
+        if self._clock() >= self._flush_at:
+            snapshot = self._push(Snapshot())
+            if self._closed:
+                Closed.check_window(self, snapshot)
+        return True
 
     def acquire_trial(self) -> int | None:
         prefix = generation_prefix(self.name, self._status.generation)
@@ -362,8 +437,7 @@ class CircuitRuntime:
             return True
         if self.config.is_slow(duration) or self.store.clock() >= self._flush_at:
             return True
-        estimate = self.window.estimate(self.now()) + Snapshot(self._pending + 1)
-        return evaluate(estimate, self.config).opens
+        return self._success_can_open
 
     def refresh(self) -> None:
         """Re-read the shared state (and window buckets) from the cache."""
@@ -559,6 +633,57 @@ class CircuitStore:
         runtime._apply(entry)
         if window_keys:
             runtime.window.absorb(values, now)
+            runtime._watch(runtime.window.estimate(now))
+
+    def loaded(self, name: str) -> CircuitRuntime | None:
+        """The runtime of ``name`` if this process already has it (never any I/O)."""
+        return self._runtimes.get(name)
+
+    def refresh_rows(self, rows: Iterable[Any]) -> dict[str, CircuitRuntime]:
+        """Runtimes of these ``Circuit`` rows with fresh windows, for admin pages and the
+        status endpoint (never the hot path).
+
+        A runtime this process lacks is built from its row (no read of its own); the state
+        entries and window buckets of all circuits come back in one ``get_many`` (plus one
+        counters query when the counters live in the database). Whichever of row and cache
+        entry has the higher generation wins.
+        """
+        now = self.now()
+        runtimes: dict[str, CircuitRuntime] = {}
+        for row in rows:
+            entry = entry_from_row(row)
+            runtime = self._runtimes.get(row.name)
+            if runtime is None or runtime.name != row.name:  # new here, or was overflowed
+                with self._lock:
+                    runtime = self._runtimes.get(row.name)
+                    if runtime is None or runtime.name != row.name:
+                        runtime = CircuitRuntime(self, row.name, entry)
+                        self._runtimes[row.name] = runtime
+            if runtime._status.generation <= row.generation:
+                runtime._apply(entry)
+            runtimes[row.name] = runtime
+        window_keys = {name: rt.window.read_keys(now) for name, rt in runtimes.items()}
+        generations = {name: rt._status.generation for name, rt in runtimes.items()}
+        keys = [state_key(name) for name in runtimes]
+        if self.counters.in_cache:
+            keys += [key for names in window_keys.values() for key in names]
+        try:
+            values = dict(self.cache.get_many(keys)) if keys else {}
+        except Exception as exc:
+            self._failed("cache", exc)
+            return runtimes
+        if not self.counters.in_cache:
+            all_window_keys = [key for names in window_keys.values() for key in names]
+            values.update(self.counter_get_many(all_window_keys))
+        stale_at = self.clock() + self.ttl
+        for name, runtime in runtimes.items():
+            entry = values.get(state_key(name))
+            if entry is not None and entry.get("generation", -1) > runtime._status.generation:
+                runtime._apply(entry)
+            if runtime._status.generation == generations[name]:
+                runtime.window.absorb(values, now)
+            runtime._stale_at = stale_at
+        return runtimes
 
     def reload(self, runtime: CircuitRuntime) -> None:
         """Re-read a circuit from the database (after losing a compare-and-set)."""

@@ -63,7 +63,12 @@ class ConfigError(ValueError):
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A real int or a finite float (bool, NaN and infinities are not numbers here)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True  # may exceed float range: math.isfinite() would overflow
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _integer(low: int, high: int) -> Callable[[str, Any], str | None]:
@@ -81,7 +86,7 @@ def _seconds(*, allow_zero: bool, optional: bool = False) -> Callable[[str, Any]
     def check(name: str, value: Any) -> str | None:
         if value is None and optional:
             return None
-        if not _is_number(value) or not math.isfinite(value):
+        if not _is_number(value):
             return f"{name} must be a finite number of seconds, but was {value!r}"
         if value < 0 or (value == 0 and not allow_zero):
             bound = "0 or more" if allow_zero else "greater than 0"
@@ -94,13 +99,13 @@ def _seconds(*, allow_zero: bool, optional: bool = False) -> Callable[[str, Any]
 
 
 def _percent(name: str, value: Any) -> str | None:
-    if not _is_number(value) or not math.isfinite(value) or not 0 < value <= 100:
+    if not _is_number(value) or not 0 < value <= 100:
         return f"{name} must be greater than 0 and at most 100, but was {value!r}"
     return None
 
 
 def _multiplier(name: str, value: Any) -> str | None:
-    if not _is_number(value) or not math.isfinite(value) or not 1 <= value <= 100:
+    if not _is_number(value) or not 1 <= value <= 100:
         return f"{name} must be a number from 1 to 100, but was {value!r}"
     return None
 
@@ -206,9 +211,9 @@ class CircuitConfig:
         """
         exponent = max(0, open_count - 1)
         try:
-            wait = self.wait_duration * self.backoff_multiplier**exponent
+            wait = self.wait_duration * float(self.backoff_multiplier) ** exponent
         except OverflowError:
-            return self.max_wait_duration
+            return self.max_wait_duration if self.wait_duration else 0.0
         return min(wait, self.max_wait_duration)
 
     def is_slow(self, duration: float) -> bool:

@@ -17,14 +17,18 @@ class CircuitOpenError(Exception):
     """
 
     def __init__(self, circuit: str, state: State, retry_after: float | None) -> None:
+        # Rejections are a hot path: the message is only built when someone reads it.
+        super().__init__(circuit)
         self.circuit = circuit
         self.state = state
         self.retry_after = retry_after
-        if retry_after is None:
-            detail = ""
-        else:
-            detail = f"; retry in {max(0, math.ceil(retry_after))} s"
-        super().__init__(f"circuit {circuit!r} is {state.value}{detail}")
+
+    def __str__(self) -> str:
+        detail = ""
+        if self.retry_after is not None:
+            detail = f"; retry in {max(0, math.ceil(self.retry_after))} s"
+        state = getattr(self.state, "value", self.state)
+        return f"circuit {self.circuit!r} is {state}{detail}"
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Keep the exception picklable (Celery sends task exceptions between processes).

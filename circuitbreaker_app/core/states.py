@@ -172,7 +172,11 @@ class Closed(CircuitStateBehaviour):
         return Permit(State.CLOSED, ctx.status.generation)
 
     def on_result(self, ctx: CircuitContext, permit: Permit, failed: bool, slow: bool) -> None:
-        snapshot = ctx.record(failed, slow)
+        self.check_window(ctx, ctx.record(failed, slow))
+
+    @staticmethod
+    def check_window(ctx: CircuitContext, snapshot: Snapshot) -> None:
+        """Open the circuit if ``snapshot`` (the window after an outcome) says so."""
         result = evaluate(snapshot, ctx.config)
         if result.opens:
             _move(ctx, State.OPEN, result.value, snapshot)
