@@ -51,7 +51,8 @@ elif CB_DATABASE in ("postgres", "postgresql"):
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": "test",
+            # A worker process started by a test points NAME at the test database.
+            "NAME": os.environ.get("CB_POSTGRES_NAME", "test"),
             "USER": "postgres",
             "PASSWORD": "",
             "HOST": "127.0.0.1",

@@ -8,6 +8,7 @@ real OS processes.
 from __future__ import annotations
 
 import logging
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +18,7 @@ from circuitbreaker_app import CircuitOpenError, State
 from circuitbreaker_app.core import FakeClock, Outcome
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
-from circuitbreaker_app.store import state_key
+from circuitbreaker_app.store import CacheCounters, state_key
 from tests.helpers import FakeStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,7 +125,10 @@ def test_successes_are_batched_and_flushed_once_per_ttl(pair):
     assert a.cache.total == 0
     a.advance(1.0)
     succeed(ra, 1)
-    assert a.cache.calls == {"get_many": 1, "add": 1}  # refresh, then the flush creates a bucket
+    if isinstance(a.store.counters, CacheCounters):
+        assert a.cache.calls == {"get_many": 1, "add": 1}  # refresh; the flush makes a bucket
+    else:  # the flush goes to the database counters
+        assert a.cache.calls == {"get_many": 1}
     assert ra.window.estimate(a.clock()).calls == 101
 
 
@@ -136,7 +140,10 @@ def test_a_failure_carries_pending_successes_in_one_operation(pair):
     a.cache.reset()
     succeed(ra, 2)
     fail(ra)
-    assert a.cache.calls == {"incr": 1}
+    if isinstance(a.store.counters, CacheCounters):
+        assert a.cache.calls == {"incr": 1}
+    else:  # the database cache has no atomic incr: one upsert on the counters table instead
+        assert a.cache.total == 0
     snapshot = ra.window.estimate(a.clock())
     assert (snapshot.calls, snapshot.failures) == (6, 2)
 
@@ -162,14 +169,18 @@ def test_half_open_trials_are_limited_across_processes(pair, signals):
 
 def test_a_leaked_trial_permit_is_freed_after_its_lease(pair, monkeypatch, settings):
     a, b = pair
-    if not settings.CACHES["default"]["BACKEND"].endswith("LocMemCache"):
-        pytest.skip("needs a cache whose expiry runs on the test's clock (LocMem)")
-    # LocMem expires keys by time.time(): put it on the fake clock too.
-    fake_time = SimpleNamespace(time=a.clock)
-    monkeypatch.setattr("django.core.cache.backends.locmem.time", fake_time)
-    monkeypatch.setattr("django.core.cache.backends.base.time", fake_time)
+    locmem = settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")
+    # Permits expire on the store's (fake) clock in the database counters, on the cache's
+    # own clock otherwise: LocMem's can be faked, a real Redis server's cannot.
+    real_clock = isinstance(a.store.counters, CacheCounters) and not locmem
+    lease = 1.0 if real_clock else 5.0
+    if locmem:
+        # LocMem expires keys by time.time(): put it on the fake clock too.
+        fake_time = SimpleNamespace(time=a.clock)
+        monkeypatch.setattr("django.core.cache.backends.locmem.time", fake_time)
+        monkeypatch.setattr("django.core.cache.backends.base.time", fake_time)
     circuit = Circuit.objects.get(name="payments")
-    circuit.half_open_max_calls, circuit.trial_lease = 1, 5
+    circuit.half_open_max_calls, circuit.trial_lease = 1, lease
     circuit.save()
     ra, rb = a.runtime("payments"), b.runtime("payments")
     fail(ra, 4)
@@ -177,10 +188,13 @@ def test_a_leaked_trial_permit_is_freed_after_its_lease(pair, monkeypatch, setti
     ra.acquire()  # this "process" dies before reporting
     with pytest.raises(CircuitOpenError):
         rb.acquire()
-    a.advance(4.9)
-    with pytest.raises(CircuitOpenError):
-        rb.acquire()
-    a.advance(0.1)
+    if real_clock:  # a real server expires the permit on its own clock
+        time.sleep(lease + 0.1)
+    else:
+        a.advance(4.9)
+        with pytest.raises(CircuitOpenError):
+            rb.acquire()
+        a.advance(0.1)
     permit = rb.acquire()
     rb.on_result(permit, Outcome.SUCCESS, 0.0)
     assert rb.status.state is State.CLOSED
@@ -247,7 +261,7 @@ def test_an_unreachable_cache_never_fails_a_call(pair, caplog):
             return broken
 
     a.store.cache = Down()
-    a.store.counters.cache = Down()
+    a.store.counters = CacheCounters(Down())
     caplog.set_level(logging.WARNING, logger="circuitbreaker_app")
     for _ in range(3):
         a.advance(1.0)
@@ -257,3 +271,32 @@ def test_an_unreachable_cache_never_fails_a_call(pair, caplog):
     assert len(warnings) == 2  # one for the state cache, one for the counters, not per call
     fail(ra, 4)  # the last 4 calls failed
     assert ra.status.state is State.OPEN  # decided on this process's own counts
+
+
+def test_unknown_names_fail_clearly_without_auto_create(settings):
+    settings.CIRCUITBREAKER = {"AUTO_CREATE": False}
+    from circuitbreaker_app import UnknownCircuitError, breaker
+
+    with pytest.raises(UnknownCircuitError, match="AUTO_CREATE"):
+        breaker("never-defined").call(lambda: 1)
+    assert not Circuit.objects.filter(name="never-defined").exists()
+
+
+def test_first_use_creates_the_circuit_from_defaults(settings):
+    settings.CIRCUITBREAKER = {"DEFAULTS": {"window_size": 7, "minimum_calls": 7}}
+    from circuitbreaker_app import breaker
+
+    assert breaker("partner-api").call(lambda: 1) == 1
+    assert Circuit.objects.get(name="partner-api").window_size == 7
+
+
+def test_names_past_max_circuits_share_the_overflow_circuit(settings, caplog):
+    settings.CIRCUITBREAKER = {"MAX_CIRCUITS": 2}
+    from circuitbreaker_app import breaker
+
+    caplog.set_level(logging.WARNING, logger="circuitbreaker_app")
+    for index in range(6):
+        assert breaker(f"http:host{index}.example").call(lambda: "ok") == "ok"
+    names = set(Circuit.objects.values_list("name", flat=True))
+    assert names == {"http:host0.example", "http:host1.example", "circuitbreaker:overflow"}
+    assert len([r for r in caplog.records if "MAX_CIRCUITS" in r.getMessage()]) == 1

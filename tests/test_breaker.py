@@ -1,0 +1,228 @@
+"""The public ``breaker()`` handle: every way of guarding a call, options and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from circuitbreaker_app import Breaker, CircuitOpenError, State, breaker
+from circuitbreaker_app.models import Circuit, CircuitEvent
+from tests.helpers import FakeStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Declined(Exception):
+    """A business error: the dependency answered."""
+
+
+@pytest.fixture
+def fake():
+    Circuit.objects.create(
+        name="payments",
+        window_size=4,
+        minimum_calls=2,
+        failure_rate_threshold=100,
+        wait_duration=30,
+    )
+    return FakeStore().install()
+
+
+def boom() -> None:
+    raise ConnectionError("upstream down")
+
+
+def trip(guarded: Breaker) -> None:
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            guarded.call(boom)
+    assert guarded.state is State.OPEN
+
+
+def test_call_passes_arguments_and_returns_the_result(fake):
+    assert breaker("payments").call(lambda a, b=0: a + b, 1, b=2) == 3
+
+
+def test_decorator_guards_every_call(fake):
+    calls = []
+
+    @breaker("payments")
+    def charge(order: int) -> int:
+        calls.append(order)
+        raise ConnectionError("down")
+
+    for order in (1, 2):
+        with pytest.raises(ConnectionError):
+            charge(order)
+    with pytest.raises(CircuitOpenError) as info:
+        charge(3)
+    assert calls == [1, 2]  # the third call never reached the function
+    assert charge.__name__ == "charge"
+    assert info.value.circuit == "payments"
+    assert info.value.state is State.OPEN
+    assert info.value.retry_after == pytest.approx(30.0)
+    assert "payments" in str(info.value)
+
+
+def test_context_manager_records_the_block(fake):
+    guarded = breaker("payments")
+    for _ in range(2):
+        with pytest.raises(ConnectionError), guarded:
+            raise ConnectionError("down")
+    with pytest.raises(CircuitOpenError), guarded:
+        pytest.fail("an open circuit must not run the block")
+
+
+def test_fallback_answers_rejections_and_recorded_failures(fake):
+    seen = []
+    guarded = breaker("payments", fallback=lambda exc: seen.append(type(exc)) or "queued")
+    assert guarded.call(boom) == "queued"
+    assert guarded.call(boom) == "queued"
+    assert guarded.state is State.OPEN
+    assert guarded.call(lambda: "live") == "queued"
+    assert seen == [ConnectionError, ConnectionError, CircuitOpenError]
+
+
+def test_exceptions_outside_record_count_as_successes(fake):
+    guarded = breaker("payments", record=(ConnectionError,))
+    for _ in range(5):
+        with pytest.raises(Declined):
+            guarded.call(lambda: (_ for _ in ()).throw(Declined("card declined")))
+    assert guarded.state is State.CLOSED
+    assert fake.runtime("payments").snapshot().calls == 5
+    assert fake.runtime("payments").snapshot().failures == 0
+
+
+def test_ignored_exceptions_count_as_nothing_and_propagate(fake):
+    guarded = breaker("payments", ignore=(ConnectionResetError,))
+    for _ in range(5):
+        with pytest.raises(ConnectionResetError):
+            guarded.call(lambda: (_ for _ in ()).throw(ConnectionResetError()))
+    assert guarded.state is State.CLOSED
+    assert fake.runtime("payments").snapshot().calls == 0
+
+
+def test_base_exceptions_are_ignored(fake):
+    guarded = breaker("payments")
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            guarded.call(lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert fake.runtime("payments").snapshot().calls == 0
+
+
+def test_is_failure_records_a_failure_and_returns_the_result(fake):
+    guarded = breaker("payments", is_failure=lambda response: response["status"] >= 500)
+    assert guarded.call(lambda: {"status": 503}) == {"status": 503}
+    assert guarded.call(lambda: {"status": 502}) == {"status": 502}
+    assert guarded.state is State.OPEN
+    assert CircuitEvent.objects.get().reason == "failure_rate_above_threshold"
+
+
+def test_retry_after_and_state_follow_the_circuit(fake):
+    guarded = breaker("payments")
+    assert (guarded.state, guarded.retry_after) == (State.CLOSED, None)
+    trip(guarded)
+    fake.advance(12)
+    assert guarded.retry_after == pytest.approx(18.0)
+
+
+def test_circuit_open_error_pickles():
+    error = CircuitOpenError("payments", State.OPEN, 2.5)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.circuit, copy.state, copy.retry_after) == ("payments", State.OPEN, 2.5)
+
+
+# -- async ----------------------------------------------------------------------------------
+
+
+def test_async_decorator_and_acall(fake):
+    @breaker("payments")
+    async def fetch(value: int) -> int:
+        await asyncio.sleep(0)
+        if value < 0:
+            raise ConnectionError("down")
+        return value
+
+    async def scenario() -> list[object]:
+        results: list[object] = [await breaker("inventory")(fetch.__wrapped__)(1)]
+        for _ in range(2):
+            try:
+                await fetch(-1)
+            except ConnectionError as exc:
+                results.append(type(exc))
+        try:
+            await breaker("payments").acall(fetch.__wrapped__, 5)
+        except CircuitOpenError as exc:
+            results.append(exc.state)
+        return results
+
+    assert async_to_sync(scenario)() == [1, ConnectionError, ConnectionError, State.OPEN]
+
+
+def test_async_context_manager_and_async_fallback(fake):
+    async def fallback(exc: BaseException) -> str:
+        return f"fallback for {type(exc).__name__}"
+
+    guarded = breaker("payments", fallback=fallback)
+
+    async def scenario() -> list[object]:
+        results: list[object] = []
+        for _ in range(2):
+            try:
+                async with guarded:
+                    raise ConnectionError("down")
+            except ConnectionError:
+                results.append("failed")
+
+        async def never() -> str:
+            raise AssertionError("an open circuit must not call the function")
+
+        results.append(await guarded.acall(never))
+        return results
+
+    assert async_to_sync(scenario)() == ["failed", "failed", "fallback for CircuitOpenError"]
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "names"),
+    [
+        ({"retries": 3}, TypeError, "retries"),
+        ({"record": ValueError()}, TypeError, "record"),
+        ({"record": (ValueError, "x")}, TypeError, "record"),
+        ({"ignore": int}, TypeError, "ignore"),
+        ({"is_failure": True}, TypeError, "is_failure"),
+        ({"fallback": "queued"}, TypeError, "fallback"),
+    ],
+)
+def test_bad_options_name_the_option(options, error, names):
+    with pytest.raises(error, match=names):
+        breaker("payments", **options)
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("", ValueError),
+        ("has space", ValueError),
+        ("x" * 101, ValueError),
+        ("é", ValueError),
+        ("a'; DROP TABLE x;--", ValueError),
+        (None, TypeError),
+        (42, TypeError),
+    ],
+)
+def test_bad_names_are_rejected_before_any_io(name, error, django_assert_num_queries):
+    with django_assert_num_queries(0), pytest.raises(error, match="circuit name"):
+        breaker(name)
+    assert not Circuit.objects.exists()
+
+
+def test_decorating_a_non_callable_is_a_type_error():
+    with pytest.raises(TypeError, match="callables"):
+        breaker("payments")(42)

@@ -1,0 +1,66 @@
+"""System checks for the CIRCUITBREAKER setting: each problem has its own id."""
+
+from __future__ import annotations
+
+import pytest
+
+from circuitbreaker_app.checks import check_settings
+
+
+def ids(settings, value, **extra) -> list[str]:
+    settings.CIRCUITBREAKER = value
+    for name, setting in extra.items():
+        setattr(settings, name, setting)
+    return [message.id for message in check_settings()]
+
+
+def test_valid_and_empty_settings_pass(settings):
+    assert ids(settings, {}) == []
+    assert ids(settings, {"STATE_TTL": 0.5, "CIRCUITS": {"payments": {"window_size": 10}}}) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([], "circuitbreaker_app.E001"),
+        ({"STATE_TTLL": 1}, "circuitbreaker_app.E002"),
+        ({"STATE_TTL": -1}, "circuitbreaker_app.E003"),
+        ({"STATE_TTL": float("nan")}, "circuitbreaker_app.E003"),
+        ({"PROBE_INTERVAL": 0}, "circuitbreaker_app.E004"),
+        ({"MAX_CIRCUITS": 0}, "circuitbreaker_app.E005"),
+        ({"MAX_CIRCUITS": "many"}, "circuitbreaker_app.E005"),
+        ({"CACHE": "nope"}, "circuitbreaker_app.E006"),
+        ({"DATABASE": "nope"}, "circuitbreaker_app.E007"),
+        ({"DEFAULTS": {"failure_rate_threshold": 0}}, "circuitbreaker_app.E008"),
+        ({"DEFAULTS": {"threshold": 50}}, "circuitbreaker_app.E008"),
+        ({"CIRCUITS": {"bad name": {}}}, "circuitbreaker_app.E009"),
+        ({"CIRCUITS": {"payments": {"failure_rate_threshold": 150}}}, "circuitbreaker_app.E009"),
+        ({"CIRCUITS": {"payments": {"window_size": -3}}}, "circuitbreaker_app.E009"),
+        ({"CIRCUITS": ["payments"]}, "circuitbreaker_app.E009"),
+        ({"AUTO_CREATE": "yes"}, "circuitbreaker_app.E010"),
+    ],
+)
+def test_invalid_values_are_errors_with_ids(settings, value, expected):
+    assert expected in ids(settings, value)
+
+
+def test_messages_name_the_key_and_the_value(settings):
+    settings.CIRCUITBREAKER = {"CIRCUITS": {"payments": {"failure_rate_threshold": 150}}}
+    (message,) = check_settings()
+    assert "payments" in message.msg and "150" in message.msg
+
+
+def test_a_dummy_cache_cannot_share_state(settings):
+    caches = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    assert ids(settings, {}, CACHES=caches) == ["circuitbreaker_app.E011"]
+
+
+def test_locmem_with_celery_is_a_warning(settings):
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    found = ids(settings, {}, CACHES=caches, CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+    assert found == ["circuitbreaker_app.W001"]
+
+
+def test_atomic_requests_is_a_warning(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES["default"], "ATOMIC_REQUESTS", True)
+    assert ids(settings, {}) == ["circuitbreaker_app.W002"]

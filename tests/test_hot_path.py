@@ -1,0 +1,94 @@
+"""The costs DESIGN §4 promises for a guarded call, counted exactly.
+
+A closed success and an open rejection: 0 queries and 0 cache operations while the
+snapshot is fresh, and exactly two cache operations (one refresh, one flush) per
+``STATE_TTL`` however many calls there were. A failure: one cache operation.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from circuitbreaker_app import CircuitOpenError, State, breaker
+from circuitbreaker_app.models import Circuit
+from circuitbreaker_app.store import CacheCounters
+from tests.helpers import FakeStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CALLS = 1_000
+
+
+def ok() -> int:
+    return 1
+
+
+def boom() -> None:
+    raise ConnectionError("upstream down")
+
+
+@pytest.fixture
+def fake():
+    Circuit.objects.create(
+        name="payments",
+        window_size=10,
+        minimum_calls=5,
+        failure_rate_threshold=50,
+        wait_duration=30,
+    )
+    fake = FakeStore().install()
+    breaker("payments").call(ok)  # the first use loads the circuit
+    fake.cache.reset()
+    return fake
+
+
+def cache_is_the_database(fake) -> bool:
+    return not isinstance(fake.store.counters, CacheCounters)
+
+
+def test_closed_success_costs_no_query_and_no_cache_operation(fake, django_assert_num_queries):
+    guarded = breaker("payments")
+    with django_assert_num_queries(0):
+        for _ in range(CALLS):
+            assert guarded.call(ok) == 1
+    assert fake.cache.total == 0
+
+
+def test_closed_successes_cost_two_cache_operations_per_state_ttl(fake):
+    guarded = breaker("payments")
+    for _ in range(3):
+        fake.advance(1.0)
+        for _ in range(CALLS):
+            guarded.call(ok)
+    # per STATE_TTL: one get_many (refresh) and one write (flush of the batched successes)
+    assert fake.cache.calls["get_many"] == 3
+    writes = fake.cache.calls["incr"] + fake.cache.calls["add"]
+    expected = 0 if cache_is_the_database(fake) else 3
+    assert writes == expected
+    assert fake.cache.total / (3 * CALLS) < 0.01  # "0 on average"
+
+
+def test_open_rejection_costs_no_query_and_no_cache_operation(fake, django_assert_num_queries):
+    guarded = breaker("payments")
+    for _ in range(4):  # with the first call's success: S F F F F = 80 % of 5 calls
+        with pytest.raises(ConnectionError):
+            guarded.call(boom)
+    assert guarded.state is State.OPEN
+    fake.cache.reset()
+    with django_assert_num_queries(0):
+        for _ in range(CALLS):
+            with pytest.raises(CircuitOpenError):
+                guarded.call(ok)
+    assert fake.cache.total == 0
+
+
+def test_a_failure_costs_at_most_one_cache_operation(fake, django_assert_num_queries):
+    guarded = breaker("payments")
+    for _ in range(3):
+        guarded.call(ok)
+        fake.cache.reset()
+        with django_assert_num_queries(1 if cache_is_the_database(fake) else 0):
+            with pytest.raises(ConnectionError):
+                guarded.call(boom)
+        assert fake.cache.total == (0 if cache_is_the_database(fake) else 1)
+    assert guarded.state is State.CLOSED  # 3 failures in 7 calls: 43 % < 50 %
