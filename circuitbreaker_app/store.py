@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import os
 import threading
 import time
@@ -129,9 +130,13 @@ class Counters:
         """
         raise NotImplementedError("subclasses of Counters must provide incr()")
 
-    def claim(self, key: str, ttl: float) -> bool:
-        """Take ``key`` for ``ttl`` seconds unless someone holds it; True when taken."""
+    def claim(self, key: str, ttl: float, value: int = 1) -> bool:
+        """Take ``key`` (holding ``value``) for ``ttl`` seconds unless someone holds it."""
         raise NotImplementedError("subclasses of Counters must provide claim()")
+
+    def release(self, key: str, value: int) -> None:
+        """Free ``key`` if it still holds ``value`` (a late holder frees nothing)."""
+        raise NotImplementedError("subclasses of Counters must provide release()")
 
     def get_many(self, keys: list[str]) -> dict[str, int]:
         raise NotImplementedError("subclasses of Counters must provide get_many()")
@@ -164,8 +169,14 @@ class CacheCounters(Counters):
                 return delta
             return int(self.cache.incr(key, delta))
 
-    def claim(self, key: str, ttl: float) -> bool:
-        return bool(self.cache.add(key, 1, timeout=_whole_seconds(ttl)))
+    def claim(self, key: str, ttl: float, value: int = 1) -> bool:
+        return bool(self.cache.add(key, value, timeout=_whole_seconds(ttl)))
+
+    def release(self, key: str, value: int) -> None:
+        # get + delete: a lease that expires and is re-taken in between is freed early,
+        # a window of one round trip (the Redis path will make this atomic).
+        if self.cache.get(key) == value:
+            self.cache.delete(key)
 
     def get_many(self, keys: list[str]) -> dict[str, int]:
         return self.cache.get_many(keys)
@@ -208,16 +219,21 @@ class DatabaseCounters(Counters):
         )
         return int(rows[0][0])
 
-    def claim(self, key: str, ttl: float) -> bool:
+    def claim(self, key: str, ttl: float, value: int = 1) -> bool:
         now = self.wall()
         t = self.table
         rows = self._fetch(
-            f"INSERT INTO {t} (key, value, expires_at) VALUES (%s, 1, %s) "
-            f"ON CONFLICT (key) DO UPDATE SET value = 1, expires_at = excluded.expires_at "
-            f"WHERE {t}.expires_at <= %s RETURNING key",
-            [key, now + ttl, now],
+            f"INSERT INTO {t} (key, value, expires_at) VALUES (%s, %s, %s) "
+            f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+            f"expires_at = excluded.expires_at WHERE {t}.expires_at <= %s RETURNING key",
+            [key, value, now + ttl, now],
         )
         return bool(rows)
+
+    def release(self, key: str, value: int) -> None:
+        self._fetch(
+            f"DELETE FROM {self.table} WHERE key = %s AND value = %s RETURNING key", [key, value]
+        )
 
     def get_many(self, keys: list[str]) -> dict[str, int]:
         if not keys:
@@ -386,17 +402,19 @@ class CircuitRuntime:
                 Closed.check_window(self, snapshot)
         return True
 
-    def acquire_trial(self) -> int | None:
+    def acquire_trial(self) -> tuple[int, int] | None:
         prefix = generation_prefix(self.name, self._status.generation)
+        token = random.getrandbits(62) or 1
         for slot in range(self.config.half_open_max_calls):
-            if self.store.counter_claim(f"{prefix}/trial{slot}", self.config.trial_lease):
-                return slot
+            key = f"{prefix}/trial{slot}"
+            if self.store.counter_claim(key, self.config.trial_lease, token):
+                return slot, token
         return None
 
-    def complete_trial(self, slot: int, succeeded: bool) -> int:
+    def complete_trial(self, slot: int, token: int, succeeded: bool) -> int:
         prefix = generation_prefix(self.name, self._status.generation)
         if not succeeded:
-            self.store.counter_delete(f"{prefix}/trial{slot}")
+            self.store.counter_release(f"{prefix}/trial{slot}", token)
             return 0
         self.store.counter_claim(f"{prefix}/ok{slot}", TRIAL_SUCCESS_TTL)
         keys = [f"{prefix}/ok{i}" for i in range(self.config.half_open_max_calls)]
@@ -512,9 +530,12 @@ class CircuitStore:
     def counter_incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int | None:
         return self._counters_call(None, self.counters.incr, key, delta, ttl, known)
 
-    def counter_claim(self, key: str, ttl: float) -> bool:
+    def counter_claim(self, key: str, ttl: float, value: int = 1) -> bool:
         # Unreachable store: admit the trial (per-process), rather than stick in HALF_OPEN.
-        return bool(self._counters_call(True, self.counters.claim, key, ttl))
+        return bool(self._counters_call(True, self.counters.claim, key, ttl, value))
+
+    def counter_release(self, key: str, value: int) -> None:
+        self._counters_call(None, self.counters.release, key, value)
 
     def counter_get_many(self, keys: list[str]) -> dict[str, int]:
         return self._counters_call({}, self.counters.get_many, keys)

@@ -6,6 +6,7 @@ the fallback the store uses for per-process counting while the cache is down.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,7 +53,8 @@ class CircuitStateMachine:
         self._clock = clock or SystemClock()
         self._status = status or CircuitStatus()
         self._window: CountWindow | TimeWindow = window_for(self.config)
-        self._trials: dict[int, float] = {}  # slot -> lease expiry
+        self._trials: dict[int, tuple[float, int]] = {}  # slot -> (lease expiry, token)
+        self._tokens = itertools.count(1)
         self._trial_successes: set[int] = set()
         self.listeners: list[Listener] = []
 
@@ -67,19 +69,22 @@ class CircuitStateMachine:
     def record(self, failed: bool, slow: bool) -> Snapshot:
         return self._window.record(failed, slow, self.now())
 
-    def acquire_trial(self) -> int | None:
+    def acquire_trial(self) -> tuple[int, int] | None:
         now = self.now()
         for slot in range(self.config.half_open_max_calls):
             if slot in self._trial_successes:
                 continue
-            expiry = self._trials.get(slot)
-            if expiry is None or expiry <= now:
-                self._trials[slot] = now + self.config.trial_lease
-                return slot
+            lease = self._trials.get(slot)
+            if lease is None or lease[0] <= now:
+                token = next(self._tokens)
+                self._trials[slot] = (now + self.config.trial_lease, token)
+                return slot, token
         return None
 
-    def complete_trial(self, slot: int, succeeded: bool) -> int:
-        self._trials.pop(slot, None)
+    def complete_trial(self, slot: int, token: int, succeeded: bool) -> int:
+        lease = self._trials.get(slot)
+        if lease is not None and lease[1] == token:
+            del self._trials[slot]
         if succeeded:
             self._trial_successes.add(slot)
         return len(self._trial_successes)

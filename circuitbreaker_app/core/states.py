@@ -112,6 +112,8 @@ class Permit:
     state: State
     generation: int
     trial_slot: int | None = None
+    #: Identifies this lease of the slot, so a late report cannot free a re-leased slot.
+    trial_token: int = 0
 
 
 class CircuitContext(Protocol):
@@ -129,11 +131,15 @@ class CircuitContext(Protocol):
     def record(self, failed: bool, slow: bool) -> Snapshot:
         """Add an outcome to the current window and return the window's totals."""
 
-    def acquire_trial(self) -> int | None:
-        """Take a half-open trial permit (shared by all processes); None when all are taken."""
+    def acquire_trial(self) -> tuple[int, int] | None:
+        """Lease a half-open trial slot (shared by all processes): ``(slot, token)``, or
+        None when every slot is leased."""
 
-    def complete_trial(self, slot: int, succeeded: bool) -> int:
-        """Finish a trial; return how many trials of this half-open period have succeeded."""
+    def complete_trial(self, slot: int, token: int, succeeded: bool) -> int:
+        """Finish a trial; return how many trials of this half-open period have succeeded.
+
+        The slot is freed only if ``token`` still holds its lease.
+        """
 
     def transition(self, new: CircuitStatus, reason: str, snapshot: Snapshot | None) -> bool:
         """Compare-and-set from the current generation; False when someone else moved first."""
@@ -210,16 +216,16 @@ class HalfOpen(CircuitStateBehaviour):
     def acquire(self, ctx: CircuitContext) -> Permit:
         if ctx.config.trial_mode != "live":
             raise self.reject(ctx, None)
-        slot = ctx.acquire_trial()
-        if slot is None:
+        lease = ctx.acquire_trial()
+        if lease is None:
             raise self.reject(ctx, None)
-        return Permit(State.HALF_OPEN, ctx.status.generation, slot)
+        return Permit(State.HALF_OPEN, ctx.status.generation, *lease)
 
     def on_result(self, ctx: CircuitContext, permit: Permit, failed: bool, slow: bool) -> None:
         assert permit.trial_slot is not None
         # A trial that was too slow tells us the dependency has not recovered either.
         bad = failed or slow
-        succeeded = ctx.complete_trial(permit.trial_slot, not bad)
+        succeeded = ctx.complete_trial(permit.trial_slot, permit.trial_token, not bad)
         if bad:
             _move(ctx, State.OPEN, "trial_failed" if failed else "trial_slow")
         elif succeeded >= ctx.config.half_open_max_calls:
@@ -227,7 +233,7 @@ class HalfOpen(CircuitStateBehaviour):
 
     def on_ignored(self, ctx: CircuitContext, permit: Permit) -> None:
         assert permit.trial_slot is not None
-        ctx.complete_trial(permit.trial_slot, False)
+        ctx.complete_trial(permit.trial_slot, permit.trial_token, False)
 
 
 class ForcedOpen(CircuitStateBehaviour):
