@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
