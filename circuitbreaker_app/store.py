@@ -447,6 +447,8 @@ class CircuitRuntime:
 
     def result_needs_io(self, permit: Permit, outcome: Outcome, duration: float) -> bool:
         """True when :meth:`on_result` may touch the cache or database (async callers)."""
+        if self.store.clock() >= self._stale_at:
+            return True  # settle() reads ``status``, which refreshes a stale snapshot
         if outcome is Outcome.IGNORED and permit.trial_slot is None:
             return False
         if permit.state is State.DISABLED:
@@ -710,7 +712,12 @@ class CircuitStore:
         """Re-read a circuit from the database (after losing a compare-and-set)."""
         try:
             entry = self.load_entry(runtime.name, create=False)
-        except (DatabaseError, UnknownCircuitError) as exc:
+        except UnknownCircuitError:
+            # Deleted meanwhile: the next call re-reads it (and re-creates it if allowed).
+            self.definition_deleted(runtime.name)
+            runtime._stale_at = 0.0
+            return
+        except DatabaseError as exc:
             self._failed("database", exc)
             return
         current = self._cache_get(state_key(runtime.name))
@@ -846,6 +853,13 @@ class CircuitStore:
             runtime, old.moved_to(new, self.now(), runtime.config), reason, None
         )
 
+    def definition_deleted(self, name: str) -> None:
+        """Drop a deleted circuit's shared entry; processes re-read it on their next refresh."""
+        try:
+            self.cache.delete(state_key(name))
+        except Exception as exc:
+            self._failed("cache", exc)
+
     def definition_saved(self, circuit: Any) -> None:
         """Publish an edited definition to every process (on commit)."""
         key = state_key(circuit.name)
@@ -924,6 +938,13 @@ def reset_store(store: CircuitStore | None = None) -> None:
 def definition_saved(circuit: Any) -> None:
     """Called by ``Circuit.save()``."""
     get_store().definition_saved(circuit)
+
+
+def circuit_deleted(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+    """``post_delete`` receiver: forget the circuit's shared entry once the delete commits."""
+    transaction.on_commit(
+        partial(get_store().definition_deleted, instance.name), using=using
+    )
 
 
 def _on_setting_changed(setting: str, **kwargs: Any) -> None:

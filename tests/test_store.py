@@ -303,3 +303,16 @@ def test_names_past_max_circuits_share_the_overflow_circuit(settings, caplog):
     names = set(Circuit.objects.values_list("name", flat=True))
     assert names == {"http:host0.example", "http:host1.example", "circuitbreaker:overflow"}
     assert len([r for r in caplog.records if "MAX_CIRCUITS" in r.getMessage()]) == 1
+
+
+def test_a_deleted_circuit_is_forgotten_and_recreated_on_next_use(pair):
+    a, b = pair
+    rb = b.runtime("payments")
+    fail(a.runtime("payments"), 4)
+    Circuit.objects.get(name="payments").delete()
+    assert a.store.cache.get(state_key("payments")) is None
+    b.advance(1.0)
+    succeed(rb)  # B re-reads: the circuit is gone, so first use creates it afresh
+    fresh = Circuit.objects.get(name="payments")
+    assert (fresh.state, fresh.generation) == ("closed", 0)
+    assert rb.status.state is State.CLOSED
