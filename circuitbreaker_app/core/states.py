@@ -163,8 +163,17 @@ class CircuitStateBehaviour:
         return CircuitOpenError(ctx.name, self.state, retry_after)
 
 
-def _move(ctx: CircuitContext, new: State, reason: str, snapshot: Snapshot | None = None) -> bool:
+def _move(
+    ctx: CircuitContext, expected: State, new: State, reason: str, snapshot: Snapshot | None = None
+) -> bool:
+    """Move from ``expected`` to ``new``; a no-op when the circuit already left ``expected``.
+
+    Reading ``ctx.status`` may refresh a stale snapshot and find that another process has
+    moved the circuit already: then there is nothing left to do (and no illegal move).
+    """
     status = ctx.status
+    if status.state is not expected:
+        return False
     check_transition(status.state, new)
     return ctx.transition(status.moved_to(new, ctx.now(), ctx.config), reason, snapshot)
 
@@ -185,7 +194,7 @@ class Closed(CircuitStateBehaviour):
         """Open the circuit if ``snapshot`` (the window after an outcome) says so."""
         result = evaluate(snapshot, ctx.config)
         if result.opens:
-            _move(ctx, State.OPEN, result.value, snapshot)
+            _move(ctx, State.CLOSED, State.OPEN, result.value, snapshot)
 
 
 class Open(CircuitStateBehaviour):
@@ -202,7 +211,7 @@ class Open(CircuitStateBehaviour):
         if ctx.config.trial_mode != "live":
             # Probe mode: only the beat task's probe may try the dependency.
             raise self.reject(ctx, None)
-        _move(ctx, State.HALF_OPEN, "wait_elapsed")
+        _move(ctx, State.OPEN, State.HALF_OPEN, "wait_elapsed")
         # Whoever won the compare-and-set, the circuit is now past OPEN (or was moved by
         # someone else): let the current state decide.
         return behaviour_for(ctx.status.state).acquire(ctx)
@@ -225,11 +234,14 @@ class HalfOpen(CircuitStateBehaviour):
         assert permit.trial_slot is not None
         # A trial that was too slow tells us the dependency has not recovered either.
         bad = failed or slow
-        succeeded = ctx.complete_trial(permit.trial_slot, permit.trial_token, not bad)
         if bad:
-            _move(ctx, State.OPEN, "trial_failed" if failed else "trial_slow")
-        elif succeeded >= ctx.config.half_open_max_calls:
-            _move(ctx, State.CLOSED, "trials_succeeded")
+            # The failed trial keeps its permit: the circuit reopens, and a process that has
+            # not seen that yet must not start another trial in this half-open period.
+            _move(ctx, State.HALF_OPEN, State.OPEN, "trial_failed" if failed else "trial_slow")
+            return
+        succeeded = ctx.complete_trial(permit.trial_slot, permit.trial_token, True)
+        if succeeded >= ctx.config.half_open_max_calls:
+            _move(ctx, State.HALF_OPEN, State.CLOSED, "trials_succeeded")
 
     def on_ignored(self, ctx: CircuitContext, permit: Permit) -> None:
         assert permit.trial_slot is not None

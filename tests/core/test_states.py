@@ -89,3 +89,21 @@ def test_retry_after_is_none_outside_open() -> None:
     for state in State:
         if state is not State.OPEN:
             assert CircuitStatus(state=state, retry_at=5.0).retry_after(0.0) is None
+
+
+def test_a_move_the_circuit_already_made_elsewhere_is_a_no_op() -> None:
+    """A refresh inside the move may show another process already opened it: no error."""
+    from circuitbreaker_app.core import CircuitConfig, CircuitStateMachine, FakeClock
+    from circuitbreaker_app.core.states import Closed, Snapshot
+
+    machine = CircuitStateMachine(
+        "race",
+        CircuitConfig(window_size=2, minimum_calls=2, failure_rate_threshold=50),
+        FakeClock(),
+    )
+    machine.move_to(State.FORCED_OPEN, "elsewhere")  # what the refreshed snapshot shows
+    transitions = []
+    machine.listeners.append(transitions.append)
+    Closed.check_window(machine, Snapshot(calls=2, failures=2))
+    assert machine.state is State.FORCED_OPEN
+    assert transitions == []
