@@ -22,6 +22,9 @@ from circuitbreaker_app.store import CircuitRuntime, get_store
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: ``started`` of a call whose duration nobody needs (no slow-call threshold, no observer).
+UNTIMED = -1.0
+
 _ALLOWED_OPTIONS = ("record", "ignore", "is_failure", "fallback")
 
 
@@ -117,6 +120,17 @@ class Breaker:
             return Outcome.FAILURE
         return Outcome.SUCCESS
 
+    def _settle_result(
+        self, runtime: CircuitRuntime, permit: Permit, result: Any, started: float
+    ) -> None:
+        """Settle a returned call; an ``is_failure`` that raises still hands the permit back."""
+        try:
+            outcome = self._result_outcome(result)
+        except BaseException:
+            self._settle(runtime, permit, Outcome.IGNORED, started)
+            raise
+        self._settle(runtime, permit, outcome, started)
+
     # -- sync ------------------------------------------------------------------------------
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn`` through the circuit; fallback (if any) on rejection or failure."""
@@ -131,20 +145,20 @@ class Breaker:
             if self.fallback is not None:
                 return self.fallback(rejection)  # type: ignore[no-any-return]
             raise rejection
-        # Fast path: CLOSED (or forced closed, disabled) with a fresh snapshot.
-        started = perf_counter()
+        # Fast path: CLOSED (or forced closed, disabled) with a fresh snapshot. The clock is
+        # read only when a duration matters (slow calls configured, or an observer).
+        started = perf_counter() if runtime._slow_after is not None or OBSERVERS else UNTIMED
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             return self._failed(runtime, Permit(runtime.status.state, generation), exc, started)
-        if (self.is_failure is None or not self.is_failure(result)) and runtime.fast_success(
-            generation, perf_counter() - started
-        ):
-            if OBSERVERS:
-                notify(self.name, "success", perf_counter() - started)
-            return result
-        permit = Permit(runtime.status.state, generation)
-        self._settle(runtime, permit, self._result_outcome(result), started)
+        if self.is_failure is None or not self.is_failure(result):
+            duration = perf_counter() - started if started != UNTIMED else 0.0
+            if runtime.fast_success(generation, duration):
+                if OBSERVERS:
+                    notify(self.name, "success", duration)
+                return result
+        self._settle_result(runtime, Permit(runtime.status.state, generation), result, started)
         return result
 
     def _call_with_permit(
@@ -163,7 +177,7 @@ class Breaker:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             return self._failed(runtime, permit, exc, started)
-        self._settle(runtime, permit, self._result_outcome(result), started)
+        self._settle_result(runtime, permit, result, started)
         return result
 
     def _failed(
@@ -179,7 +193,7 @@ class Breaker:
     def _settle(
         self, runtime: CircuitRuntime, permit: Permit, outcome: Outcome, started: float
     ) -> None:
-        duration = time.perf_counter() - started
+        duration = perf_counter() - started if started != UNTIMED else 0.0
         runtime.on_result(permit, outcome, duration)
         if OBSERVERS:
             notify(self.name, outcome.value, duration)
@@ -245,7 +259,11 @@ class Breaker:
             if outcome is Outcome.FAILURE and self.fallback is not None:
                 return await _maybe_await(self.fallback(exc))
             raise
-        outcome = self._result_outcome(result)
+        try:
+            outcome = self._result_outcome(result)
+        except BaseException:
+            await self._asettle(runtime, permit, Outcome.IGNORED, time.perf_counter() - started)
+            raise
         await self._asettle(runtime, permit, outcome, time.perf_counter() - started)
         return result
 

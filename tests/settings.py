@@ -119,6 +119,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "circuitbreaker_app.middleware.CircuitBreakerMiddleware",
 ]
 
 ROOT_URLCONF = "tests.urls"

@@ -7,4 +7,7 @@ app_name = "shop"
 urlpatterns = [
     path("", views.index, name="index"),
     path("upstream/", views.set_upstream_mode, name="set_upstream_mode"),
+    path("upstream/payments/", views.upstream_payments, name="upstream_payments"),
+    path("api/charge/", views.charge_api, name="charge_api"),
+    path("api/charge-async/", views.charge_api_async, name="charge_api_async"),
 ]

@@ -1,25 +1,62 @@
-"""A shop page whose payment call goes through the ``payments`` circuit breaker.
+"""A shop page whose payment call goes over real HTTP through ``CircuitSession``.
 
-The "payments upstream" is fake: its behaviour is a switch kept in the cache
-(``demo:upstream_mode``), flipped by the buttons on the page, so every process of the demo
-(web server, Celery worker) sees the same upstream.
+The "payments upstream" is a view of this same demo (``/upstream/payments/``) whose
+behaviour is a switch kept in the cache (``demo:upstream_mode``), flipped by the buttons on
+the page, so every process of the demo sees the same upstream:
+
+- ``healthy``: answers 200 at once;
+- ``failing``: answers 500 (a failure the session records, and still returns);
+- ``slow``: answers after 1.5 s, past the session's 1 s read timeout (a failure);
+- ``refusing``: the shop calls a closed loopback port instead (connection refused).
+
+The shop page charges through ``CircuitSession("payments", fallback=...)``: a rejected or
+failed call is answered by the fallback ("payment queued"). ``/api/charge/`` (sync) and
+``/api/charge-async/`` (async) make the same call without a fallback, so an open circuit
+reaches ``CircuitBreakerMiddleware`` and becomes a 503 with ``Retry-After``.
 """
 
-import time
+from __future__ import annotations
 
+import json
+import socket
+import time
+from typing import Any
+
+import requests
+from asgiref.sync import sync_to_async
 from django.core.cache import cache
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from circuitbreaker_app import breaker
+from circuitbreaker_app.http import CircuitSession
+from circuitbreaker_app.store import get_store
 
 UPSTREAM_MODE_KEY = "demo:upstream_mode"
+UPSTREAM_HITS_KEY = "demo:upstream_hits"
 UPSTREAM_MODES = {
-    "healthy": "answers at once",
-    "failing": "raises RuntimeError",
-    "slow": "answers after 1.5 s",
+    "healthy": "answers 200 at once",
+    "failing": "answers 500",
+    "slow": "answers after 1.5 s (the shop's read timeout is 1 s)",
+    "refusing": "refuses connections (the shop calls a closed port)",
 }
+SLOW_SECONDS = 1.5
+#: (connect, read) seconds: a slow upstream costs the shop at most this, then a failure.
+TIMEOUT = (0.5, 1.0)
+MAX_TIMES = 20
+
+
+def payments_fallback(exc: BaseException) -> dict[str, Any]:
+    """Used when the breaker rejects the call or the call fails: queue the payment."""
+    return {"status": "queued", "fallback": True, "reason": f"{type(exc).__name__}: {exc}"}
+
+
+# One session per process, shared by every request (urllib3's pool is thread-safe).
+payments = CircuitSession("payments", timeout=TIMEOUT, fallback=payments_fallback)
+payments_api = CircuitSession("payments", timeout=TIMEOUT)  # no fallback: 503 via middleware
 
 
 def upstream_mode() -> str:
@@ -27,39 +64,72 @@ def upstream_mode() -> str:
     return mode if mode in UPSTREAM_MODES else "healthy"
 
 
-def payments_fallback(exc: BaseException) -> dict:
-    """Used when the breaker rejects the call or the call fails: queue the payment."""
-    return {"status": "queued", "fallback": True, "reason": f"{type(exc).__name__}: {exc}"}
+_refused_port: int | None = None
 
 
-@breaker("payments", fallback=payments_fallback)
-def charge(amount: str) -> dict:
-    """The fake payments upstream."""
-    mode = upstream_mode()
-    if mode == "failing":
-        raise RuntimeError("payments upstream failing")
-    if mode == "slow":
-        time.sleep(1.5)
-    return {"status": "charged", "fallback": False, "amount": amount, "upstream": mode}
+def refused_port() -> int:
+    """A loopback port nothing listens on (bound once, then closed)."""
+    global _refused_port
+    if _refused_port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            _refused_port = sock.getsockname()[1]
+    return _refused_port
+
+
+def payments_url(request: HttpRequest) -> str:
+    """Where the shop sends payments: this demo's upstream view, or a closed port."""
+    path = reverse("shop:upstream_payments")
+    if upstream_mode() == "refusing":
+        return f"http://127.0.0.1:{refused_port()}{path}"
+    return request.build_absolute_uri(path)
+
+
+def charge(request: HttpRequest, amount: str) -> dict[str, Any]:
+    """One guarded payment: the upstream's answer, its error, or the fallback's."""
+    result = payments.post(payments_url(request), json={"amount": amount})
+    if isinstance(result, dict):  # the fallback answered
+        return result
+    if result.status_code >= 500:
+        return {"status": f"failed (upstream answered {result.status_code})", "fallback": False}
+    try:
+        return {**result.json(), "fallback": False}
+    except ValueError:  # malformed JSON is ours to handle; the breaker already counted
+        return {"status": "unreadable answer", "fallback": False}
+
+
+def circuit_view() -> dict[str, Any]:
+    guarded = breaker("payments")
+    snapshot = get_store().runtime("payments").snapshot()
+    return {
+        "state": guarded.state.value,
+        "retry_after": guarded.retry_after,
+        "calls": snapshot.calls,
+        "failures": snapshot.failures,
+    }
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    """Every load of the page makes one guarded payment call."""
+    """Each load charges ``times`` times (default 1) through the ``payments`` circuit."""
+    try:
+        times = max(1, min(MAX_TIMES, int(request.GET.get("times", "1"))))
+    except ValueError:
+        times = 1
     started = time.perf_counter()
-    result = charge("9.99")
+    results = [charge(request, "9.99") for _ in range(times)]
     elapsed_ms = (time.perf_counter() - started) * 1000
-    payments = breaker("payments")
-    state = payments.state
     return render(
         request,
         "shop/index.html",
         {
-            "result": result,
+            "result": results[-1],
+            "times": times,
+            "fallbacks": sum(1 for result in results if result["fallback"]),
             "elapsed_ms": elapsed_ms,
-            "state": getattr(state, "value", state),
-            "retry_after": payments.retry_after,
+            "circuit": circuit_view(),
             "mode": upstream_mode(),
             "modes": UPSTREAM_MODES,
+            "upstream_hits": cache.get(UPSTREAM_HITS_KEY, 0),
         },
     )
 
@@ -69,4 +139,50 @@ def set_upstream_mode(request: HttpRequest) -> HttpResponse:
     mode = request.POST.get("mode", "")
     if mode in UPSTREAM_MODES:
         cache.set(UPSTREAM_MODE_KEY, mode, timeout=None)
+        cache.set(UPSTREAM_HITS_KEY, 0, timeout=None)
     return redirect("shop:index")
+
+
+def _api_answer(response: requests.Response) -> JsonResponse:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"status": "unreadable answer"}
+    return JsonResponse({"upstream_status": response.status_code, **body})
+
+
+def charge_api(request: HttpRequest) -> JsonResponse:
+    """No fallback: an open circuit escapes as CircuitOpenError, answered by the middleware."""
+    try:
+        return _api_answer(payments_api.post(payments_url(request), json={"amount": "9.99"}))
+    except requests.RequestException as exc:  # timeout, refused: counted, then our 502
+        return JsonResponse({"error": "upstream_unreachable", "detail": str(exc)}, status=502)
+
+
+async def charge_api_async(request: HttpRequest) -> JsonResponse:
+    """The async version: the blocking HTTP call runs in a thread, the loop stays free."""
+    url = await sync_to_async(payments_url)(request)
+    try:
+        response = await sync_to_async(payments_api.post)(url, json={"amount": "9.99"})
+    except requests.RequestException as exc:
+        return JsonResponse({"error": "upstream_unreachable", "detail": str(exc)}, status=502)
+    return _api_answer(response)
+
+
+@csrf_exempt
+def upstream_payments(request: HttpRequest) -> HttpResponse:
+    """The fake payments service, behaving as the switch on the shop page says."""
+    try:
+        cache.incr(UPSTREAM_HITS_KEY)
+    except ValueError:
+        cache.set(UPSTREAM_HITS_KEY, 1, timeout=None)
+    try:
+        amount = str(json.loads(request.body or b"{}").get("amount", "0.00"))
+    except (ValueError, AttributeError):
+        return JsonResponse({"error": "expected a JSON object"}, status=400)
+    mode = upstream_mode()
+    if mode == "failing":
+        return JsonResponse({"error": "payments upstream failing"}, status=500)
+    if mode == "slow":
+        time.sleep(SLOW_SECONDS)
+    return JsonResponse({"status": "charged", "amount": amount, "upstream": mode})

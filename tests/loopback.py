@@ -1,0 +1,124 @@
+"""A real HTTP server on the loopback interface, in a thread, for network-level tests.
+
+``responses`` mocks the transport adapter; timeouts, refused connections, truncated
+bodies and concurrent half-open trials need real sockets. The server counts every
+request that reaches it, and its behaviour is switched by ``server.mode``:
+
+- ``"ok"``: 200 with a JSON body;
+- ``"fail"``: 500;
+- ``"hang"``: waits until ``server.release`` is set (or 30 s), then 200, so a client
+  timeout can fire without the test sleeping;
+- ``"truncate"``: announces 100 bytes of body, sends 7 and closes the connection.
+
+Ports come from the range reserved for this suite's HTTP tests (``CB_TEST_PORTS``,
+default 18400-18499), so parallel runs of other suites never collide with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def port_range() -> range:
+    low, _, high = os.environ.get("CB_TEST_PORTS", "18400-18499").partition("-")
+    return range(int(low), int(high) + 1)
+
+
+def _bind_in_range(factory):  # type: ignore[no-untyped-def]
+    last: OSError | None = None
+    for port in port_range():
+        try:
+            return factory(port)
+        except OSError as exc:  # in use: try the next one
+            last = exc
+    raise RuntimeError(f"no free port in {port_range()}: {last}")
+
+
+def closed_port() -> int:
+    """A loopback port in our range that nothing listens on (connections are refused)."""
+
+    def probe(port: int) -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # free now; we never listen on it
+        return port
+
+    return _bind_in_range(probe)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LoopbackServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        self.server.arrived()
+        mode = self.server.mode
+        if mode == "hang":
+            self.server.release.wait(30)
+            mode = "ok"
+        if mode == "truncate":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"a": 1')
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        status, body = (200, b'{"status": "ok"}') if mode == "ok" else (500, b'{"error": 1}')
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.mode = "ok"
+        self.hits = 0
+        self.release = threading.Event()
+        self._hits_changed = threading.Condition()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that timed out and hung up is what some tests are about
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+    def arrived(self) -> None:
+        with self._hits_changed:
+            self.hits += 1
+            self._hits_changed.notify_all()
+
+    def wait_for_hits(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until ``count`` requests have arrived (True), or ``timeout`` passes."""
+        with self._hits_changed:
+            return self._hits_changed.wait_for(lambda: self.hits >= count, timeout)
+
+
+@contextlib.contextmanager
+def loopback_server() -> Iterator[LoopbackServer]:
+    server = _bind_in_range(LoopbackServer)
+    thread = threading.Thread(target=server.serve_forever, name="loopback-http", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

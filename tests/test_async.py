@@ -1,0 +1,149 @@
+"""Async guarding never does cache or database I/O on the event loop's thread.
+
+The store's cache is wrapped so every operation notes whether it ran on a thread with a
+running event loop; Django itself raises ``SynchronousOnlyOperation`` for database access
+from one. Each scenario also asserts that the I/O did happen (off the loop), so the test
+cannot pass by doing nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from circuitbreaker_app import CircuitOpenError, State, breaker
+from circuitbreaker_app.models import Circuit, CircuitEvent
+from circuitbreaker_app.store import CacheCounters, RedisCounters
+from tests.helpers import CACHE_OPERATIONS, FakeStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class LoopWatchingCache:
+    """Wraps a cache; records each operation, and those made on an event loop's thread."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+        self.ops: list[str] = []
+        self.on_loop: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._cache, name)
+        if name not in CACHE_OPERATIONS:
+            return attr
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            self.note(name)
+            return attr(*args, **kwargs)
+
+        return watched
+
+    def note(self, name: str) -> None:
+        self.ops.append(name)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            self.on_loop.append(name)
+
+
+@pytest.fixture
+def watched():
+    Circuit.objects.create(
+        name="payments",
+        window_size=2,
+        minimum_calls=2,
+        failure_rate_threshold=100,
+        wait_duration=30,
+        half_open_max_calls=1,
+    )
+    fake = FakeStore()
+    cache = LoopWatchingCache(fake.store.cache)
+    fake.store.cache = cache
+    if isinstance(fake.store.counters, CacheCounters):
+        fake.store.counters = CacheCounters(cache)
+    elif isinstance(fake.store.counters, RedisCounters):
+        fake.store.counters.on_call = cache.note  # its round trips, as the cache calls they replace
+    fake.install()
+    return fake, cache
+
+
+async def ok() -> int:
+    await asyncio.sleep(0)
+    return 1
+
+
+async def boom() -> None:
+    raise ConnectionError("down")
+
+
+def test_acall_and_async_with_keep_io_off_the_event_loop(watched):
+    fake, cache = watched
+
+    async def scenario() -> list[object]:
+        seen: list[object] = []
+        guarded = breaker("payments")
+        # The first use reads the database and fills the cache; failures go to the shared
+        # counter; the second one trips the circuit (a database transition).
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                await guarded.acall(boom)
+        ops = len(cache.ops)
+        with pytest.raises(CircuitOpenError):  # a rejection does no I/O at all
+            await guarded.acall(ok)
+        seen.append(len(cache.ops) - ops)
+        fake.advance(30)
+        async with guarded:  # OPEN -> HALF_OPEN, trial permit, success -> CLOSED
+            pass
+
+        async def slow() -> int:
+            fake.advance(5)  # longer than STATE_TTL: settling must refresh, off the loop
+            return 2
+
+        seen.append(await guarded.acall(slow))
+        return seen
+
+    assert async_to_sync(scenario)() == [0, 2]
+    assert cache.on_loop == []
+    assert {"get_many", "incr", "add"} <= set(cache.ops) or {"get", "add"} <= set(cache.ops)
+    assert list(CircuitEvent.objects.order_by("id").values_list("from_state", "to_state")) == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
+    assert breaker("payments").state is State.CLOSED
+
+
+def test_decorated_coroutine_first_use_creates_the_circuit_off_the_loop(watched):
+    _, cache = watched
+
+    @breaker("inventory")
+    async def reserve(item: str) -> str:
+        return f"reserved {item}"
+
+    assert async_to_sync(reserve)("book") == "reserved book"
+    assert Circuit.objects.filter(name="inventory").exists()  # AUTO_CREATE, from a coroutine
+    assert cache.on_loop == []
+    assert cache.ops
+
+
+def test_stale_snapshot_after_a_slow_call_is_refreshed_off_the_loop(watched):
+    fake, cache = watched
+    breaker("payments").call(lambda: None)  # loaded, fresh
+
+    async def scenario() -> None:
+        async def slow_and_ignored() -> None:
+            fake.advance(2)  # longer than STATE_TTL
+            raise KeyError("ignored by this handle")
+
+        ops = len(cache.ops)
+        with pytest.raises(KeyError):
+            await breaker("payments", ignore=KeyError).acall(slow_and_ignored)
+        assert len(cache.ops) > ops  # settling re-read the stale snapshot...
+
+    async_to_sync(scenario)()
+    assert cache.on_loop == []  # ...in a thread

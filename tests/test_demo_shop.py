@@ -1,0 +1,137 @@
+"""The demo shop: a real HTTP call to its own fake upstream, through ``CircuitSession``.
+
+The demo's views run in the test process; the upstream view is served by a real threaded
+WSGI server on the loopback (same settings), so the payment call crosses a real socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings as django_settings
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import AsyncClient, Client
+
+from circuitbreaker_app import State, breaker
+from circuitbreaker_app.models import Circuit
+from tests.helpers import FakeStore
+from tests.loopback import _bind_in_range
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("demo_project.urls")]
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def demo_server() -> Iterator[int]:
+    def bind(port: int) -> WSGIServer:
+        return make_server("127.0.0.1", port, WSGIHandler(), _ThreadingWSGIServer, _QuietHandler)
+
+    import threading
+
+    server = _bind_in_range(bind)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture
+def shop(settings):
+    settings.TEMPLATES = [
+        {**django_settings.TEMPLATES[0], "DIRS": [django_settings.BASE_DIR / "templates"]}
+    ]
+    Circuit.objects.create(
+        name="payments",
+        window_type="count",
+        window_size=10,
+        minimum_calls=5,
+        failure_rate_threshold=50,
+        wait_duration=10,
+    )
+    fake = FakeStore().install()
+    with demo_server() as port:
+        host = f"127.0.0.1:{port}"
+        yield fake, Client(HTTP_HOST=host), AsyncClient(HTTP_HOST=host)
+
+
+def hits() -> int:
+    from django.core.cache import cache
+
+    return cache.get("demo:upstream_hits", 0)
+
+
+def test_watch_the_circuit_open_and_close(shop):
+    fake, client, async_client = shop
+    page = client.get("/").content.decode()
+    assert "Upstream answered:</strong> charged 9.99" in page
+    assert hits() == 1
+
+    client.post("/upstream/", {"mode": "failing"})
+    page = client.get("/?times=5").content.decode()
+    # 1 success and 4 failures: 80 % of 5 calls opens the circuit; the fifth charge
+    # is answered by the fallback without reaching the upstream.
+    assert hits() == 4
+    assert "5 charges, 1 answered by the fallback" in page
+    assert breaker("payments").state is State.OPEN
+    assert 'id="state">open<' in page
+    assert 'id="retry-after">10.0<' in page
+
+    page = client.get("/?times=3").content.decode()
+    assert hits() == 4  # open: nothing reaches the upstream
+    assert "3 charges, 3 answered by the fallback" in page
+    assert "CircuitOpenError" in page
+
+    response = client.get("/api/charge/", headers={"accept": "application/json"})
+    assert response.status_code == 503
+    assert response["Retry-After"] == "10"
+    assert json.loads(response.content)["circuit"] == "payments"
+    response = async_to_sync(async_client.get)("/api/charge-async/")
+    assert response.status_code == 503
+    assert b"temporarily unavailable" in response.content
+    assert hits() == 4
+
+    client.post("/upstream/", {"mode": "healthy"})
+    fake.advance(10)
+    page = client.get("/?times=3").content.decode()  # three good trials close it
+    assert breaker("payments").state is State.CLOSED
+    assert hits() == 3
+    assert 'id="state">closed<' in page
+    response = client.get("/api/charge/")
+    assert json.loads(response.content) == {
+        "upstream_status": 200,
+        "status": "charged",
+        "amount": "9.99",
+        "upstream": "healthy",
+    }
+
+
+def test_refused_connections_and_slow_answers_are_failures(shop):
+    _, client, _ = shop
+    client.post("/upstream/", {"mode": "slow"})
+    page = client.get("/").content.decode()
+    assert "ReadTimeout" in page  # the 1 s read timeout fired; the fallback answered
+    client.post("/upstream/", {"mode": "refusing"})
+    page = client.get("/?times=4").content.decode()
+    assert "ConnectionError" in page
+    assert breaker("payments").state is State.OPEN  # 5 failures out of 5
+    assert hits() == 0  # a refused connection never reached the upstream view
+    response = client.get("/api/charge/", headers={"accept": "application/json"})
+    assert response.status_code == 503
