@@ -1,8 +1,14 @@
-"""Celery app of the demo project: `celery -A demo_project worker -B`."""
+"""Celery app of the demo project: ``celery -A demo_project worker -B``.
+
+Configured from the ``CELERY_*`` Django settings (broker, beat schedule with
+``circuitbreaker_app.tasks.probe_circuits``); finds ``circuitbreaker_app.tasks`` through
+``INSTALLED_APPS``.
+"""
 
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
 
@@ -10,3 +16,9 @@ app = Celery("demo_project")
 # Every CELERY_* Django setting configures Celery (CELERY_BROKER_URL -> broker_url, ...).
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def register_demo_probes(**kwargs: object) -> None:
+    """Register the payments probe in the worker, where probes run (and nowhere else)."""
+    from demo_project import probes  # noqa: F401

@@ -1,9 +1,10 @@
 """Settings of the demo project, read from the environment with django-environ.
 
 Runs with no services at all: SQLite, the database cache and Celery's filesystem broker, all
-kept under ``var/``. Point it at real services with ``DATABASE_URL``, ``CACHE_URL`` (or
-``REDIS_URL``) and ``CELERY_BROKER_URL``. A ``.env`` file next to ``manage.py`` is read if
-present. Not for production: the defaults include DEBUG and a public secret key.
+kept under ``var/`` (or ``DEMO_DATA_DIR``). Point it at real services with ``DATABASE_URL``,
+``CACHE_URL`` (or ``REDIS_URL``) and ``CELERY_BROKER_URL``. A ``.env`` file next to
+``manage.py`` is read if present. Not for production: the defaults include DEBUG and a
+public secret key.
 """
 
 import os
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import environ
 
+from circuitbreaker_app.schedule import beat_schedule
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
+# Everything the demo writes (database, broker folders, beat schedule) lives here.
+VAR_DIR = Path(os.environ.get("DEMO_DATA_DIR") or BASE_DIR / "var").resolve()
 os.makedirs(VAR_DIR, exist_ok=True)
 
 env = environ.Env()
@@ -42,6 +46,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # An unhandled CircuitOpenError becomes 503 + Retry-After (JSON or a friendly page).
+    "circuitbreaker_app.middleware.CircuitBreakerMiddleware",
 ]
 
 ROOT_URLCONF = "demo_project.urls"
@@ -96,23 +102,33 @@ if _cache["BACKEND"] in (
 CACHES = {"default": _cache}
 
 # --- Celery ---------------------------------------------------------------------------------
+# `celery -A demo_project worker -B` runs the probe task every PROBE_INTERVAL seconds.
+PROBE_INTERVAL = env.float("PROBE_INTERVAL", default=5.0)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    # The filesystem transport does not create its folders; in and out are the same folder.
+    # The filesystem transport does not create its folders (the worker would exit with
+    # FileNotFoundError); in and out are the same folder so one process reads what another
+    # wrote. "control" holds broadcast bindings (it defaults to ./control otherwise).
     _broker_dir = VAR_DIR / "broker"
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         os.makedirs(_broker_dir / _folder, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        "polling_interval": 0.5,
     }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = beat_schedule(PROBE_INTERVAL)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
 
 # --- The app under demonstration ------------------------------------------------------------
 CIRCUITBREAKER = {
+    "PROBE_INTERVAL": PROBE_INTERVAL,
     "CIRCUITS": {
         "payments": {
             "window_type": "count",
@@ -120,6 +136,8 @@ CIRCUITBREAKER = {
             "minimum_calls": 5,
             "failure_rate_threshold": 50,
             "wait_duration": 10,
+            # Probed by demo_project/probes.py (a registered function).
+            "probe_timeout": 2.0,
         },
         "inventory": {
             "window_type": "time",
@@ -145,6 +163,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "circuitbreaker_app": {"handlers": ["console"], "level": env.str("CB_LOG_LEVEL", "INFO")},
+        # propagate=False: the Celery worker's root handler would print each line twice.
+        "circuitbreaker_app": {
+            "handlers": ["console"],
+            "level": env.str("CB_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
     },
 }

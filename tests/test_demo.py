@@ -1,0 +1,150 @@
+"""Smoke test of ``make demo``: the launcher on embedded defaults, then Ctrl-C.
+
+Runs ``python -m demo_project.launcher`` with a fresh data folder and a free port (no
+database, cache or broker server), fetches the shop page and the admin login page over
+HTTP, sends SIGINT as a terminal's Ctrl-C would, and checks that every process the demo
+started (web server, Celery worker, its embedded beat) is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.loopback import port_range
+
+pytestmark = pytest.mark.celery
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+#: Settings of the test suite that must not leak into the demo's environment.
+SERVICE_VARIABLES = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CACHE_URL", "REDIS_URL")
+
+
+def free_port() -> int:
+    for port in port_range():
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {port_range()}")
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    pending = [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def wait_until(condition, timeout: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}; launcher output:\n{log.read_text()}")
+        time.sleep(0.2)
+
+
+def test_the_demo_starts_serves_and_stops_with_no_process_left(tmp_path):
+    port = free_port()
+    data = tmp_path / "var"
+    log = tmp_path / "launcher.log"
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env.pop("CELERY_BROKER_URL", None)
+    env.update({"DEMO_DATA_DIR": str(data), "DEMO_PORT": str(port), "PYTHONUNBUFFERED": "1"})
+    with log.open("wb") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "demo_project.launcher"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    seen: set[int] = set()
+    try:
+        wait_until(lambda: "Press Ctrl-C" in log.read_text(), 120, "the demo's URLs", log)
+        text = log.read_text()
+        assert f"http://127.0.0.1:{port}/" in text
+        assert "admin / admin" in text
+
+        shop = requests.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert shop.status_code == 200
+        assert "payments" in shop.text
+        login = requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=10)
+        assert login.status_code == 200
+        assert 'name="password"' in login.text
+
+        with contextlib.closing(sqlite3.connect(data / "demo.sqlite3")) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM circuitbreaker_app_circuit")}
+        assert {"payments", "inventory"} <= names
+
+        def worker_and_beat_running() -> bool:
+            seen.update(descendants(launcher.pid))
+            celery = [pid for pid in seen if alive(pid) and "celery" in command(pid)]
+            return len(celery) >= 2  # the worker and its embedded beat process
+
+        wait_until(worker_and_beat_running, 60, "the Celery worker and beat", log)
+        assert any("runserver" in command(pid) for pid in seen)
+        for folder in ("queue", "processed", "control"):
+            assert (data / "broker" / folder).is_dir()
+
+        stopping = time.monotonic()
+        launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert launcher.wait(timeout=60) == 0
+        print(f"\ndemo stopped {time.monotonic() - stopping:.1f} s after Ctrl-C")
+        assert "Demo stopped." in log.read_text()
+        left = [pid for pid in seen if alive(pid)]
+        assert left == [], [command(pid) for pid in left]
+    finally:
+        if launcher.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(launcher.pid, signal.SIGKILL)
+        for pid in seen:  # only processes still running the demo's commands
+            if alive(pid) and ("demo_project" in command(pid) or "runserver" in command(pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            launcher.wait(timeout=10)
