@@ -1,4 +1,7 @@
-"""App configuration: system checks and the CIRCUITS sync after ``migrate``."""
+"""App configuration: system checks, the CIRCUITS sync after ``migrate``, metrics,
+probe scheduling."""
+
+import importlib.util
 
 from django.apps import AppConfig
 from django.db.models.signals import post_delete, post_migrate
@@ -11,10 +14,18 @@ class CircuitBreakerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from circuitbreaker_app import checks  # noqa: F401  (registers the checks)
+        from circuitbreaker_app import checks, conf  # noqa: F401  (checks registers itself)
+        from circuitbreaker_app.schedule import probe_on_open
+        from circuitbreaker_app.signals import state_changed
+        from circuitbreaker_app.store import circuit_deleted
         from circuitbreaker_app.sync import sync_after_migrate
 
-        from circuitbreaker_app.store import circuit_deleted
-
         post_migrate.connect(sync_after_migrate, sender=self)
+        # A circuit that opens schedules its own probe at retry_at (when Celery is set up).
+        state_changed.connect(probe_on_open, dispatch_uid="circuitbreaker_app.probe_on_open")
         post_delete.connect(circuit_deleted, sender=self.get_model("Circuit"))
+        # Prometheus metrics: on by default when prometheus_client is installed.
+        if conf.get("METRICS") is True and importlib.util.find_spec("prometheus_client"):
+            from circuitbreaker_app import metrics
+
+            metrics.enable()

@@ -112,6 +112,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest-playwright keeps Playwright, and so an asyncio loop that Django sees as running
+    # in the main thread, alive from the first browser test to the end of the session; any
+    # database test after it would fail with SynchronousOnlyOperation. Browser tests last.
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker, needed in MARKER_SERVICES.items():
         if item.get_closest_marker(marker) is not None:

@@ -1,0 +1,510 @@
+"""Django admin for circuits: see every circuit at a glance, and steer them.
+
+State columns are never edited in a form: every state change is an admin action that goes
+through ``store.move_to()`` (one compare-and-set, one event naming the acting user, the
+``state_changed`` signal). Actions need the ``circuitbreaker_app.force_circuit``
+permission; staff without it do not see them, and a forged POST gets 403.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, models
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from circuitbreaker_app import views
+from circuitbreaker_app.core import State
+from circuitbreaker_app.live import LiveStatus, live_statuses, with_trip
+from circuitbreaker_app.models import DEFINITION_FIELDS, Circuit, CircuitEvent, mask_url
+from circuitbreaker_app.store import get_store
+
+logger = logging.getLogger("circuitbreaker_app")
+
+#: Latest events shown inline on a circuit's change form.
+EVENTS_SHOWN = 20
+
+#: Badge colours: (background, text). Closed green, open red, half-open amber, the
+#: operator states grey (DESIGN: forced and disabled circuits are not the breaker's doing).
+BADGE_COLOURS: dict[State, tuple[str, str]] = {
+    State.CLOSED: ("#2e7d32", "#ffffff"),
+    State.OPEN: ("#c62828", "#ffffff"),
+    State.HALF_OPEN: ("#f9a825", "#1f1f1f"),
+    State.FORCED_OPEN: ("#616161", "#ffffff"),
+    State.FORCED_CLOSED: ("#616161", "#ffffff"),
+    State.DISABLED: ("#9e9e9e", "#1f1f1f"),
+}
+#: A grey badge carries a dot in the colour of what it does to calls.
+BADGE_DOTS: dict[State, str] = {
+    State.FORCED_OPEN: "#ef5350",
+    State.FORCED_CLOSED: "#66bb6a",
+}
+
+#: Admin actions that change state, and the state each one moves to.
+FORCE_ACTIONS: dict[str, State] = {
+    "force_open": State.FORCED_OPEN,
+    "force_closed": State.FORCED_CLOSED,
+    "disable": State.DISABLED,
+    "reset": State.CLOSED,
+}
+#: Every action that needs the force_circuit permission.
+PERMISSION_ACTIONS = frozenset({*FORCE_ACTIONS, "probe_now"})
+
+
+def state_badge(state: State | str) -> SafeString:
+    """A coloured badge for ``state`` (built with format_html, so always escaped)."""
+    state = State(state)
+    background, colour = BADGE_COLOURS[state]
+    dot = BADGE_DOTS.get(state)
+    marker = (
+        format_html('<span class="cb-dot" style="color:{}" aria-hidden="true">● </span>', dot)
+        if dot
+        else ""
+    )
+    return format_html(
+        '<span class="cb-badge cb-badge--{}" data-state="{}" style="background:{};color:{};'
+        "padding:2px 8px;border-radius:10px;font-weight:600;font-size:11px;"
+        'letter-spacing:.03em;white-space:nowrap">{}{}</span>',
+        state.value,
+        state.value,
+        background,
+        colour,
+        marker,
+        state.value.replace("_", " ").upper(),
+    )
+
+
+def countdown(seconds: float | None) -> SafeString | str:
+    """Seconds until a trial is allowed, counted down in the browser by admin.js."""
+    if seconds is None:
+        return "–"
+    return format_html(
+        '<span class="cb-countdown" data-seconds="{}">{} s</span>', f"{seconds:.3f}", round(seconds)
+    )
+
+
+def percent(value: float) -> str:
+    return f"{value:.1f} %"
+
+
+def at_trip(value: str) -> SafeString:
+    """A number from the window as it was when the circuit opened (its window is empty now)."""
+    return format_html(
+        '{} <span class="cb-at-trip" title="{}">{}</span>',
+        value,
+        gettext("The window is empty while open: this is how it was when the circuit opened."),
+        gettext("at trip"),
+    )
+
+
+class LiveChangeList(ChangeList):
+    """A change list that reads every shown circuit's live status in one cache round trip."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.live = {status.circuit.pk: status for status in live_statuses(self.result_list)}
+
+
+def _formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
+class CircuitForm(forms.ModelForm):
+    """The definition; the probe URL is shown masked, and kept when submitted unchanged."""
+
+    class Meta:
+        model = Circuit
+        fields = ("name", *DEFINITION_FIELDS)
+        formfield_callback = _formfield
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        original = self.instance.probe_url if self.instance.pk else ""
+        if original and mask_url(original) != original and "probe_url" in self.fields:
+            self.initial["probe_url"] = mask_url(original)
+            self.fields["probe_url"].help_text = _(
+                "Credentials and query values are masked. Leave the URL as shown to keep "
+                "them; type the whole URL to change it."
+            )
+
+    def clean_probe_url(self) -> str:
+        value = self.cleaned_data.get("probe_url", "")
+        original = self.instance.probe_url if self.instance.pk else ""
+        if original and value == mask_url(original):
+            return original
+        return value
+
+
+class LatestEventsFormSet(BaseInlineFormSet):
+    """Only the newest :data:`EVENTS_SHOWN` events (the log is append-only and unbounded)."""
+
+    def get_queryset(self) -> QuerySet[CircuitEvent]:
+        if not hasattr(self, "_latest"):
+            self._latest = super().get_queryset()[:EVENTS_SHOWN]
+        return self._latest
+
+
+class CircuitEventInline(admin.TabularInline):
+    model = CircuitEvent
+    formset = LatestEventsFormSet
+    fields = ("created_at", "from_state", "to_state", "reason", "failure_rate", "calls", "actor")
+    readonly_fields = fields
+    ordering = ("-created_at", "-id")
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name_plural = _("latest events (newest first)")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CircuitEvent]:
+        return super().get_queryset(request).select_related("actor")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may see a circuit may see its history.
+        return request.user.has_perm("circuitbreaker_app.view_circuit") or request.user.has_perm(
+            "circuitbreaker_app.change_circuit"
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Circuit)
+class CircuitAdmin(admin.ModelAdmin):
+    form = CircuitForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    list_display = (
+        "name",
+        "state_column",
+        "failure_rate_column",
+        "slow_call_rate_column",
+        "calls_column",
+        "retry_column",
+        "changed_at",
+    )
+    list_filter = ("state", "window_type", "trial_mode")
+    search_fields = ("name", "description")
+    sortable_by = ("name", "state_column", "retry_column", "changed_at")
+    list_per_page = 50
+    actions = ("force_open", "force_closed", "disable", "reset", "probe_now")
+    inlines = (CircuitEventInline,)
+    change_list_template = "admin/circuitbreaker_app/circuit/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("name", "description")}),
+        (
+            _("When the circuit opens"),
+            {
+                "fields": (
+                    "window_type",
+                    "window_size",
+                    "minimum_calls",
+                    "failure_rate_threshold",
+                    "slow_call_duration",
+                    "slow_call_rate_threshold",
+                )
+            },
+        ),
+        (
+            _("Waiting and trials"),
+            {
+                "fields": (
+                    "wait_duration",
+                    "backoff_multiplier",
+                    "max_wait_duration",
+                    "trial_mode",
+                    "half_open_max_calls",
+                    "trial_lease",
+                    "probe_url",
+                    "probe_timeout",
+                )
+            },
+        ),
+    )
+
+    class Media:
+        css = {"all": ("circuitbreaker_app/admin.css",)}
+        js = ("circuitbreaker_app/admin.js",)
+
+    # -- permissions ------------------------------------------------------------------
+    def has_force_permission(self, request: HttpRequest) -> bool:
+        """Whether the user may change circuit states (``force_circuit``)."""
+        return request.user.has_perm("circuitbreaker_app.force_circuit")
+
+    # -- change list ------------------------------------------------------------------
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return LiveChangeList
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if (
+            request.method == "POST"
+            and PERMISSION_ACTIONS.intersection(request.POST.getlist("action"))
+            and not self.has_force_permission(request)
+        ):
+            raise PermissionDenied(gettext("You may not change the state of circuits."))
+        extra_context = {
+            **(extra_context or {}),
+            "dashboard_url": reverse(
+                f"{self.admin_site.name}:circuitbreaker_app_circuit_dashboard"
+            ),
+        }
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description=_("state"), ordering="state")
+    def state_column(self, obj: Circuit) -> SafeString:
+        return state_badge(self._status_of(obj).state)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Circuit]:
+        return with_trip(super().get_queryset(request))
+
+    @admin.display(description=_("failure rate"))
+    def failure_rate_column(self, obj: Circuit) -> SafeString | str:
+        status = self._status_of(obj)
+        if status.trip is not None:
+            return at_trip(percent(status.trip.failure_rate))
+        return percent(status.failure_rate)
+
+    @admin.display(description=_("slow-call rate"))
+    def slow_call_rate_column(self, obj: Circuit) -> SafeString | str:
+        if obj.slow_call_duration is None:
+            return "–"
+        status = self._status_of(obj)
+        if status.trip is not None:
+            return at_trip(percent(status.trip.slow_call_rate))
+        return percent(status.slow_call_rate)
+
+    @admin.display(description=_("calls in window"))
+    def calls_column(self, obj: Circuit) -> SafeString | int:
+        status = self._status_of(obj)
+        if status.trip is not None:
+            return at_trip(str(status.trip.calls))
+        return status.window.calls
+
+    @admin.display(description=_("trial in"), ordering="retry_at")
+    def retry_column(self, obj: Circuit) -> SafeString | str:
+        return countdown(self._status_of(obj).retry_after)
+
+    def _status_of(self, obj: Circuit) -> LiveStatus:
+        """The live status the change list read for ``obj`` (or one read now)."""
+        status = getattr(obj, "_cb_live", None)
+        if status is None:
+            status = live_statuses([obj])[0]
+            obj._cb_live = status  # type: ignore[attr-defined]
+        return status
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        cl = super().get_changelist_instance(request)
+        for obj in cl.result_list:
+            obj._cb_live = cl.live.get(obj.pk)  # type: ignore[attr-defined]
+        return cl
+
+    # -- change form --------------------------------------------------------------------
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        # Code refers to circuits by name: renaming one would orphan its callers.
+        return ("name", "live_state")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return ((_("Live state"), {"fields": ("live_state",)}), *fieldsets)
+
+    @admin.display(description=_("now"))
+    def live_state(self, obj: Circuit) -> SafeString:
+        """The live state panel; admin.js refreshes it from the status endpoint."""
+        status = self._status_of(obj)
+        status_url = reverse(f"{self.admin_site.name}:circuitbreaker_app_circuit_status")
+        failure: SafeString | str = percent(status.failure_rate)
+        slow: SafeString | str = percent(status.slow_call_rate)
+        calls: SafeString | int = status.window.calls
+        if status.trip is not None:
+            failure = at_trip(percent(status.trip.failure_rate))
+            slow = at_trip(percent(status.trip.slow_call_rate))
+            calls = at_trip(str(status.trip.calls))
+        if obj.slow_call_duration is None:
+            slow = "–"
+        rows = [
+            (gettext("state"), "state", state_badge(status.state), ""),
+            (gettext("trial in"), "retry_after", countdown(status.retry_after), ""),
+            (
+                gettext("failure rate"),
+                "failure_rate",
+                failure,
+                gettext("(opens at %(threshold)s %%)")
+                % {"threshold": f"{obj.failure_rate_threshold:g}"},
+            ),
+            (gettext("slow-call rate"), "slow_call_rate", slow, ""),
+            (
+                gettext("calls in window"),
+                "calls",
+                calls,
+                gettext("(minimum %(minimum)s)") % {"minimum": obj.minimum_calls},
+            ),
+            (gettext("consecutive opens"), "open_count", status.open_count, ""),
+            (gettext("generation"), "generation", status.generation, ""),
+            (
+                gettext("last transition"),
+                "changed_at",
+                date_format(obj.changed_at, "DATETIME_FORMAT") if obj.changed_at else "–",
+                "",
+            ),
+        ]
+        return format_html(
+            '<div class="cb-live" data-circuit="{}" data-status-url="{}" '
+            'data-slow-enabled="{}"><table class="cb-live-table">{}</table>'
+            '<p class="help">{}</p></div>',
+            obj.name,
+            status_url,
+            "1" if obj.slow_call_duration is not None else "0",
+            format_html_join(
+                "",
+                '<tr><th scope="row">{}</th><td><span data-field="{}">{}</span> {}</td></tr>',
+                rows,
+            ),
+            gettext("Refreshed every 5 seconds. Change the state with the list's actions."),
+        )
+
+    # -- extra views ------------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        return [
+            path("dashboard/", wrap(self.dashboard_view), name=f"{info}_dashboard"),
+            path("status/", wrap(self.status_view), name=f"{info}_status"),
+            *super().get_urls(),
+        ]
+
+    def status_view(self, request: HttpRequest) -> HttpResponse:
+        """The status endpoint behind the admin login (what admin.js and the dashboard poll)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return views.status(request)
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Every circuit as a card, refreshed every few seconds by dashboard.js."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        info = f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Circuit dashboard"),
+            "opts": self.opts,
+            "status_url": reverse(f"{info}_status"),
+            "changelist_url": reverse(f"{info}_changelist"),
+            "change_url_template": reverse(f"{info}_change", args=[0]),
+            "initial": views.status_payload(with_history=True),
+            "refresh_seconds": 5,
+        }
+        return TemplateResponse(request, "admin/circuitbreaker_app/circuit/dashboard.html", context)
+
+    # -- actions --------------------------------------------------------------------------
+    def _move(self, request: HttpRequest, queryset: QuerySet[Circuit], action: str) -> None:
+        state = FORCE_ACTIONS[action]
+        store = get_store()
+        reason = f"{action.replace('_', ' ')} in admin by {request.user.get_username()}"
+        moved, already, failed = [], [], []
+        for name in queryset.order_by("name").values_list("name", flat=True):
+            try:
+                if store.move_to(name, state, reason, actor=request.user):
+                    moved.append(name)
+                else:
+                    already.append(name)
+            except DatabaseError as exc:
+                logger.exception("admin %s of circuit %r failed", action, name)
+                failed.append(f"{name} ({type(exc).__name__})")
+        if moved:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d circuit is now %(state)s: %(names)s.",
+                    "%(count)d circuits are now %(state)s: %(names)s.",
+                    len(moved),
+                )
+                % {"count": len(moved), "state": state.value, "names": ", ".join(moved)},
+                messages.SUCCESS,
+            )
+        if already:
+            self.message_user(
+                request,
+                gettext("Already %(state)s (unchanged): %(names)s.")
+                % {"state": state.value, "names": ", ".join(already)},
+                messages.INFO,
+            )
+        if failed:
+            self.message_user(
+                request,
+                gettext("Could not change: %(names)s. See the log.") % {"names": ", ".join(failed)},
+                messages.ERROR,
+            )
+
+    @admin.action(description=_("Force open (reject every call)"), permissions=["force"])
+    def force_open(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
+        self._move(request, queryset, "force_open")
+
+    @admin.action(
+        description=_("Force closed (admit every call, never trip)"), permissions=["force"]
+    )
+    def force_closed(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
+        self._move(request, queryset, "force_closed")
+
+    @admin.action(
+        description=_("Disable (admit every call, record nothing)"), permissions=["force"]
+    )
+    def disable(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
+        self._move(request, queryset, "disable")
+
+    @admin.action(description=_("Reset to closed with an empty window"), permissions=["force"])
+    def reset(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
+        self._move(request, queryset, "reset")
+
+    @admin.action(description=_("Probe now (enqueue the probe task)"), permissions=["force"])
+    def probe_now(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
+        from circuitbreaker_app.tasks import probe_circuit  # Celery is only needed here
+
+        names = list(queryset.order_by("name").values_list("name", flat=True))
+        enqueued, failed = [], []
+        for name in names:
+            try:
+                probe_circuit.delay(name)
+            except Exception as exc:  # broker down: say so instead of a 500
+                logger.exception("could not enqueue the probe of circuit %r", name)
+                failed.append(f"{name} ({type(exc).__name__})")
+            else:
+                enqueued.append(name)
+        if enqueued:
+            self.message_user(
+                request,
+                gettext("Probe enqueued for: %(names)s.") % {"names": ", ".join(enqueued)},
+                messages.SUCCESS,
+            )
+        if failed:
+            self.message_user(
+                request,
+                gettext("Could not enqueue a probe for: %(names)s. Is the broker running?")
+                % {"names": ", ".join(failed)},
+                messages.ERROR,
+            )

@@ -1,0 +1,224 @@
+"""A real browser against a live server: Playwright driving Debian's /usr/bin/chromium.
+
+Run with ``pytest -m browser``. Screenshots land in pytest-playwright's output folder
+(``--output``, default ``test-results/``, which that plugin empties when a session starts);
+the README's ``docs/admin-changelist.png`` and ``docs/dashboard.png`` are copies of the
+ones ``test_screenshots_for_the_readme`` takes.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from playwright.sync_api import Page, expect
+
+from circuitbreaker_app import State
+from circuitbreaker_app.core import Outcome
+from circuitbreaker_app.models import Circuit, CircuitEvent, CircuitSample
+from circuitbreaker_app.samples import minute_of
+from circuitbreaker_app.store import get_store
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+GREEN, RED, GREY = "rgb(46, 125, 50)", "rgb(198, 40, 40)", "rgb(97, 97, 97)"
+DOT_GREEN = "rgb(102, 187, 106)"
+TRIP_FAST = {
+    "window_type": "count",
+    "window_size": 10,
+    "minimum_calls": 5,
+    "failure_rate_threshold": 50,
+    "wait_duration": 600,
+}
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright's launch arguments, pointed at Debian's chromium."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1280, "height": 720}}
+
+
+@pytest.fixture(scope="session")
+def playwright(django_db_setup, playwright):
+    """pytest-playwright's ``playwright``, started after the test database exists."""
+    return playwright
+
+
+@pytest.fixture
+def results(pytestconfig) -> Path:
+    """Where screenshots go: pytest-playwright's output folder."""
+    folder = Path(pytestconfig.getoption("--output")).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sync_orm_beside_playwright():
+    # Playwright's sync API runs an event loop in this thread, so Django would refuse the
+    # (plain, synchronous) ORM calls these tests and their live server make.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+def record(name: str, outcomes: str) -> None:
+    runtime = get_store().runtime(name)
+    for letter in outcomes:
+        permit = runtime.acquire()
+        runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
+    get_store().flush()
+
+
+@pytest.fixture
+def operator(db):
+    user = User.objects.create_user("operator", password="correct horse", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="circuitbreaker_app",
+            codename__in=["view_circuit", "change_circuit", "force_circuit"],
+        )
+    )
+    return user
+
+
+def log_in(page: Page, live_server, next_url: str) -> None:
+    page.goto(f"{live_server.url}/admin/login/?next={next_url}")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "correct horse")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_server.url}{next_url}")
+
+
+def badge(page: Page, name: str):
+    return page.locator(
+        "#result_list tr", has=page.get_by_role("link", name=name, exact=True)
+    ).locator(".cb-badge")
+
+
+def run_action(page: Page, name: str, action: str) -> None:
+    row = page.locator("#result_list tr", has=page.get_by_role("link", name=name, exact=True))
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", action)
+    page.click("button[name=index]")
+    page.wait_for_load_state()
+
+
+def test_force_closed_from_the_change_list(page: Page, live_server, operator, results):
+    Circuit.objects.create(name="payments", **TRIP_FAST)
+    Circuit.objects.create(name="search")
+    record("payments", "SFSFF")  # trips
+    assert Circuit.objects.get(name="payments").state == State.OPEN
+
+    changelist = "/admin/circuitbreaker_app/circuit/"
+    log_in(page, live_server, changelist)
+    expect(badge(page, "payments")).to_have_text("OPEN")
+    expect(badge(page, "payments")).to_have_css("background-color", RED)
+    expect(badge(page, "search")).to_have_css("background-color", GREEN)
+
+    run_action(page, "payments", "force_closed")
+    expect(page.locator(".messagelist")).to_contain_text("1 circuit is now forced_closed")
+    expect(badge(page, "payments")).to_have_text("● FORCED CLOSED")
+    expect(badge(page, "payments").locator(".cb-dot")).to_have_css("color", DOT_GREEN)
+    expect(badge(page, "payments")).to_have_css("background-color", GREY)
+    payments = Circuit.objects.get(name="payments")
+    assert payments.state == State.FORCED_CLOSED
+    event = CircuitEvent.objects.filter(circuit=payments).order_by("-id").first()
+    assert (event.to_state, event.actor) == (State.FORCED_CLOSED, operator)
+
+    run_action(page, "payments", "reset")
+    expect(badge(page, "payments")).to_have_text("CLOSED")
+    expect(badge(page, "payments")).to_have_css("background-color", GREEN)
+    assert Circuit.objects.get(name="payments").state == State.CLOSED
+    page.screenshot(path=str(results / "browser-force-closed.png"), full_page=True)
+
+
+def test_dashboard_follows_state_changes(page: Page, live_server, operator, results):
+    Circuit.objects.create(name="payments", **TRIP_FAST)
+    record("payments", "SSSF")
+    log_in(page, live_server, "/admin/circuitbreaker_app/circuit/")
+    page.click("a.cb-dashboard-link")
+    card = page.locator('.cb-card[data-circuit="payments"]')
+    expect(card).to_have_attribute("data-state", "closed")
+    expect(card).to_contain_text("25.0 %")
+    expect(card.locator("svg.cb-spark")).to_be_visible()
+    # changed elsewhere: the next poll (every 5 s) redraws the card
+    get_store().move_to("payments", State.FORCED_OPEN, "maintenance")
+    expect(card).to_have_attribute("data-state", "forced_open", timeout=15_000)
+    expect(card.locator(".cb-badge")).to_have_text("● FORCED OPEN")
+    expect(page.locator("#cb-summary-text")).to_have_text("1 forced open")
+    page.screenshot(path=str(results / "browser-dashboard.png"), full_page=True)
+
+
+def _history(circuit: Circuit, now: float, rate_of_minute, state_of_minute=None) -> None:
+    """An hour of per-minute samples ending now."""
+    rows = []
+    for ago in range(59, 0, -1):
+        state = state_of_minute(ago) if state_of_minute else "closed"
+        calls = 0 if state in ("open", "forced_open") else 20  # rejected calls are not counted
+        rows.append(
+            CircuitSample(
+                circuit=circuit,
+                minute=minute_of(now) - timedelta(minutes=ago),
+                calls=calls,
+                failures=round(calls * rate_of_minute(ago) / 100),
+                state=state,
+            )
+        )
+    CircuitSample.objects.bulk_create(rows)
+
+
+def test_screenshots_for_the_readme(page: Page, live_server, operator, results):
+    """A realistic mix of circuits, photographed for docs/ (copied from test-results/)."""
+    now = datetime.now(tz=UTC).timestamp()
+    payments = Circuit.objects.create(
+        name="payments", description="card payments gateway", **TRIP_FAST
+    )
+    search = Circuit.objects.create(name="search", slow_call_duration=1.0, **TRIP_FAST)
+    inventory = Circuit.objects.create(name="inventory-api", **TRIP_FAST)
+    geo = Circuit.objects.create(name="http:maps.example.com")
+    mail = Circuit.objects.create(name="mail")
+    _history(
+        payments,
+        now,
+        lambda ago: 5 if ago > 20 else min(90, 5 + (21 - ago) * 8),
+        lambda ago: "open" if ago <= 12 else "closed",
+    )
+    _history(search, now, lambda ago: 10 + 8 * math.sin(ago / 5))
+    _history(inventory, now, lambda ago: 40 if 15 < ago < 30 else 8)
+    _history(geo, now, lambda ago: 2)
+    _history(mail, now, lambda ago: 0, lambda ago: "forced_open" if ago < 25 else "closed")
+    record("payments", "SFSFF")
+    record("search", "SSSSSSSF")
+    record("inventory-api", "SSFSFSSS")
+    record("http:maps.example.com", "SSSSSSSSSS")
+    get_store().move_to("mail", State.FORCED_OPEN, "SMTP relay maintenance", actor=operator)
+
+    page.set_viewport_size({"width": 1440, "height": 600})
+    log_in(page, live_server, "/admin/circuitbreaker_app/circuit/")
+    page.click("#toggle-nav-sidebar")  # more room for the columns
+    expect(badge(page, "payments")).to_have_text("OPEN")
+    page.screenshot(path=str(results / "admin-changelist.png"))
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.click("a.cb-dashboard-link")
+    expect(page.locator(".cb-card")).to_have_count(5)
+    expect(page.locator('.cb-card[data-circuit="search"] polyline')).to_have_count(1)
+    page.screenshot(path=str(results / "dashboard.png"), full_page=True)

@@ -1,0 +1,301 @@
+"""The JSON status endpoint, and the per-minute samples it records off the hot path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from circuitbreaker_app import State
+from circuitbreaker_app.core import Outcome
+from circuitbreaker_app.models import Circuit, CircuitSample
+from circuitbreaker_app.samples import RETENTION, maybe_record_samples, record_samples
+from circuitbreaker_app.store import get_store
+from tests.helpers import FakeStore
+
+pytestmark = pytest.mark.django_db
+
+
+def store_queries() -> int:
+    """Database queries one batched live-status read costs besides the circuits query:
+    the database cache is itself a table, and on the database and file caches the
+    window counters live in the ``CircuitCounter`` table."""
+    store = get_store()
+    backend = settings.CACHES[store.cache_alias]["BACKEND"]
+    return int(backend.endswith(".DatabaseCache")) + int(not store.counters.in_cache)
+
+
+URL = "/circuits/status/"
+TOKEN = "k3Jx9-monitoring-token-0123456789"
+SECRET_PROBE = "https://monitor:s3cret@status.example.com/health?token=abc123"
+TRIP_FAST = {
+    "window_type": "count",
+    "window_size": 10,
+    "minimum_calls": 5,
+    "failure_rate_threshold": 50,
+    "wait_duration": 30,
+}
+
+
+def record(name: str, outcomes: str) -> None:
+    runtime = get_store().runtime(name)
+    for letter in outcomes:
+        permit = runtime.acquire()
+        runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
+    get_store().flush()
+
+
+@pytest.fixture
+def fake():
+    """A store on a fake clock (wall time too), so samples fall in known minutes."""
+    return FakeStore().install()
+
+
+@pytest.fixture
+def circuits(fake):
+    Circuit.objects.create(name="payments", probe_url=SECRET_PROBE, **TRIP_FAST)
+    Circuit.objects.create(name="search", slow_call_duration=1.0, **TRIP_FAST)
+    record("payments", "SFSFF")
+    record("search", "SSSF")
+    return {c.name: c for c in Circuit.objects.all()}
+
+
+@pytest.fixture
+def staff(client):
+    user = User.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(user)
+    return user
+
+
+def test_url_is_reversible():
+    assert reverse("circuitbreaker_app:status") == URL
+
+
+def test_anonymous_gets_401_with_a_bearer_challenge(client, circuits):
+    response = client.get(URL)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="circuitbreaker"'
+    assert response.json()["error"] == "authentication_required"
+    assert "payments" not in response.content.decode()
+
+
+def test_logged_in_non_staff_gets_403(client, circuits):
+    client.force_login(User.objects.create_user("visitor", password="pw"))
+    response = client.get(URL)
+    assert response.status_code == 403
+    assert "payments" not in response.content.decode()
+
+
+def test_staff_gets_json_matching_the_models(client, staff, circuits):
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert "no-cache" in response["Cache-Control"]
+    data = response.json()
+    assert [c["name"] for c in data["circuits"]] == ["payments", "search"]
+    by_name = {c["name"]: c for c in data["circuits"]}
+    for name, row in ((c.name, c) for c in Circuit.objects.all()):
+        entry = by_name[name]
+        assert entry["id"] == row.pk
+        assert entry["state"] == row.state
+        assert entry["generation"] == row.generation
+        assert entry["open_count"] == row.open_count
+        for field in ("changed_at", "opened_at", "retry_at"):
+            value = getattr(row, field)
+            assert entry[field] == (value.isoformat() if value else None)
+        assert entry["config"]["window_size"] == row.window_size
+        assert entry["config"]["failure_rate_threshold"] == row.failure_rate_threshold
+    payments = by_name["payments"]
+    assert payments["state"] == "open"
+    assert payments["retry_after"] == 30.0  # fake clock: no time has passed
+    assert payments["calls"] == 0  # a new window started with the trip …
+    assert payments["at_trip"] == {"failure_rate": 60.0, "slow_call_rate": 0.0, "calls": 5}
+    search = by_name["search"]
+    assert (search["state"], search["retry_after"], search["at_trip"]) == ("closed", None, None)
+    assert (search["calls"], search["failures"], search["slow"]) == (4, 1, 0)
+    assert (search["failure_rate"], search["slow_call_rate"]) == (25.0, 0.0)
+
+
+def test_probe_url_credentials_never_leave(client, staff, circuits):
+    response = client.get(URL)
+    body = response.content.decode()
+    assert "s3cret" not in body and "abc123" not in body and "monitor" not in body
+    payments = next(c for c in response.json()["circuits"] if c["name"] == "payments")
+    assert payments["config"]["probe_url"] == "https://***@status.example.com/health?token=***"
+
+
+@override_settings(CIRCUITBREAKER={"STATUS_TOKEN": TOKEN})
+def test_the_configured_bearer_token_gets_200(client, circuits):
+    response = client.get(URL, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    assert [c["name"] for c in response.json()["circuits"]] == ["payments", "search"]
+    assert "Authorization" in response["Vary"]
+
+
+@override_settings(CIRCUITBREAKER={"STATUS_TOKEN": TOKEN})
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        f"Token {TOKEN}",
+        "Bearer ",
+        TOKEN,
+        "Bearer " + "é" * 8,
+    ],
+)
+def test_a_wrong_token_gets_401(client, circuits, header):
+    response = client.get(URL, headers={"Authorization": header})
+    assert response.status_code == 401
+
+
+def test_no_token_configured_means_no_token_accepted(client, circuits):
+    response = client.get(URL, headers={"Authorization": "Bearer None"})
+    assert response.status_code == 401
+    response = client.get(URL, headers={"Authorization": "Bearer "})
+    assert response.status_code == 401
+
+
+def test_unknown_query_parameters_are_ignored(client, staff, circuits):
+    plain = client.get(URL).json()
+    odd = client.get(URL, {"format": "xml", "history": "banana", "circuit": "", "x": "1"}).json()
+    assert odd["circuits"] == plain["circuits"]
+
+
+def test_circuit_parameter_selects_circuits(client, staff, circuits):
+    data = client.get(URL + "?circuit=search&circuit=nope").json()
+    assert [c["name"] for c in data["circuits"]] == ["search"]
+
+
+def test_post_is_not_allowed(client, staff, circuits):
+    assert client.post(URL).status_code == 405
+
+
+@pytest.mark.parametrize("extra", [0, 30])
+def test_query_count_does_not_grow_with_circuits(
+    client, staff, circuits, extra, django_assert_num_queries
+):
+    Circuit.objects.bulk_create(Circuit(name=f"api-{i}") for i in range(extra))
+    client.get(URL)  # records this minute's samples
+    # session, user, circuits (with trip numbers); samples are fresh: no query for them
+    with django_assert_num_queries(3 + store_queries()):
+        response = client.get(URL)
+    assert len(response.json()["circuits"]) == 2 + extra
+    # history adds one query
+    with django_assert_num_queries(4 + store_queries()):
+        client.get(URL, {"history": "1"})
+
+
+# -- samples ------------------------------------------------------------------------------
+
+
+def test_the_endpoint_samples_every_circuit_once_a_minute(
+    client, staff, circuits, fake, django_assert_num_queries
+):
+    client.get(URL)
+    assert CircuitSample.objects.count() == 2
+    search = CircuitSample.objects.get(circuit__name="search")
+    assert (search.calls, search.failures, search.slow, search.state) == (4, 1, 0, "closed")
+    payments = CircuitSample.objects.get(circuit__name="payments")
+    assert (payments.calls, payments.state) == (0, "open")
+    fake.advance(10)  # same minute (the fake clock starts 40 s into one): nothing more
+    client.get(URL)
+    assert CircuitSample.objects.count() == 2
+    fake.advance(60)
+    record("search", "SSFF")
+    with django_assert_num_queries(6 + store_queries()):  # + latest sample, insert, prune
+        client.get(URL)
+    assert CircuitSample.objects.count() == 4
+    latest = CircuitSample.objects.filter(circuit__name="search").latest("minute")
+    assert (latest.calls, latest.failures) == (8, 3)
+
+
+def test_history_lists_the_last_hour_oldest_first(client, staff, circuits, fake):
+    for _ in range(70):  # 70 minutes of samples
+        maybe_record_samples()
+        fake.advance(60)
+    data = client.get(URL, {"history": "1", "circuit": "search"}).json()
+    history = data["circuits"][0]["history"]
+    assert len(history) == 60
+    times = [datetime.fromisoformat(h["t"]) for h in history]
+    assert times == sorted(times)
+    assert times[-1] - times[0] == timedelta(minutes=59)
+    assert history[0] == {
+        "t": history[0]["t"],
+        "failure_rate": 25.0,
+        "calls": 4,
+        "state": "closed",
+    }
+
+
+def test_a_filtered_request_still_samples_every_circuit(client, staff, circuits):
+    client.get(URL, {"circuit": "search"})
+    assert set(CircuitSample.objects.values_list("circuit__name", flat=True)) == {
+        "payments",
+        "search",
+    }
+
+
+def test_record_samples_is_idempotent_within_a_minute_and_prunes_old_rows(circuits, fake):
+    payments = circuits["payments"]
+    old = datetime.fromtimestamp(fake.clock(), tz=UTC) - RETENTION - timedelta(minutes=5)
+    CircuitSample.objects.create(circuit=payments, minute=old, calls=1, failures=1)
+    assert record_samples() == 2
+    assert record_samples() == 2  # conflicts ignored
+    assert CircuitSample.objects.count() == 2
+    assert not CircuitSample.objects.filter(minute=old).exists()
+
+
+def test_maybe_record_samples_checks_the_database_once_a_minute(
+    circuits, fake, django_assert_num_queries
+):
+    assert maybe_record_samples() is True
+    with django_assert_num_queries(0):
+        assert maybe_record_samples() is False
+    fake.advance(61)
+    assert maybe_record_samples() is True
+
+
+def test_samples_follow_the_window_not_the_hot_path(circuits, fake):
+    """Guarded calls never touch the samples: only the sampler does."""
+    with CaptureQueriesContext(connection) as queries:
+        record("search", "SSFSS")
+    assert not [q for q in queries if "circuitsample" in q["sql"].lower()]
+    assert CircuitSample.objects.count() == 0
+
+
+def test_forced_state_is_sampled(circuits, fake):
+    get_store().move_to("search", State.FORCED_OPEN, "maintenance")
+    record_samples()
+    assert CircuitSample.objects.get(circuit__name="search").state == "forced_open"
+
+
+# -- the STATUS_TOKEN setting ------------------------------------------------------------------
+
+
+def check_ids(value):
+    from django.core.checks import run_checks
+
+    with override_settings(CIRCUITBREAKER=value):
+        return [m.id for m in run_checks() if m.id.startswith("circuitbreaker_app")]
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (None, []),
+        (TOKEN, []),
+        ("", ["circuitbreaker_app.E013"]),
+        ("   ", ["circuitbreaker_app.E013"]),
+        (12345, ["circuitbreaker_app.E013"]),
+        ("short", ["circuitbreaker_app.W003"]),
+    ],
+)
+def test_status_token_setting_is_checked(token, expected):
+    assert check_ids({"STATUS_TOKEN": token}) == expected
