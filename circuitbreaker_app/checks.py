@@ -27,12 +27,13 @@ def _error(n: int, msg: str, hint: str = HINT) -> Error:
 
 
 def _positive(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+    """A finite number > 0 (not a bool; an int too big for a float is not finite)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:
+        return False
 
 
 def _definition_errors(fields: Any, where: str) -> list[str]:
@@ -94,8 +95,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 f"but was {raw['AUTO_CREATE']!r}.",
             )
         )
+    errors.extend(_status_and_metrics_checks(raw))
+    errors.extend(_redis_checks(raw))
     cache_alias = conf.get("CACHE")
-    if cache_alias not in settings.CACHES:
+    cache_ok = isinstance(cache_alias, str) and cache_alias in settings.CACHES
+    if not cache_ok:
         errors.append(
             _error(
                 6,
@@ -103,7 +107,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     db_alias = conf.get("DATABASE")
-    if db_alias not in settings.DATABASES:
+    db_ok = isinstance(db_alias, str) and db_alias in settings.DATABASES
+    if not db_ok:
         errors.append(
             _error(
                 7,
@@ -133,9 +138,111 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         merged = {**defaults, **fields} if isinstance(fields, dict) else fields
         for message in _definition_errors(merged, f"CIRCUITBREAKER['CIRCUITS'][{name!r}]"):
             errors.append(_error(9, message + "."))
-    if cache_alias in settings.CACHES and db_alias in settings.DATABASES:
+    if cache_ok and db_ok:
         errors.extend(_backend_checks(cache_alias, db_alias))
     return errors
+
+
+#: Shorter status tokens are guessable; the check warns (W003).
+MIN_TOKEN_LENGTH = 20
+
+
+def _status_and_metrics_checks(raw: dict[str, Any]) -> list[Any]:
+    found: list[Any] = []
+    token = raw.get("STATUS_TOKEN")
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        found.append(
+            _error(
+                13,
+                "CIRCUITBREAKER['STATUS_TOKEN'] must be None or a non-empty string, "
+                f"but was {token!r}.",
+                "Use a long random string, e.g. from `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`, read from the environment.",
+            )
+        )
+    elif isinstance(token, str) and len(token) < MIN_TOKEN_LENGTH:
+        found.append(
+            Warning(
+                f"CIRCUITBREAKER['STATUS_TOKEN'] is only {len(token)} characters long.",
+                hint=f"Use at least {MIN_TOKEN_LENGTH} random characters "
+                "(secrets.token_urlsafe(32)).",
+                id="circuitbreaker_app.W003",
+            )
+        )
+    if "METRICS" in raw and not isinstance(raw["METRICS"], bool):
+        found.append(
+            _error(
+                14,
+                f"CIRCUITBREAKER['METRICS'] must be True or False, but was {raw['METRICS']!r}.",
+            )
+        )
+    elif raw.get("METRICS") is True:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            found.append(
+                Warning(
+                    "CIRCUITBREAKER['METRICS'] is True but prometheus_client is not installed, "
+                    "so no metrics are exported.",
+                    hint="pip install 'django-circuitbreaker-app[metrics]', or set METRICS "
+                    "to False.",
+                    id="circuitbreaker_app.W004",
+                )
+            )
+    return found
+
+
+#: A Redis client timeout above this lets an outage add noticeable latency to calls (W020).
+SLOW_REDIS_TIMEOUT = 1.0
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_checks(raw: dict[str, Any]) -> list[Any]:
+    """REDIS_URL (None or a redis://, rediss:// or unix:// URL, with redis-py installed)
+    and REDIS_TIMEOUT (a positive number of seconds)."""
+    found: list[Any] = []
+    url = raw.get("REDIS_URL")
+    if url is not None and (not isinstance(url, str) or not url.startswith(REDIS_SCHEMES)):
+        found.append(
+            _error(
+                20,
+                "CIRCUITBREAKER['REDIS_URL'] must be None or a URL starting with "
+                f"{', '.join(REDIS_SCHEMES)}, but was {url!r}.",
+                "For example 'redis://127.0.0.1:6379/0'; leave it unset to use the "
+                "CACHE's own Redis server.",
+            )
+        )
+    elif url is not None:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            found.append(
+                _error(
+                    22,
+                    "CIRCUITBREAKER['REDIS_URL'] is set but the redis package is not installed.",
+                    "pip install 'django-circuitbreaker-app[redis]'.",
+                )
+            )
+    if "REDIS_TIMEOUT" in raw:
+        timeout = raw["REDIS_TIMEOUT"]
+        if not _positive(timeout) or timeout > 60:
+            found.append(
+                _error(
+                    21,
+                    "CIRCUITBREAKER['REDIS_TIMEOUT'] must be a positive number of seconds "
+                    f"(at most 60), but was {timeout!r}.",
+                )
+            )
+        elif timeout > SLOW_REDIS_TIMEOUT:
+            found.append(
+                Warning(
+                    f"CIRCUITBREAKER['REDIS_TIMEOUT'] is {timeout!r} s: while Redis hangs, a "
+                    "guarded call can wait that long (once per second per process).",
+                    hint="Keep it well under a second (the default is 0.25).",
+                    id="circuitbreaker_app.W020",
+                )
+            )
+    return found
 
 
 def _backend_checks(cache_alias: str, db_alias: str) -> list[Any]:

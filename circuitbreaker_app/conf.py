@@ -27,6 +27,18 @@ DEFAULTS: dict[str, Any] = {
     "AUTO_CREATE": True,
     # Cap on circuits created on first use; past it calls share OVERFLOW_CIRCUIT.
     "MAX_CIRCUITS": 1000,
+    # Bearer token that lets monitoring read the status endpoint without a staff login
+    # (None: staff only). Compared in constant time.
+    "STATUS_TOKEN": None,
+    # Export Prometheus metrics when prometheus_client is installed.
+    "METRICS": True,
+    # Redis for shared state, used through redis-py directly (Lua scripts, SET NX permits,
+    # Redis TIME as the shared clock). None: the CACHE's own server when that cache is
+    # Django's or django-redis's RedisCache, else the generic cache path.
+    "REDIS_URL": None,
+    # Socket connect and read timeout (seconds) of that Redis client: the most an outage
+    # can add to a guarded call, once per second per process.
+    "REDIS_TIMEOUT": 0.25,
 }
 
 #: The circuit that guards calls to names created past ``MAX_CIRCUITS``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,6 +21,36 @@ validate_circuit_name = RegexValidator(
     _("Use only letters, digits and the characters . _ : - (no spaces)."),
     code="invalid_name",
 )
+
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """``url`` safe to show: user name, password, query values and fragment become ``***``.
+
+    Probe URLs may carry credentials (``https://user:secret@host/health?token=…``); the
+    admin, the status endpoint and the ``circuits`` command show only this form.
+    """
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return MASK
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    if parts.username is not None or parts.password is not None:
+        netloc = f"{MASK}@{netloc}"
+    query = urlencode(
+        [(key, MASK) for key, _value in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*",
+    )
+    fragment = MASK if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
 
 #: Model fields that make up a :class:`~circuitbreaker_app.core.CircuitConfig`.
 DECISION_FIELDS = (
@@ -174,6 +205,11 @@ class Circuit(models.Model):
 
         store.definition_saved(self)
 
+    @property
+    def masked_probe_url(self) -> str:
+        """The probe URL with credentials masked (see :func:`mask_url`)."""
+        return mask_url(self.probe_url)
+
     def definition(self) -> dict[str, Any]:
         """The decision settings as a dict (what the cache shares with every process)."""
         return {name: getattr(self, name) for name in DECISION_FIELDS}
@@ -181,6 +217,36 @@ class Circuit(models.Model):
     def config(self) -> CircuitConfig:
         """The validated core config of this circuit."""
         return CircuitConfig.from_mapping(self.definition())
+
+    def clean_fields(self, exclude: Any = None) -> None:
+        """Django's field checks, with values of the wrong type reported as field errors.
+
+        A field's own cleaning raises TypeError, OverflowError or AttributeError for some
+        values (``float(10**400)``, ``int(inf)``, a list as a URL); those become a
+        ValidationError on the field, so ``full_clean()`` raises nothing else.
+        """
+        skip = set(exclude or ())
+        odd: dict[str, list[str]] = {}
+        for field in self._meta.concrete_fields:
+            if field.name in skip:
+                continue
+            value = getattr(self, field.attname)
+            try:
+                field.clean(value, self)
+            except ValidationError:
+                pass  # reported below, with Django's own message
+            except (TypeError, ValueError, OverflowError, AttributeError):
+                odd[field.name] = [
+                    _("Enter a valid value (%(type)s is not accepted here).")
+                    % {"type": type(value).__name__}
+                ]
+                skip.add(field.name)
+        try:
+            super().clean_fields(exclude=skip)
+        except ValidationError as exc:
+            raise ValidationError({**exc.message_dict, **odd}) from None
+        if odd:
+            raise ValidationError(odd)
 
     def clean(self) -> None:
         """Validate the definition with the core's rules, one message per field."""
@@ -196,7 +262,10 @@ class Circuit(models.Model):
                 value = int(value)
             values[name] = value
         errors = validate_fields(values)
-        if self.probe_url and not self.probe_url.lower().startswith(("http://", "https://")):
+        if self.probe_url and not (
+            isinstance(self.probe_url, str)
+            and self.probe_url.lower().startswith(("http://", "https://"))
+        ):
             errors["probe_url"] = _("The probe URL must start with http:// or https://.")
         if errors:
             raise ValidationError({name: [message] for name, message in errors.items()})
@@ -251,3 +320,42 @@ class CircuitCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.value}"
+
+
+class CircuitSample(models.Model):
+    """A circuit's state and window totals at one minute, for the dashboard's sparklines.
+
+    Written off the hot path by :func:`circuitbreaker_app.samples.record_samples` (called
+    by the status endpoint when the latest sample is a minute old, and by the beat task);
+    rows older than ``samples.RETENTION`` are deleted when new ones are written.
+    """
+
+    circuit = models.ForeignKey(
+        Circuit, on_delete=models.CASCADE, related_name="samples", verbose_name=_("circuit")
+    )
+    minute = models.DateTimeField(_("minute"), db_index=True)
+    calls = models.PositiveIntegerField(_("calls in window"), default=0)
+    failures = models.PositiveIntegerField(_("failures in window"), default=0)
+    slow = models.PositiveIntegerField(_("slow calls in window"), default=0)
+    state = models.CharField(
+        _("state"),
+        max_length=20,
+        choices=Circuit.StateChoices.choices,
+        default=State.CLOSED.value,
+    )
+
+    class Meta:
+        ordering = ["circuit", "minute"]
+        verbose_name = _("circuit sample")
+        verbose_name_plural = _("circuit samples")
+        constraints = [
+            models.UniqueConstraint(fields=["circuit", "minute"], name="circuitsample_per_minute")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.circuit_id}@{self.minute:%Y-%m-%d %H:%M}: {self.failures}/{self.calls}"
+
+    @property
+    def failure_rate(self) -> float:
+        """Failures as a percentage of calls (0.0 without calls)."""
+        return 100.0 * self.failures / self.calls if self.calls else 0.0

@@ -11,10 +11,19 @@ Three layers, fastest first (DESIGN §4):
 
 A guarded call that succeeds in CLOSED, or is rejected in OPEN, touches none of them
 except once per ``STATE_TTL`` (one ``get_many`` to refresh, one ``incr`` to flush).
+
+With Redis (the cache is Django's or django-redis's ``RedisCache``, or
+``CIRCUITBREAKER["REDIS_URL"]`` is set) the shared layer talks to Redis through redis-py
+directly, with short socket timeouts: :class:`RedisStateCache` holds the state entries as
+JSON next to the counters (one ``MGET`` reads both), and :class:`RedisCounters` records an
+outcome in one Lua script that also returns the circuit's newer state, if any, so a process
+learns of another's transition from the very round trip that records its failure.
+Redis's ``TIME`` is the one clock every process's decisions use. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -22,13 +31,15 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from django.core.cache import caches
 from django.core.signals import setting_changed
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import Error as DjangoDatabaseError
+from django.db import IntegrityError, connections, transaction
 from django.db.models.functions import Now
 
 from circuitbreaker_app import conf
@@ -255,6 +266,326 @@ class DatabaseCounters(Counters):
         )
 
 
+# -- Redis, through redis-py directly ------------------------------------------------------
+
+#: Backends whose server the Redis path can talk to directly (their LOCATION is a URL).
+REDIS_CACHE_BACKENDS = frozenset(
+    {"django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache"}
+)
+#: Seconds between two readings of Redis's ``TIME`` (piggybacked on a refresh).
+CLOCK_SYNC_INTERVAL = 30.0
+
+# Record an outcome: add to the bucket, give a new bucket its TTL, and hand back the
+# circuit's state entry when its generation is not the one the caller knows.
+# KEYS: bucket[, state entry]. ARGV: delta, TTL (ms), known generation, known circuit id.
+_RECORD_LUA = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if KEYS[2] then
+  local raw = redis.call('GET', KEYS[2])
+  if raw then
+    local ok, entry = pcall(cjson.decode, raw)
+    if not ok or type(entry) ~= 'table' or entry['generation'] ~= tonumber(ARGV[3])
+        or entry['id'] ~= tonumber(ARGV[4]) then
+      return {value, raw}
+    end
+  end
+end
+return {value}
+"""
+# Free a permit only if it still holds the caller's token (a late holder frees nothing).
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Publish a state entry unless the one there is a later generation of the same circuit
+# (two transitions published out of order never roll the shared state back).
+_PUBLISH_LUA = """
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local ok, current = pcall(cjson.decode, raw)
+  if ok and type(current) == 'table' and current['id'] == tonumber(ARGV[2])
+      and type(current['generation']) == 'number'
+      and current['generation'] > tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis failed moments ago: skip it until the retry time instead of waiting again."""
+
+
+def redis_url_for(cache_alias: str) -> str | None:
+    """The Redis URL the store should use directly, or None for the generic cache path.
+
+    ``CIRCUITBREAKER["REDIS_URL"]`` wins; otherwise the first server of a Redis cache's
+    ``LOCATION`` (the one Django writes to).
+    """
+    from django.conf import settings
+
+    url = conf.get("REDIS_URL")
+    if url:
+        return str(url)
+    params = settings.CACHES.get(cache_alias, {})
+    if params.get("BACKEND") not in REDIS_CACHE_BACKENDS:
+        return None
+    location = params.get("LOCATION")
+    if isinstance(location, str):
+        location = location.split(",")
+    if not location:
+        return None
+    first = str(location[0]).strip()
+    return first if first.startswith(("redis://", "rediss://", "unix://")) else None
+
+
+def mask_redis_url(url: str) -> str:
+    """``url`` without its password, for log lines."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+class RedisLink:
+    """One redis-py client with short timeouts, shared by the state cache and the counters.
+
+    A failed operation marks Redis down for ``retry_after`` seconds: until then every
+    operation fails at once without touching the network, so an outage (even a server
+    that hangs) costs each process at most one timeout per ``retry_after``, never one per
+    call. Also reads Redis's ``TIME`` now and then, for the store's shared clock.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        make_key: Callable[[str], str],
+        timeout: float,
+        clock_sink: Callable[[float], None] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.url = url
+        self.label = f"Redis ({mask_redis_url(url)})"
+        self.make_key = make_key
+        self.timeout = timeout
+        # No retries and no backoff: redis-py's defaults retry with growing sleeps, which
+        # would turn an outage into seconds per call.
+        self.client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.retry_after = 1.0
+        self.round_trips = 0
+        self._down_until = 0.0
+        self._probe = threading.Lock()
+        self._clock_sink = clock_sink
+        self._wall = wall
+        self._sync_at = 0.0  # time.monotonic() of the next TIME reading
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One round trip: ``fn(*args)``, or :class:`RedisUnavailable` while Redis is down.
+
+        Once the retry time has passed, one thread tries Redis again while the others keep
+        skipping it, so a server that still hangs costs one more timeout, not one per thread.
+        """
+        probing = False
+        if self._down_until:
+            if time.monotonic() < self._down_until or not self._probe.acquire(blocking=False):
+                raise RedisUnavailable(f"{self.label} failed less than {self.retry_after:g} s ago")
+            probing = True
+        self.round_trips += 1
+        try:
+            result = fn(*args, **kwargs)
+        except self.errors:
+            self._down_until = time.monotonic() + self.retry_after
+            raise
+        finally:
+            if probing:
+                self._probe.release()
+        self._down_until = 0.0
+        return result
+
+    def mget(self, keys: list[str]) -> list[Any]:
+        """``MGET`` of store keys; with Redis's ``TIME`` in the same round trip when due."""
+        redis_keys = [self.make_key(key) for key in keys]
+        if self._clock_sink is None or time.monotonic() < self._sync_at:
+            return list(self.run(self.client.mget, redis_keys))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget(redis_keys)
+        pipe.time()
+        before = self._wall()
+        values, (seconds, micros) = self.run(pipe.execute)
+        after = self._wall()
+        self._sync_at = time.monotonic() + CLOCK_SYNC_INTERVAL
+        offset = seconds + micros / 1e6 - (before + after) / 2
+        if abs(offset) < 86_400:  # ignore nonsense, as for the database clock
+            self._clock_sink(offset)
+        return list(values)
+
+    def reset_after_fork(self) -> None:
+        """Forget the parent's connections in a forked child (never close them: the parent
+        still uses the sockets)."""
+        self.client.connection_pool.reset()
+        self._probe = threading.Lock()
+        self._down_until = 0.0
+        self._sync_at = 0.0
+
+
+def _decode(raw: Any) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:  # not ours (e.g. written by another program): treat as missing
+        return None
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class RedisStateCache:
+    """The store's cache on the Redis path: the subset of Django's cache API it uses.
+
+    State entries are JSON (not pickles), so the Lua scripts can read their generation;
+    counters are plain integers, which are JSON too, so one ``MGET`` reads a state entry
+    and its window buckets together. Keys go through the Django cache's ``make_key``
+    (its ``KEY_PREFIX`` and ``VERSION``), so clearing that cache clears these too.
+    """
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._publish = link.client.register_script(_PUBLISH_LUA)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.get_many([key]).get(key, default)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        values = self.link.mget(keys)
+        found = {}
+        for key, raw in zip(keys, values, strict=True):
+            value = _decode(raw)
+            if value is not None:
+                found[key] = value
+        return found
+
+    def _px(self, timeout: float | None) -> int | None:
+        return None if timeout is None else max(1, int(timeout * 1000))
+
+    def set(self, key: str, value: Any, timeout: float | None = None) -> None:
+        self.link.run(
+            self.link.client.set, self.link.make_key(key), _encode(value), px=self._px(timeout)
+        )
+
+    def add(self, key: str, value: Any, timeout: float | None = None) -> bool:
+        return bool(
+            self.link.run(
+                self.link.client.set,
+                self.link.make_key(key),
+                _encode(value),
+                px=self._px(timeout),
+                nx=True,
+            )
+        )
+
+    def delete(self, key: str) -> bool:
+        return bool(self.link.run(self.link.client.delete, self.link.make_key(key)))
+
+    def publish(self, key: str, entry: dict[str, Any]) -> bool:
+        """Write a state entry unless a later generation of the circuit is already there."""
+        return bool(
+            self.link.run(
+                self._publish,
+                keys=[self.link.make_key(key)],
+                args=[_encode(entry), entry["id"], entry["generation"]],
+            )
+        )
+
+
+class RedisCounters(Counters):
+    """Window buckets and trial permits in Redis, one round trip per operation.
+
+    ``incr`` is a Lua script (``INCRBY`` + ``PEXPIRE`` of a new key); a permit is a
+    ``SET NX PX`` holding a random token, freed by a compare-and-delete script. Values sit
+    beside the state entries of :class:`RedisStateCache`, which reads both in one ``MGET``.
+    """
+
+    in_cache = True
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        #: Called with the name of the cache call each operation replaces ("incr", "add",
+        #: "delete", "get_many"), before it is sent: lets tests count round trips.
+        self.on_call: Callable[[str], None] | None = None
+        self._record = link.client.register_script(_RECORD_LUA)
+        self._release = link.client.register_script(_RELEASE_LUA)
+
+    def _note(self, operation: str) -> None:
+        if self.on_call is not None:
+            self.on_call(operation)
+
+    def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
+        return self.record(key, delta, ttl, None, -1, -1)[0]
+
+    def record(
+        self,
+        key: str,
+        delta: int,
+        ttl: float,
+        watch: str | None,
+        generation: int,
+        circuit_id: int,
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Add ``delta`` to ``key``; also return the state entry under ``watch`` when its
+        generation or circuit id is not ``generation`` / ``circuit_id``."""
+        self._note("incr")
+        link = self.link
+        keys = [link.make_key(key)] + ([link.make_key(watch)] if watch else [])
+        result = link.run(
+            self._record, keys=keys, args=[delta, max(1, int(ttl * 1000)), generation, circuit_id]
+        )
+        entry = _decode(result[1]) if len(result) > 1 and watch else None
+        return int(result[0]), entry if isinstance(entry, dict) else None
+
+    def claim(self, key: str, ttl: float, value: int = 1) -> bool:
+        self._note("add")
+        link = self.link
+        return bool(
+            link.run(
+                link.client.set, link.make_key(key), value, px=max(1, int(ttl * 1000)), nx=True
+            )
+        )
+
+    def release(self, key: str, value: int) -> None:
+        self._note("delete")
+        self.link.run(self._release, keys=[self.link.make_key(key)], args=[value])
+
+    def get_many(self, keys: list[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        self._note("get_many")
+        values = self.link.run(self.link.client.mget, [self.link.make_key(k) for k in keys])
+        return {key: int(raw) for key, raw in zip(keys, values, strict=True) if raw is not None}
+
+    def delete(self, key: str) -> None:
+        self._note("delete")
+        self.link.run(self.link.client.delete, self.link.make_key(key))
+
+
 # -- one circuit in this process --------------------------------------------------------
 
 
@@ -274,6 +605,9 @@ class CircuitRuntime:
         # thread races a success may go uncounted, which only nudges the failure rate up.
         self._pending = 0
         self._written: set[str] = set()  # counter keys this process knows exist
+        # Transitions made while the database was unreachable, oldest first: applied here
+        # at once, written (in order, each a compare-and-set) when the database returns.
+        self._unsaved: list[UnsavedTransition] = []
         self._clock = store.clock
         self._success_can_open = False
         self._apply(entry)
@@ -347,7 +681,12 @@ class CircuitRuntime:
         if not delta.calls:
             return self.window.estimate(now)
         key, ttl = self.window.add_key(now)
-        value = self.store.counter_incr(key, pack(delta), ttl, key in self._written)
+        generation = self._generation
+        value = self.store.add_outcome(self, key, pack(delta), ttl, key in self._written)
+        if self._generation != generation:
+            # The same round trip told us another process moved the circuit on: these
+            # counts belong to a period that is over, and must not trip the new one.
+            return self.window.estimate(now)
         if value is not None:
             if len(self._written) > 64:
                 self._written.clear()
@@ -487,23 +826,53 @@ class CircuitStore:
         self.ttl = float(conf.get("STATE_TTL"))
         self.cache_alias = conf.get("CACHE")
         self.db_alias = conf.get("DATABASE")
-        self.cache = caches[self.cache_alias]
+        self.cache: Any = caches[self.cache_alias]
         backend = f"{type(self.cache).__module__}.{type(self.cache).__qualname__}"
         self.counters: Counters
-        if backend in ATOMIC_CACHE_BACKENDS:
+        #: The direct Redis client (None on the generic cache path).
+        self.redis: RedisLink | None = None
+        redis_url = redis_url_for(self.cache_alias)
+        if redis_url:
+            self.redis = RedisLink(
+                redis_url,
+                make_key=self.cache.make_key,
+                timeout=float(conf.get("REDIS_TIMEOUT")),
+                clock_sink=self._set_offset if sync_db_clock else None,
+                wall=wall,
+            )
+            self.cache = RedisStateCache(self.redis)
+            self.counters = RedisCounters(self.redis)
+        elif backend in ATOMIC_CACHE_BACKENDS:
             self.counters = CacheCounters(self.cache)
         else:
             self.counters = DatabaseCounters(self.db_alias, self.now)
         self._runtimes: dict[str, CircuitRuntime] = {}
         self._lock = threading.RLock()
+        self._saving = threading.Lock()  # one thread at a time writes unsaved transitions
         self._down: set[str] = set()
 
+    def _set_offset(self, offset: float) -> None:
+        self.offset = offset
+
+    def after_fork(self) -> None:
+        """Drop connections inherited from the parent process (called in a forked child)."""
+        if self.redis is not None:
+            self.redis.reset_after_fork()
+
     def now(self) -> float:
-        """Shared time: this host's clock corrected to the database's."""
+        """Shared time: this host's clock corrected to Redis's (on the Redis path) or the
+        database's."""
         return self.wall() + self.offset
 
     # -- outages ---------------------------------------------------------------------
+    def _service(self, what: str) -> str:
+        # On the Redis path the state cache and the counters are one server: one outage.
+        if self.redis is not None and what in ("cache", "shared counters"):
+            return self.redis.label
+        return what
+
     def _failed(self, what: str, exc: BaseException) -> None:
+        what = self._service(what)
         if what not in self._down:
             self._down.add(what)
             logger.warning(
@@ -515,6 +884,7 @@ class CircuitStore:
             )
 
     def _recovered(self, what: str) -> None:
+        what = self._service(what)
         if what in self._down:
             self._down.discard(what)
             logger.warning("circuitbreaker: %s reachable again", what)
@@ -531,6 +901,50 @@ class CircuitStore:
 
     def counter_incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int | None:
         return self._counters_call(None, self.counters.incr, key, delta, ttl, known)
+
+    def add_outcome(
+        self, runtime: CircuitRuntime, key: str, delta: int, ttl: float, known: bool
+    ) -> int | None:
+        """Add ``delta`` to a window bucket of ``runtime``: one round trip, or None when
+        the shared counters are unreachable.
+
+        On the Redis path the same round trip returns the circuit's state entry when another
+        process has moved it on; ``runtime`` takes it at once.
+        """
+        counters = self.counters
+        if not isinstance(counters, RedisCounters):
+            return self.counter_incr(key, delta, ttl, known)
+        result = self._counters_call(
+            None,
+            counters.record,
+            key,
+            delta,
+            ttl,
+            state_key(runtime.name),
+            runtime._generation,
+            runtime.circuit_id,
+        )
+        if result is None:
+            return None
+        value, entry = result
+        if entry is not None:
+            self._adopt(runtime, entry)
+        return int(value)
+
+    def _adopt(self, runtime: CircuitRuntime, entry: dict[str, Any]) -> None:
+        """Take a shared state entry if it is later than what ``runtime`` holds."""
+        try:
+            newer = entry["id"] != runtime.circuit_id or entry["generation"] > runtime._generation
+        except (KeyError, TypeError):
+            return
+        if not newer:
+            return
+        try:
+            runtime._apply(entry)
+        except (KeyError, TypeError, ValueError):  # not an entry of ours: ignore it
+            return
+        runtime._unsaved.clear()  # the fleet moved on: our offline moves would lose
+        runtime._stale_at = self.clock() + self.ttl
 
     def counter_claim(self, key: str, ttl: float, value: int = 1) -> bool:
         # Unreachable store: admit the trial (per-process), rather than stick in HALF_OPEN.
@@ -591,6 +1005,8 @@ class CircuitStore:
         return entry
 
     def _observe_db_time(self, db_now: datetime | None, started: float) -> None:
+        if self.redis is not None:
+            return  # Redis's TIME is the one clock (RedisLink.mget)
         if not self.sync_db_clock or db_now is None or db_now.tzinfo is None:
             return
         offset = db_now.timestamp() - (started + self.wall()) / 2
@@ -634,7 +1050,13 @@ class CircuitStore:
         return circuit
 
     def refresh(self, runtime: CircuitRuntime) -> None:
-        """Re-read one circuit's state entry and window buckets (one ``get_many``)."""
+        """Re-read one circuit's state entry and window buckets (one ``get_many``).
+
+        Transitions this process made while the database was down are written first; until
+        they are, the circuit keeps its own (later) state rather than the shared one.
+        """
+        if runtime._unsaved:
+            self.save_unsaved(runtime)
         now = self.now()
         key = state_key(runtime.name)
         window_keys = runtime.window.read_keys(now) if self.counters.in_cache else []
@@ -644,16 +1066,21 @@ class CircuitStore:
         except Exception as exc:
             self._failed("cache", exc)
             return
+        self._recovered("cache")
         entry = values.get(key)
         if entry is None:
             try:
                 entry = self.load_entry(runtime.name)
-            except DatabaseError as exc:
+            except DjangoDatabaseError as exc:
                 self._failed("database", exc)
+                self._drop_broken_connection()
                 return
             if entry.get("name_override"):
                 return
-        runtime._apply(entry)
+        if runtime._unsaved:
+            self._adopt(runtime, entry)  # only a later state than our own offline moves
+        else:
+            runtime._apply(entry)
         if window_keys:
             runtime.window.absorb(values, now)
             runtime._watch(runtime.window.estimate(now))
@@ -682,7 +1109,10 @@ class CircuitStore:
                     if runtime is None or runtime.name != row.name:
                         runtime = CircuitRuntime(self, row.name, entry)
                         self._runtimes[row.name] = runtime
-            if runtime._status.generation <= row.generation:
+            # A runtime holding transitions not yet saved (database was down) keeps its own.
+            if not getattr(runtime, "_unsaved", None) and (
+                runtime._status.generation <= row.generation
+            ):
                 runtime._apply(entry)
             runtimes[row.name] = runtime
         window_keys = {name: rt.window.read_keys(now) for name, rt in runtimes.items()}
@@ -701,7 +1131,11 @@ class CircuitStore:
         stale_at = self.clock() + self.ttl
         for name, runtime in runtimes.items():
             entry = values.get(state_key(name))
-            if entry is not None and entry.get("generation", -1) > runtime._status.generation:
+            if (
+                entry is not None
+                and not getattr(runtime, "_unsaved", None)
+                and entry.get("generation", -1) > runtime._status.generation
+            ):
                 runtime._apply(entry)
             if runtime._status.generation == generations[name]:
                 runtime.window.absorb(values, now)
@@ -710,6 +1144,9 @@ class CircuitStore:
 
     def reload(self, runtime: CircuitRuntime) -> None:
         """Re-read a circuit from the database (after losing a compare-and-set)."""
+        if runtime._unsaved:
+            self.save_unsaved(runtime)  # reloads by itself when the fleet moved on
+            return
         try:
             entry = self.load_entry(runtime.name, create=False)
         except UnknownCircuitError:
@@ -717,8 +1154,9 @@ class CircuitStore:
             self.definition_deleted(runtime.name)
             runtime._stale_at = 0.0
             return
-        except DatabaseError as exc:
+        except DjangoDatabaseError as exc:
             self._failed("database", exc)
+            self._drop_broken_connection()
             return
         current = self._cache_get(state_key(runtime.name))
         if current is None or current.get("generation", -1) < entry["generation"]:
@@ -732,6 +1170,17 @@ class CircuitStore:
         except Exception as exc:
             self._failed("cache", exc)
             return None
+
+    def _publish_entry(self, key: str, entry: dict[str, Any]) -> None:
+        """Write a state entry; on Redis never over a later generation of the circuit."""
+        publish = getattr(self.cache, "publish", None)
+        if publish is None:
+            self._cache_set(key, entry)
+            return
+        try:
+            publish(key, entry)
+        except Exception as exc:
+            self._failed("cache", exc)
 
     def _cache_set(self, key: str, value: Any) -> None:
         try:
@@ -750,58 +1199,125 @@ class CircuitStore:
     ) -> bool:
         """Compare-and-set ``runtime``'s circuit to ``new``; record the event; publish.
 
-        Returns False, and re-reads the circuit, when another process moved it first.
+        Returns False, and re-reads the circuit, when another process moved it first (or
+        another thread of this one did: ``new`` must follow the generation we hold).
+        With the database down the move is applied here at once and written when the
+        database returns (:meth:`save_unsaved`).
         """
-        from circuitbreaker_app.models import Circuit, CircuitEvent
-
         old = runtime._status
-        try:
-            with transaction.atomic(using=self.db_alias):
-                updated = (
-                    Circuit.objects.using(self.db_alias)
-                    .filter(pk=runtime.circuit_id, generation=old.generation)
-                    .update(
-                        state=new.state.value,
-                        generation=new.generation,
-                        open_count=new.open_count,
-                        opened_at=_datetime(new.opened_at),
-                        retry_at=_datetime(new.retry_at),
-                        changed_at=_datetime(new.changed_at),
-                    )
-                )
-                if not updated:
-                    lost = True
-                else:
-                    lost = False
-                    CircuitEvent.objects.using(self.db_alias).create(
-                        circuit_id=runtime.circuit_id,
-                        created_at=_datetime(new.changed_at),
-                        from_state=old.state.value,
-                        to_state=new.state.value,
-                        reason=reason[:200],
-                        generation=new.generation,
-                        failure_rate=snapshot.failure_rate if snapshot else None,
-                        slow_call_rate=snapshot.slow_call_rate if snapshot else None,
-                        calls=snapshot.calls if snapshot else None,
-                        actor=actor,
-                    )
-                    entry = _entry_with(runtime, new)
-                    transaction.on_commit(
-                        partial(self._published, runtime.name, entry, old, new, reason),
-                        using=self.db_alias,
-                    )
-        except DatabaseError as exc:
-            # The database is down: this process moves on its own and says so once.
-            self._failed("database", exc)
+        if new.generation != old.generation + 1:
+            return False
+        move = UnsavedTransition(old, new, reason, snapshot, actor)
+        if runtime._unsaved:  # earlier moves still wait for the database: keep the order
+            runtime._unsaved.append(move)
             runtime._apply(_entry_with(runtime, new))
             return True
-        if lost:
+        try:
+            won = self._write_transition(runtime, move)
+        except DjangoDatabaseError as exc:
+            # The database is down: this process moves on its own and says so once.
+            self._failed("database", exc)
+            self._drop_broken_connection()
+            runtime._unsaved.append(move)
+            runtime._apply(_entry_with(runtime, new))
+            return True
+        self._recovered("database")
+        if not won:
             self.reload(runtime)
             return False
         runtime._apply(_entry_with(runtime, new))
         if isinstance(self.counters, DatabaseCounters) and new.state is not State.HALF_OPEN:
             self._counters_call(None, self.counters.purge_expired)
         return True
+
+    def _write_transition(self, runtime: CircuitRuntime, move: UnsavedTransition) -> bool:
+        """One ``UPDATE … WHERE generation = g`` and one event row; publish on commit.
+
+        True when this write won; False when the row was at another generation.
+        """
+        from circuitbreaker_app.models import Circuit, CircuitEvent
+
+        old, new, snapshot = move.old, move.new, move.snapshot
+        with transaction.atomic(using=self.db_alias):
+            updated = (
+                Circuit.objects.using(self.db_alias)
+                .filter(pk=runtime.circuit_id, generation=old.generation)
+                .update(
+                    state=new.state.value,
+                    generation=new.generation,
+                    open_count=new.open_count,
+                    opened_at=_datetime(new.opened_at),
+                    retry_at=_datetime(new.retry_at),
+                    changed_at=_datetime(new.changed_at),
+                )
+            )
+            if not updated:
+                return False
+            CircuitEvent.objects.using(self.db_alias).create(
+                circuit_id=runtime.circuit_id,
+                created_at=_datetime(new.changed_at),
+                from_state=old.state.value,
+                to_state=new.state.value,
+                reason=move.reason[:200],
+                generation=new.generation,
+                failure_rate=snapshot.failure_rate if snapshot else None,
+                slow_call_rate=snapshot.slow_call_rate if snapshot else None,
+                calls=snapshot.calls if snapshot else None,
+                actor=move.actor,
+            )
+            entry = _entry_with(runtime, new)
+            transaction.on_commit(
+                partial(self._published, runtime.name, entry, old, new, move.reason),
+                using=self.db_alias,
+            )
+        return True
+
+    def save_unsaved(self, runtime: CircuitRuntime) -> None:
+        """Write the transitions made while the database was down, oldest first.
+
+        Each is a compare-and-set from the generation before it, so when another process
+        wrote its own transition meanwhile ours lose: they are dropped and the circuit is
+        re-read (one event row per real transition, fleet-wide). Stops at the first
+        database error and keeps the rest for the next refresh.
+        """
+        if not self._saving.acquire(blocking=False):
+            return  # another thread of this process is writing them
+        lost = False
+        try:
+            while runtime._unsaved:
+                move = runtime._unsaved[0]
+                try:
+                    won = self._write_transition(runtime, move)
+                except DjangoDatabaseError as exc:
+                    self._failed("database", exc)
+                    self._drop_broken_connection()
+                    return
+                self._recovered("database")
+                if not won:
+                    runtime._unsaved.clear()
+                    lost = True
+                    break
+                runtime._unsaved.pop(0)
+                logger.info(
+                    "circuit %r: transition %s -> %s made while the database was down is saved",
+                    runtime.name,
+                    move.old.state.value,
+                    move.new.state.value,
+                )
+        finally:
+            self._saving.release()
+        if lost:
+            self.reload(runtime)  # another process's transition won: take what it decided
+
+    def _drop_broken_connection(self) -> None:
+        """After a database error, let the next query reconnect (outside transactions)."""
+        connection = connections[self.db_alias]
+        if connection.in_atomic_block:
+            return
+        try:
+            connection.close_if_unusable_or_obsolete()
+        except Exception:  # a dead connection may fail to close: drop it all the same
+            connection.connection = None
 
     def _published(
         self,
@@ -814,7 +1330,7 @@ class CircuitStore:
         from circuitbreaker_app.models import Circuit
         from circuitbreaker_app.signals import state_changed
 
-        self._cache_set(state_key(name), entry)
+        self._publish_entry(state_key(name), entry)
         logger.info("circuit %r: %s -> %s (%s)", name, old.state.value, new.state.value, reason)
         state_changed.send(
             sender=Circuit, name=name, old_state=old.state, new_state=new.state, reason=reason
@@ -867,9 +1383,9 @@ class CircuitStore:
         def publish() -> None:
             try:
                 entry = self.load_entry(circuit.name, create=False)
-            except (DatabaseError, UnknownCircuitError):
+            except (DjangoDatabaseError, UnknownCircuitError):
                 return
-            self._cache_set(key, entry)
+            self._publish_entry(key, entry)
             runtime = self._runtimes.get(circuit.name)
             if runtime is not None:
                 runtime._apply(entry)
@@ -890,6 +1406,17 @@ class CircuitStore:
         for runtime in list(self._runtimes.values()):
             if runtime._pending:
                 runtime._push(Snapshot())
+
+
+@dataclass(frozen=True, slots=True)
+class UnsavedTransition:
+    """A transition waiting to be written: ``old`` → ``new`` and what the event records."""
+
+    old: CircuitStatus
+    new: CircuitStatus
+    reason: str
+    snapshot: Snapshot | None
+    actor: Any = None
 
 
 def _definition(config: CircuitConfig) -> dict[str, Any]:
@@ -942,9 +1469,7 @@ def definition_saved(circuit: Any) -> None:
 
 def circuit_deleted(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
     """``post_delete`` receiver: forget the circuit's shared entry once the delete commits."""
-    transaction.on_commit(
-        partial(get_store().definition_deleted, instance.name), using=using
-    )
+    transaction.on_commit(partial(get_store().definition_deleted, instance.name), using=using)
 
 
 def _on_setting_changed(setting: str, **kwargs: Any) -> None:
@@ -953,7 +1478,17 @@ def _on_setting_changed(setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_on_setting_changed)
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker (gunicorn, Celery prefork) starts with no snapshots, batches or
+    connections of its parent: the parent's Redis connections are abandoned, not closed
+    (the parent still uses them), and the next guarded call builds a fresh store."""
+    global _store
+    old, _store = _store, None
+    if old is not None:
+        old.after_fork()
+
+
 if hasattr(os, "register_at_fork"):
-    # A forked worker (gunicorn, Celery prefork) starts with no snapshots, batches or
-    # connections of its parent.
-    os.register_at_fork(after_in_child=reset_store)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

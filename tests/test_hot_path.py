@@ -11,7 +11,7 @@ import pytest
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit
-from circuitbreaker_app.store import CacheCounters
+from circuitbreaker_app.store import DatabaseCounters
 from tests.helpers import FakeStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,7 +43,7 @@ def fake():
 
 
 def cache_is_the_database(fake) -> bool:
-    return not isinstance(fake.store.counters, CacheCounters)
+    return isinstance(fake.store.counters, DatabaseCounters)
 
 
 def test_closed_success_costs_no_query_and_no_cache_operation(fake, django_assert_num_queries):

@@ -1,0 +1,229 @@
+"""One process of the fleet driven by tests/test_fleet.py (and tests/test_fork.py).
+
+Usage: ``python -m tests.fleet_worker UPSTREAM_URL``. Settings come from the environment,
+as for ``tests/mp_worker.py`` (``CB_DATABASE``/``CB_POSTGRES_NAME``, ``CB_CACHE``/
+``CB_REDIS_URL``), plus ``CB_FLEET_SETTINGS``: JSON merged into ``CIRCUITBREAKER``.
+
+The worker prints ``{"ready": true}``, then reads one JSON command per line on stdin and
+answers each with one JSON line on stdout:
+
+* ``{"cmd": "load", "circuit": C}``: load the circuit (first use reads the database);
+* ``{"cmd": "wait_state", "circuit": C, "state": S}``: until this process sees state S;
+* ``{"cmd": "hammer", "circuit": C, "threads": T, "go": FILE}``: after FILE exists, T
+  threads call the upstream through ``breaker(C)`` until each sees a rejection;
+* ``{"cmd": "trials", "circuit": C, "threads": T, "go": FILE, "stop": FILE}``: T threads
+  acquire permits and call the upstream until STOP exists, sending ``X-Circuit``,
+  ``X-Generation`` and ``X-Trial`` so the upstream can count each half-open period's trials;
+* ``{"cmd": "closed_costs", "circuit": C, "seconds": S}``: successful calls for S seconds,
+  counting database queries and Redis round trips;
+* ``{"cmd": "quit"}``.
+
+Every answer carries ``signals``: the ``state_changed`` signals this process has sent
+since its previous answer, as ``[old, new]`` pairs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+import django
+
+DEADLINE = 30.0
+
+
+class UpstreamError(Exception):
+    """The upstream answered 5xx."""
+
+
+class Upstream:
+    """A keep-alive HTTP connection per thread to the test's loopback server."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.local = threading.local()
+
+    def get(self, headers: dict[str, str] | None = None) -> int:
+        for attempt in range(2):
+            conn = getattr(self.local, "conn", None)
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPConnection(
+                    self.host, self.port, timeout=10
+                )
+            try:
+                conn.request("GET", "/", headers=headers or {})
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self.local.conn = None
+                if attempt:
+                    raise
+                continue
+            if response.status >= 500:
+                raise UpstreamError(response.status)
+            return response.status
+        raise AssertionError("unreachable")
+
+
+def wait_for(path: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no go file {path}")
+        time.sleep(0.001)
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    from django.conf import settings
+
+    extra = json.loads(os.environ.get("CB_FLEET_SETTINGS", "{}"))
+    settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, **extra}
+    django.setup()
+
+    from django.db import connection
+
+    from circuitbreaker_app import CircuitOpenError, State, breaker
+    from circuitbreaker_app.core import Outcome
+    from circuitbreaker_app.signals import state_changed
+    from circuitbreaker_app.store import get_store
+
+    upstream = Upstream(sys.argv[1])
+    signals: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def on_change(name: str, old_state: State, new_state: State, **kwargs: object) -> None:
+        with lock:
+            signals.append((str(old_state), str(new_state)))
+
+    state_changed.connect(on_change, weak=False)
+
+    def hammer(command: dict) -> dict:
+        guarded = breaker(command["circuit"], record=(UpstreamError, OSError))
+        wait_for(command["go"])
+        counts = {"failures": 0, "unexpected": []}
+
+        def run() -> None:
+            deadline = time.monotonic() + DEADLINE
+            while time.monotonic() < deadline:
+                try:
+                    guarded.call(upstream.get)
+                except CircuitOpenError:
+                    return
+                except UpstreamError:
+                    with lock:
+                        counts["failures"] += 1
+                except Exception as exc:  # anything else is a bug the test reports
+                    with lock:
+                        counts["unexpected"].append(repr(exc))
+                    return
+            with lock:
+                counts["unexpected"].append("never rejected")
+
+        threads = [threading.Thread(target=run) for _ in range(command["threads"])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return counts
+
+    def trials(command: dict) -> dict:
+        runtime = get_store().runtime(command["circuit"])
+        wait_for(command["go"])
+        counts = {"trials": 0, "other": 0, "unexpected": []}
+
+        def run() -> None:
+            while not os.path.exists(command["stop"]):
+                try:
+                    permit = runtime.acquire()
+                except CircuitOpenError:
+                    time.sleep(0.002)
+                    continue
+                trial = permit.trial_slot is not None
+                headers = {
+                    "X-Circuit": command["circuit"],
+                    "X-Generation": str(permit.generation),
+                    "X-Trial": str(int(trial)),
+                }
+                started = time.perf_counter()
+                try:
+                    upstream.get(headers)
+                except UpstreamError:
+                    outcome = Outcome.FAILURE
+                except Exception as exc:
+                    with lock:
+                        counts["unexpected"].append(repr(exc))
+                    outcome = Outcome.IGNORED
+                else:
+                    outcome = Outcome.SUCCESS
+                runtime.on_result(permit, outcome, time.perf_counter() - started)
+                with lock:
+                    counts["trials" if trial else "other"] += 1
+
+        threads = [threading.Thread(target=run) for _ in range(command["threads"])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return counts
+
+    def closed_costs(command: dict) -> dict:
+        guarded = breaker(command["circuit"], record=(UpstreamError, OSError))
+        guarded.call(upstream.get)  # the first use loads the circuit
+        store = get_store()
+        queries = []
+
+        def count_query(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+            queries.append(sql)
+            return execute(sql, params, many, context)
+
+        calls = 0
+        before = store.redis.round_trips
+        deadline = time.monotonic() + command["seconds"]
+        with connection.execute_wrapper(count_query):
+            while time.monotonic() < deadline:
+                guarded.call(upstream.get)
+                calls += 1
+        return {
+            "calls": calls,
+            "queries": len(queries),
+            "round_trips": store.redis.round_trips - before,
+        }
+
+    def wait_state(command: dict) -> dict:
+        guarded = breaker(command["circuit"])
+        deadline = time.monotonic() + DEADLINE
+        while guarded.state.value != command["state"]:
+            if time.monotonic() > deadline:
+                return {"error": f"still {guarded.state.value}"}
+            time.sleep(0.005)
+        return {"state": guarded.state.value}
+
+    handlers = {
+        "load": lambda c: {"state": breaker(c["circuit"]).state.value},
+        "wait_state": wait_state,
+        "hammer": hammer,
+        "trials": trials,
+        "closed_costs": closed_costs,
+    }
+    print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "quit":
+            break
+        answer = handlers[command["cmd"]](command)
+        with lock:
+            answer["signals"] = list(signals)
+            signals.clear()
+        print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    main()

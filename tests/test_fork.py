@@ -1,0 +1,86 @@
+"""A forked worker (gunicorn, Celery prefork) never reuses its parent's per-process state.
+
+``store.py`` registers an after-fork hook: the child starts with no store, so no
+snapshot and no batched successes of the parent, and the parent's Redis connections are
+abandoned (not closed: the parent keeps using them). Tested with ``multiprocessing``'s
+fork start method, the way prefork servers create workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from circuitbreaker_app import breaker
+from circuitbreaker_app import store as store_module
+from circuitbreaker_app.buckets import unpack
+from circuitbreaker_app.models import Circuit
+from circuitbreaker_app.store import generation_prefix, get_store
+from tests.test_redis_store import redis_path  # noqa: F401 - the fixture
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+def ok() -> int:
+    return 1
+
+
+def child(conn, parent_store) -> None:  # type: ignore[no-untyped-def]
+    """Runs in the forked child; reports what it inherited through ``conn``."""
+    try:
+        inherited = store_module._store
+        guarded = breaker("payments")
+        guarded.call(ok)  # builds a store of its own; the circuit comes from Redis
+        store = get_store()
+        runtime = store.runtime("payments")
+        report = {
+            "inherited_store": inherited is not None,
+            "same_store": store is parent_store,
+            "pending": runtime._pending,
+            "client_id": store.redis.client.client_id(),
+            "handle_rebound": guarded._store is store,
+        }
+        store.flush()  # the child's one success
+        conn.send(report)
+    except BaseException as exc:  # the parent reports it
+        conn.send({"error": repr(exc)})
+    finally:
+        conn.close()
+
+
+def test_a_forked_child_has_its_own_store_snapshot_batch_and_connection(redis_path):  # noqa: F811
+    Circuit.objects.create(name="payments", window_size=10, minimum_calls=5)
+    guarded = breaker("payments")
+    for _ in range(10):
+        guarded.call(ok)  # batched in this process: not flushed for STATE_TTL
+    parent = get_store()
+    runtime = parent.runtime("payments")
+    assert runtime._pending == 10
+    parent_client = parent.redis.client.client_id()
+
+    context = multiprocessing.get_context("fork")
+    receiving, sending = context.Pipe(duplex=False)
+    process = context.Process(target=child, args=(sending, parent))
+    process.start()
+    try:
+        assert receiving.poll(30), "the child did not report"
+        report = receiving.recv()
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+    assert "error" not in report, report
+    assert report["inherited_store"] is False  # the hook dropped it in the child
+    assert report["same_store"] is False
+    assert report["pending"] == 1  # its own call only, none of the parent's ten
+    assert report["handle_rebound"] is True
+    assert report["client_id"] != parent_client  # a connection of its own
+    assert process.exitcode == 0
+
+    # The parent's connection survived the child (never closed by it), and its ten
+    # successes reach the shared window once: 10 + the child's 1.
+    assert parent.redis.client.client_id() == parent_client
+    parent.flush()
+    bucket = f"{generation_prefix('payments', 0)}/c0"
+    assert unpack(parent.counters.get_many([bucket])[bucket]).calls == 11

@@ -1,0 +1,298 @@
+"""The Redis path of the store: redis-py directly, Lua scripts, SET NX permits, Redis time.
+
+Runs in both suite variants: on PostgreSQL + Redis the cache's own server is used; on
+SQLite + LocMem ``CIRCUITBREAKER["REDIS_URL"]`` points the store at the Redis of
+``CB_REDIS_URL``. Round trips are counted by ``tests.helpers.FakeStore``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+import redis
+
+from circuitbreaker_app.checks import check_settings
+from circuitbreaker_app.core import FakeClock, Outcome, State
+from circuitbreaker_app.models import Circuit, CircuitEvent
+from circuitbreaker_app.store import (
+    CacheCounters,
+    CircuitStore,
+    RedisCounters,
+    RedisLink,
+    RedisStateCache,
+    RedisUnavailable,
+    generation_prefix,
+    redis_url_for,
+    state_key,
+)
+from tests.helpers import FakeStore
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+REDIS_URL = os.environ.get("CB_REDIS_URL", "redis://127.0.0.1:6379/15")
+FIVE_STRAIGHT = {
+    "window_type": "count",
+    "window_size": 5,
+    "minimum_calls": 5,
+    "failure_rate_threshold": 100,
+    "wait_duration": 30,
+    "half_open_max_calls": 2,
+}
+
+
+def purge(client: redis.Redis) -> None:
+    """Delete this suite's keys (never FLUSHDB: the database may be shared)."""
+    keys = list(client.scan_iter(match="*circuitbreaker/1/*", count=500))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_path(settings):
+    """The store on the Redis path in either variant; yields a raw client to inspect Redis."""
+    if not settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, "REDIS_URL": REDIS_URL}
+    client = redis.Redis.from_url(REDIS_URL)
+    purge(client)
+    try:
+        yield client
+    finally:
+        purge(client)
+        client.close()
+
+
+@pytest.fixture
+def circuit(redis_path):
+    return Circuit.objects.create(name="payments", **FIVE_STRAIGHT)
+
+
+def fail(runtime, times=1):
+    for _ in range(times):
+        runtime.on_result(runtime.acquire(), Outcome.FAILURE, 0.0)
+
+
+def succeed(runtime, times=1):
+    for _ in range(times):
+        runtime.on_result(runtime.acquire(), Outcome.SUCCESS, 0.0)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- which path ---------------------------------------------------------------------------
+
+
+def test_the_redis_path_is_chosen_for_a_redis_cache_or_redis_url(redis_path):
+    store = CircuitStore()
+    assert isinstance(store.counters, RedisCounters)
+    assert isinstance(store.cache, RedisStateCache)
+    assert store.redis is not None and store.redis.url == REDIS_URL
+
+
+def test_other_caches_keep_the_generic_path(settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "x"}
+    }
+    settings.CIRCUITBREAKER = {}
+    store = CircuitStore()
+    assert store.redis is None
+    assert isinstance(store.counters, CacheCounters)
+
+
+@pytest.mark.parametrize(
+    ("backend", "location", "expected"),
+    [
+        ("django.core.cache.backends.redis.RedisCache", "redis://a:1/2", "redis://a:1/2"),
+        ("django.core.cache.backends.redis.RedisCache", "redis://a/0,redis://b/0", "redis://a/0"),
+        (
+            "django.core.cache.backends.redis.RedisCache",
+            ["rediss://a/0", "redis://b/0"],
+            "rediss://a/0",
+        ),
+        (
+            "django_redis.cache.RedisCache",
+            "unix:///run/redis.sock?db=3",
+            "unix:///run/redis.sock?db=3",
+        ),
+        ("django_redis.cache.RedisCache", "127.0.0.1:6379", None),  # not a URL: generic path
+        ("django.core.cache.backends.db.DatabaseCache", "cb_cache", None),
+    ],
+)
+def test_the_url_comes_from_the_cache_location(settings, backend, location, expected):
+    settings.CIRCUITBREAKER = {}
+    settings.CACHES = {**settings.CACHES, "other": {"BACKEND": backend, "LOCATION": location}}
+    assert redis_url_for("other") == expected
+
+
+def test_redis_url_wins_over_the_cache(settings):
+    settings.CIRCUITBREAKER = {"REDIS_URL": "redis://elsewhere:6380/4"}
+    assert redis_url_for("default") == "redis://elsewhere:6380/4"
+
+
+def test_the_client_has_short_timeouts_and_no_retries(redis_path, settings):
+    settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, "REDIS_TIMEOUT": 0.1}
+    link = CircuitStore().redis
+    kwargs = link.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 0.1
+    assert kwargs["socket_connect_timeout"] == 0.1
+    assert kwargs["retry"].get_retries() == 0
+
+
+# -- one round trip per failure, and it brings news -------------------------------------------
+
+
+def test_a_failure_is_one_script_call_that_creates_the_bucket_with_a_ttl(circuit, redis_path):
+    a = FakeStore()
+    ra = a.runtime("payments")
+    a.cache.reset()
+    succeed(ra, 2)
+    fail(ra)
+    assert a.cache.calls == {"incr": 1}  # two pending successes ride along
+    prefix = generation_prefix("payments", 0)
+    bucket = a.store.redis.make_key(f"{prefix}/c0")
+    assert int(redis_path.get(bucket)) == 3 + (1 << 21)  # 3 calls, 1 failure (packed)
+    ttl = redis_path.pttl(bucket)
+    assert 86_000_000 < ttl <= 86_400_000
+    redis_path.pexpire(bucket, 50_000)
+    fail(ra)
+    assert 0 < redis_path.pttl(bucket) <= 50_000  # an existing bucket keeps its expiry
+
+
+def test_a_failure_learns_of_another_process_trip_from_its_own_round_trip(
+    circuit, django_assert_num_queries
+):
+    clock = FakeClock(1_000_000.0)
+    a, b = FakeStore(clock), FakeStore(clock)
+    ra, rb = a.runtime("payments"), b.runtime("payments")
+    fail(ra, 5)
+    assert ra.status.state is State.OPEN
+    b.cache.reset()
+    with django_assert_num_queries(0):
+        fail(rb)  # B still trusts its CLOSED snapshot: the call ran and failed...
+    assert rb._status.state is State.OPEN  # ...and the script's answer carried the trip
+    assert b.cache.calls == {"incr": 1}  # no compare-and-set to lose, no re-read
+    assert CircuitEvent.objects.count() == 1
+
+
+def test_news_from_a_script_never_rolls_a_process_back(circuit):
+    clock = FakeClock(1_000_000.0)
+    a = FakeStore(clock)
+    ra = a.runtime("payments")
+    fail(ra, 5)
+    entry = a.store.cache.get(state_key("payments"))
+    stale = {**entry, "state": "closed", "generation": 0, "retry_at": None}
+    a.store.cache.set(state_key("payments"), stale)  # a cache entry that lags behind
+    ra.record(True, False)  # the script returns the older entry: ignored
+    assert ra._status.generation == 1
+
+
+# -- permits, publishing, the clock -------------------------------------------------------
+
+
+def test_permits_are_set_nx_with_a_lease_and_freed_only_by_their_holder(circuit, redis_path):
+    store = CircuitStore()
+    counters = store.counters
+    assert counters.claim("lease", 5.0, 111)
+    assert not counters.claim("lease", 5.0, 222)
+    assert 0 < redis_path.pttl(store.redis.make_key("lease")) <= 5000
+    counters.release("lease", 222)  # a late holder whose lease was re-taken frees nothing
+    assert counters.get_many(["lease"]) == {"lease": 111}
+    counters.release("lease", 111)
+    assert counters.get_many(["lease"]) == {}
+    assert counters.claim("lease", 0.2, 333)
+    time.sleep(0.3)  # the server expires it on its own clock
+    assert counters.claim("lease", 0.2, 444)
+
+
+def test_publishing_never_replaces_a_later_generation(circuit):
+    store = CircuitStore()
+    entry = store.load_entry("payments")
+    key = state_key("payments")
+    store.cache.publish(key, {**entry, "generation": 3, "state": "open"})
+    assert not store.cache.publish(key, {**entry, "generation": 2, "state": "half_open"})
+    assert store.cache.get(key)["generation"] == 3
+    assert store.cache.publish(key, {**entry, "generation": 3, "state": "open", "x": 1})
+    assert store.cache.get(key)["x"] == 1  # same generation: a definition edit goes through
+    assert store.cache.publish(key, {**entry, "id": entry["id"] + 1, "generation": 0})
+    assert store.cache.get(key)["generation"] == 0  # a re-created circuit starts over
+
+
+def test_state_entries_are_json_beside_the_counters(circuit, redis_path, settings):
+    store = CircuitStore()
+    store.runtime("payments")
+    raw = redis_path.get(store.redis.make_key(state_key("payments")))
+    assert raw.startswith(b"{") and b'"generation":0' in raw
+    if settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        from django.core.cache import cache
+
+        cache.clear()  # clearing the Django cache clears the breaker's keys too
+        assert redis_path.get(store.redis.make_key(state_key("payments"))) is None
+
+
+def test_decisions_use_the_redis_clock(circuit, redis_path):
+    store = CircuitStore(wall=lambda: time.time() - 3600)  # this host runs an hour behind
+    store.runtime("payments")  # the first read carries a TIME reading in its round trip
+    seconds, micros = redis_path.time()
+    assert abs(store.now() - (seconds + micros / 1e6)) < 0.5
+    before = store.redis.round_trips
+    store.refresh(store.runtime("payments"))
+    assert store.redis.round_trips == before + 1  # refreshes stay one round trip
+
+
+# -- outages at the link level ------------------------------------------------------------
+
+
+def test_after_an_error_redis_is_skipped_without_io_until_the_retry_time():
+    link = RedisLink(f"redis://127.0.0.1:{closed_port()}/0", make_key=str, timeout=0.1)
+    link.retry_after = 0.2
+    with pytest.raises(redis.ConnectionError):
+        link.run(link.client.ping)
+    started = time.perf_counter()
+    for _ in range(100):
+        with pytest.raises(RedisUnavailable):
+            link.run(link.client.ping)
+    assert link.round_trips == 1
+    assert time.perf_counter() - started < 0.05
+    time.sleep(0.25)
+    with pytest.raises(redis.ConnectionError):
+        link.run(link.client.ping)  # tried again once the retry time has passed
+    assert link.round_trips == 2
+
+
+# -- transitions ---------------------------------------------------------------------------
+
+
+def test_a_move_computed_before_another_thread_moved_is_refused(circuit):
+    store = CircuitStore()
+    runtime = store.runtime("payments")
+    late = runtime.status.moved_to(State.OPEN, store.now(), runtime.config)  # from gen 0
+    assert store.move_to("payments", State.FORCED_OPEN, "maintenance")  # gen 1 meanwhile
+    assert not runtime.transition(late, "failure_rate_above_threshold", None)
+    events = list(CircuitEvent.objects.values_list("to_state", "generation"))
+    assert events == [("forced_open", 1)]
+    assert runtime.status.state is State.FORCED_OPEN
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def ids(settings, value):
+    settings.CIRCUITBREAKER = value
+    return {message.id for message in check_settings()}
+
+
+def test_checks_validate_redis_url_and_timeout(settings):
+    assert "circuitbreaker_app.E020" in ids(settings, {"REDIS_URL": "http://cache:6379"})
+    assert "circuitbreaker_app.E020" in ids(settings, {"REDIS_URL": 6379})
+    assert "circuitbreaker_app.E021" in ids(settings, {"REDIS_TIMEOUT": 0})
+    assert "circuitbreaker_app.E021" in ids(settings, {"REDIS_TIMEOUT": float("nan")})
+    assert "circuitbreaker_app.E021" in ids(settings, {"REDIS_TIMEOUT": 10**400})
+    assert "circuitbreaker_app.W020" in ids(settings, {"REDIS_TIMEOUT": 3})
+    good = ids(settings, {"REDIS_URL": "rediss://u:p@cache:6380/1", "REDIS_TIMEOUT": 0.1})
+    assert not good & {"circuitbreaker_app.E020", "circuitbreaker_app.E021"}
