@@ -76,12 +76,19 @@ fmt: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: venv
-	@if [ -f benchmarks/__main__.py ]; then \
-		$(BIN)/python -m benchmarks; \
-	else \
-		echo "bench: benchmarks are not written yet (benchmarks/__main__.py is missing)"; \
-	fi
+# Side-by-side benchmarks against the peers; writes docs/benchmarks.md and docs/*.png.
+# Uses wrk for the HTTP part when installed (apt-get install wrk), else a Python load
+# generator. Redis: $(CB_BENCH_REDIS_URL), default redis://127.0.0.1:6379/8. BENCH_ARGS are
+# passed on (e.g. BENCH_ARGS="--parts overhead,fleet").
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-extra.stamp
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -e '.[dev,demo,bench]'
+	touch $@
+
+bench: venv $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \

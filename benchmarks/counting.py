@@ -1,0 +1,150 @@
+"""Counting the I/O a guarded call causes, without a Redis MONITOR.
+
+* Database queries: Django's ``CaptureQueriesContext`` on every connection.
+* Django cache operations: :class:`CountingCache` (like ``tests/helpers.py``) wrapped
+  around the store's cache object.
+* Redis: :class:`RedisCounter` patches redis-py's connection class in this process, so
+  it sees every byte any client here sends (Django's ``RedisCache``, pybreaker's
+  ``CircuitRedisStorage``, or a Redis-specialised path of the store), and nobody else's:
+  ``INFO commandstats`` would also count the other clients of a shared server. A *round
+  trip* is one ``send_packed_command`` (a pipeline's commands go in one send and count
+  once); a *command* is one reply read; command names are taken from ``send_command``
+  and from pipelines' ``pack_commands``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+CACHE_OPERATIONS = frozenset(
+    {
+        "get",
+        "get_many",
+        "set",
+        "set_many",
+        "add",
+        "incr",
+        "decr",
+        "delete",
+        "delete_many",
+        "touch",
+        "has_key",
+        "get_or_set",
+    }
+)
+
+
+class CountingCache:
+    """Wraps a Django cache and counts every operation that reaches it."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._cache, name)
+        if name not in CACHE_OPERATIONS:
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+def count_store_cache(store: Any) -> CountingCache:
+    """Put a :class:`CountingCache` in front of ``store``'s cache, wherever it is held.
+
+    The store and its counters may each hold the cache object; both are rewired so that
+    every operation through the Django cache API is counted. A Redis-specialised path
+    that talks to redis-py directly is seen by :class:`RedisCounter` instead.
+    """
+    original = store.cache
+    counting = CountingCache(original)
+    for holder in (store, getattr(store, "counters", None)):
+        if holder is not None and getattr(holder, "cache", None) is original:
+            holder.cache = counting
+    return counting
+
+
+class RedisCounter:
+    """Round trips and commands sent by redis-py in this process while active."""
+
+    def __init__(self) -> None:
+        self.round_trips = 0
+        self.commands = 0
+        self.names: Counter[str] = Counter()
+        self._active = False
+        self._patched = False
+
+    def _patch(self) -> None:
+        if self._patched:
+            return
+        from redis.connection import AbstractConnection
+
+        counter = self
+        send = AbstractConnection.send_packed_command
+        read = AbstractConnection.read_response
+        send_one = AbstractConnection.send_command
+        pack_many = AbstractConnection.pack_commands
+
+        def _name(args: Any) -> str:
+            name = args[0] if args else b"?"
+            return (name.decode() if isinstance(name, bytes) else str(name)).upper()
+
+        def send_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if counter._active:
+                counter.names[_name(args)] += 1
+            return send_one(self, *args, **kwargs)
+
+        def pack_commands(self: Any, commands: Any) -> Any:
+            commands = list(commands)
+            if counter._active:
+                for args in commands:
+                    counter.names[_name(args)] += 1
+            return pack_many(self, commands)
+
+        def send_packed_command(self: Any, command: Any, check_health: bool = True) -> Any:
+            if counter._active:
+                counter.round_trips += 1
+            return send(self, command, check_health)
+
+        def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if counter._active:
+                counter.commands += 1
+            return read(self, *args, **kwargs)
+
+        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+        AbstractConnection.read_response = read_response  # type: ignore[method-assign]
+        AbstractConnection.send_command = send_command  # type: ignore[method-assign]
+        AbstractConnection.pack_commands = pack_commands  # type: ignore[method-assign]
+        self._patched = True
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[RedisCounter]:
+        try:
+            self._patch()
+        except ImportError:  # no redis-py: nothing to count
+            yield self
+            return
+        self._active = True
+        try:
+            yield self
+        finally:
+            self._active = False
+
+    def reset(self) -> None:
+        self.round_trips = 0
+        self.commands = 0
+        self.names.clear()
+
+
+REDIS = RedisCounter()

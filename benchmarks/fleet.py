@@ -1,0 +1,276 @@
+"""A fleet of W processes against a dead loopback upstream, per library.
+
+Each library gets a fresh upstream (:mod:`benchmarks.upstream`) and W fresh workers
+(:mod:`benchmarks.fleet_worker`) that call it every ``pace`` seconds through their breaker
+("open after 5 consecutive failures", open for ``wait`` seconds). Two cycles:
+
+1. **Dead, then trials.** The upstream answers 503. Measured: the requests that reached
+   it until every worker is being rejected (*dead hits*). The upstream then *holds*
+   requests (accepts and does not answer): when the circuit lets trial calls through,
+   they hang there, so the requests that arrive within ``hold`` seconds are exactly the
+   trial calls the fleet admits at once (*half-open trials*). Then it answers 200 and the
+   trials succeed.
+2. **Dead, then healed.** Once every worker passes calls again the upstream goes back to
+   503 (a second *dead hits* sample); as soon as every worker is rejected it answers 200
+   again (*healed*). Measured: the time from healed to the first worker's first success
+   (*circuit closed*) and to every worker's first success (*whole fleet closed*). The
+   floor of both is the remaining open time (``wait``).
+
+Every wait is bounded; a phase that does not happen in time is reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, child_env, stop, upstream
+
+FLEET_LIBRARIES = {
+    "cb_app": "circuitbreaker_app, Redis",
+    "pybreaker-memory": "pybreaker, memory",
+    "pybreaker-redis": "pybreaker, CircuitRedisStorage",
+    "circuitbreaker": "circuitbreaker (@circuit), memory",
+}
+
+
+@dataclass
+class FleetOptions:
+    workers: int = 4
+    pace: float = 0.002
+    wait: float = 2.0
+    hold: float = 0.8
+    half_open_max_calls: int = 3
+    phase_timeout: float = 15.0
+
+
+class Fleet:
+    """W worker processes and what they last reported."""
+
+    def __init__(self, library: str, circuit: str, url: str, workdir: Path, options: FleetOptions):
+        self.options = options
+        self.go = workdir / f"go-{circuit}"
+        self.stop_file = workdir / f"stop-{circuit}"
+        for path in (self.go, self.stop_file):
+            path.unlink(missing_ok=True)
+        env = child_env(CB_BENCH_CACHE="redis")
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.fleet_worker",
+            library,
+            circuit,
+            url,
+            str(self.go),
+            str(self.stop_file),
+            str(options.pace),
+            str(options.wait),
+        ]
+        self.processes = [
+            subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(options.workers)
+        ]
+        self.kind: list[str | None] = [None] * options.workers
+        self.since: list[float] = [0.0] * options.workers
+        self.events: list[list[dict[str, Any]]] = [[] for _ in self.processes]
+        self.summaries: list[dict[str, Any]] = [{} for _ in self.processes]
+        self.changed = threading.Condition()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> float:
+        for index, process in enumerate(self.processes):
+            line = process.stdout.readline() if process.stdout else ""
+            if not json.loads(line or "{}").get("ready"):
+                raise RuntimeError(f"fleet worker failed to start: {process.stderr.read()}")
+            thread = threading.Thread(target=self._read, args=(index,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        self.go.touch()
+        return time.monotonic()
+
+    def _read(self, index: int) -> None:
+        stream = self.processes[index].stdout
+        assert stream is not None
+        for line in stream:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            with self.changed:
+                if event.get("done"):
+                    self.summaries[index] = event
+                else:
+                    self.events[index].append(event)
+                    self.kind[index] = event["kind"]
+                    self.since[index] = event["t"]
+                self.changed.notify_all()
+
+    def wait_all(self, kind: str, after: float, timeout: float) -> float | None:
+        """When every worker has been seeing ``kind`` since ``after`` (latest change), or None."""
+
+        def ready() -> bool:
+            return all(k == kind for k in self.kind) and all(s >= after for s in self.since)
+
+        with self.changed:
+            if not self.changed.wait_for(ready, timeout):
+                return None
+            return max(self.since)
+
+    def first(self, kind: str, after: float, timeout: float) -> tuple[float | None, float | None]:
+        """(first, last) time at which each worker first reported ``kind`` after ``after``."""
+
+        def firsts() -> list[float | None]:
+            found: list[float | None] = []
+            for events in self.events:
+                times = [e["t"] for e in events if e["kind"] == kind and e["t"] >= after]
+                found.append(min(times) if times else None)
+            return found
+
+        with self.changed:
+            self.changed.wait_for(lambda: all(t is not None for t in firsts()), timeout)
+            times = [t for t in firsts() if t is not None]
+        if not times:
+            return None, None
+        return min(times), (max(times) if len(times) == len(self.processes) else None)
+
+    def finish(self) -> list[dict[str, Any]]:
+        self.stop_file.touch()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            stop(process)
+        for thread in self.threads:
+            thread.join(5)
+        errors = [
+            process.stderr.read().strip()[-2000:]
+            for process in self.processes
+            if process.returncode not in (0, None) and process.stderr
+        ]
+        if errors:
+            raise RuntimeError("fleet worker failed:\n" + "\n".join(errors))
+        return self.summaries
+
+
+def _make_circuit(name: str, options: FleetOptions) -> None:
+    from circuitbreaker_app.models import Circuit
+
+    Circuit.objects.update_or_create(
+        name=name,
+        defaults=dict(
+            window_type="count",
+            window_size=5,
+            minimum_calls=5,
+            failure_rate_threshold=100,
+            wait_duration=options.wait,
+            backoff_multiplier=1,
+            half_open_max_calls=options.half_open_max_calls,
+            trial_mode="live",
+        ),
+    )
+
+
+def run_library(library: str, workdir: Path, run_id: str, options: FleetOptions) -> dict[str, Any]:
+    circuit = f"cbbench-{run_id}-fleet-{library}"
+    if library == "cb_app":
+        _make_circuit(circuit, options)
+    timeout = options.phase_timeout
+    result: dict[str, Any] = {"library": library, "workers": options.workers}
+    with upstream("fail") as up:
+        fleet = Fleet(library, circuit, up.url, workdir, options)
+        try:
+            go = fleet.start()
+            # Cycle 1: dead, then trials held by the upstream.
+            rejected_at = fleet.wait_all("rejected", go, timeout)
+            dead_hits = up.hits
+            result["dead_hits"] = [dead_hits]
+            result["trip_seconds"] = None if rejected_at is None else rejected_at - go
+            up.mode("hold")
+            open_from = time.monotonic()
+            first_trial = _wait_hits(up, dead_hits + 1, options.wait + timeout)
+            if first_trial is not None:
+                result["open_seconds"] = first_trial - open_from
+                time.sleep(options.hold)
+                result["trials"] = up.hits - dead_hits
+            else:
+                result["trials"] = None
+            released = time.monotonic()  # before the switch: held trials answer at once
+            up.mode("ok")
+            back = fleet.wait_all("success", released, timeout)
+            result["release_to_all_seconds"] = None if back is None else back - released
+            # Cycle 2: dead again, then healed as soon as the whole fleet rejects.
+            time.sleep(0.2)
+            before = up.hits
+            up.mode("fail")
+            failing_from = time.monotonic()
+            rejected_again = fleet.wait_all("rejected", failing_from, timeout)
+            result["dead_hits"].append(up.hits - before)
+            healed = time.monotonic()
+            up.mode("ok")
+            first, last = fleet.first("success", healed, options.wait + timeout)
+            result["heal_to_first_seconds"] = None if first is None else first - healed
+            result["heal_to_all_seconds"] = None if last is None else last - healed
+            result["second_trip_ok"] = rejected_again is not None
+        finally:
+            summaries = fleet.finish()
+        result["calls"] = sum(s.get("calls", 0) for s in summaries)
+        result["events"] = [
+            [{**event, "t": round(event["t"] - go, 4)} for event in events]
+            for events in fleet.events
+        ]
+        errors: dict[str, int] = {}
+        for summary in summaries:
+            for text, count in (summary.get("errors") or {}).items():
+                errors[text] = errors.get(text, 0) + count
+        result["breaker_errors"] = errors
+        result["upstream_hits_total"] = up.hits
+    if library == "cb_app":
+        from circuitbreaker_app.models import CircuitEvent
+
+        result["transitions"] = list(
+            CircuitEvent.objects.filter(circuit__name=circuit)
+            .order_by("id")
+            .values_list("from_state", "to_state")
+        )
+    return result
+
+
+def _wait_hits(up: Any, count: int, timeout: float) -> float | None:
+    """The time the upstream had seen ``count`` requests (polled every 5 ms), or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if up.hits >= count:
+            return time.monotonic()
+        time.sleep(0.005)
+    return None
+
+
+def run(
+    options: FleetOptions, workdir: Path, run_id: str, redis_ok: bool, libraries: list[str]
+) -> dict[str, Any]:
+    import importlib.util
+
+    results = []
+    notes = []
+    for library in libraries:
+        needs_redis = library in ("cb_app", "pybreaker-redis")
+        module = {"pybreaker-memory": "pybreaker", "pybreaker-redis": "pybreaker"}.get(
+            library, library if library == "circuitbreaker" else None
+        )
+        if needs_redis and not redis_ok:
+            notes.append(f"{library}: skipped, Redis is unreachable.")
+            continue
+        if module and not importlib.util.find_spec(module):
+            notes.append(f"{library}: skipped, {module} is not installed.")
+            continue
+        results.append(run_library(library, workdir, run_id, options))
+    return {"options": options.__dict__, "results": results, "notes": notes}
