@@ -1,7 +1,7 @@
 """Counting the I/O a guarded call causes, without a Redis MONITOR.
 
 * Database queries: Django's ``CaptureQueriesContext`` on every connection.
-* Django cache operations: :class:`CountingCache` (like ``tests/helpers.py``) wrapped
+* Django cache operations: :class:`~circuitbreaker_app.testing.CountingCache` wrapped
   around the store's cache object.
 * Redis: :class:`RedisCounter` patches redis-py's connection class in this process, so
   it sees every byte any client here sends (Django's ``RedisCache``, pybreaker's
@@ -19,45 +19,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-CACHE_OPERATIONS = frozenset(
-    {
-        "get",
-        "get_many",
-        "set",
-        "set_many",
-        "add",
-        "incr",
-        "decr",
-        "delete",
-        "delete_many",
-        "touch",
-        "has_key",
-        "get_or_set",
-    }
-)
+from circuitbreaker_app.testing import CACHE_OPERATIONS, CountingCache
 
-
-class CountingCache:
-    """Wraps a Django cache and counts every operation that reaches it."""
-
-    def __init__(self, cache: Any) -> None:
-        self._cache = cache
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._cache, name)
-        if name not in CACHE_OPERATIONS:
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
-
-    @property
-    def total(self) -> int:
-        return sum(self.calls.values())
+__all__ = ["CACHE_OPERATIONS", "CountingCache", "count_store_cache"]
 
 
 def count_store_cache(store: Any) -> CountingCache:

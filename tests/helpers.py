@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from circuitbreaker_app.core import FakeClock
 from circuitbreaker_app.store import CacheCounters, CircuitStore, RedisCounters, reset_store
+from circuitbreaker_app.testing import CACHE_OPERATIONS, CountingCache
 
-CACHE_OPERATIONS = frozenset(
-    {
-        "get",
-        "get_many",
-        "set",
-        "set_many",
-        "add",
-        "incr",
-        "decr",
-        "delete",
-        "delete_many",
-        "touch",
-        "has_key",
-        "get_or_set",
-    }
-)
-
-
-class CountingCache:
-    """Wraps a Django cache and counts every operation that reaches it."""
-
-    def __init__(self, cache: Any) -> None:
-        self._cache = cache
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._cache, name)
-        if name not in CACHE_OPERATIONS:
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
-
-    @property
-    def total(self) -> int:
-        return sum(self.calls.values())
-
-    def reset(self) -> None:
-        self.calls.clear()
+__all__ = ["CACHE_OPERATIONS", "CountingCache", "FakeStore"]
 
 
 class FakeStore:
