@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from circuitbreaker_app.core import FakeClock
-from circuitbreaker_app.store import CacheCounters, CircuitStore, RedisCounters, reset_store
+from circuitbreaker_app.core import FakeClock, Outcome
+from circuitbreaker_app.store import (
+    CacheCounters,
+    CircuitStore,
+    RedisCounters,
+    get_store,
+    reset_store,
+)
 from circuitbreaker_app.testing import CACHE_OPERATIONS, CountingCache
 
-__all__ = ["CACHE_OPERATIONS", "CountingCache", "FakeStore"]
+__all__ = ["CACHE_OPERATIONS", "CountingCache", "FakeStore", "record"]
 
 
 class FakeStore:
@@ -34,3 +40,13 @@ class FakeStore:
 
     def runtime(self, name: str) -> Any:
         return self.store.runtime(name)
+
+
+def record(name: str, outcomes: str) -> None:
+    """Guard calls on ``name`` in this process's store: S = success, F = failure (DESIGN §3
+    notation); then flush the batched successes so every process sees them."""
+    runtime = get_store().runtime(name)
+    for letter in outcomes:
+        permit = runtime.acquire()
+        runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
+    get_store().flush()

@@ -20,8 +20,11 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
+
+S = TypeVar("S", bound=ThreadingHTTPServer)
 
 
 def port_range() -> range:
@@ -111,14 +114,25 @@ class LoopbackServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def loopback_server() -> Iterator[LoopbackServer]:
-    server = _bind_in_range(LoopbackServer)
+def serving(factory: Callable[[int], S]) -> Iterator[S]:
+    """Serve ``factory(port)`` (an HTTP server class) on the first free port of our range,
+    in a thread, until the block ends."""
+    server = _bind_in_range(factory)
     thread = threading.Thread(target=server.serve_forever, name="loopback-http", daemon=True)
     thread.start()
     try:
         yield server
     finally:
-        server.release.set()
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@contextlib.contextmanager
+def loopback_server() -> Iterator[LoopbackServer]:
+    """The counting :class:`LoopbackServer`; requests still hanging are released at the end."""
+    with serving(LoopbackServer) as server:
+        try:
+            yield server
+        finally:
+            server.release.set()

@@ -16,11 +16,10 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from circuitbreaker_app import State
-from circuitbreaker_app.core import Outcome
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import CacheCounters, get_store
-from tests.helpers import CountingCache
+from tests.helpers import CountingCache, record
 
 pytestmark = pytest.mark.django_db
 
@@ -42,15 +41,6 @@ TRIP_FAST = {
     "failure_rate_threshold": 50,
     "wait_duration": 30,
 }
-
-
-def record(name: str, outcomes: str) -> None:
-    """Guard calls on ``name``: S = success, F = failure (DESIGN §3 notation)."""
-    runtime = get_store().runtime(name)
-    for letter in outcomes:
-        permit = runtime.acquire()
-        runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
-    get_store().flush()
 
 
 def staff_user(username: str, *codenames: str) -> User:

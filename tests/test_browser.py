@@ -17,10 +17,10 @@ from django.contrib.auth.models import Permission, User
 from playwright.sync_api import Page, expect
 
 from circuitbreaker_app import State
-from circuitbreaker_app.core import Outcome
 from circuitbreaker_app.models import Circuit, CircuitEvent, CircuitSample
 from circuitbreaker_app.samples import minute_of
 from circuitbreaker_app.store import get_store
+from tests.helpers import record
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -78,14 +78,6 @@ def _sync_orm_beside_playwright():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         yield
-
-
-def record(name: str, outcomes: str) -> None:
-    runtime = get_store().runtime(name)
-    for letter in outcomes:
-        permit = runtime.acquire()
-        runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
-    get_store().flush()
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.schedule import _sender
 from circuitbreaker_app.store import generation_prefix, get_store
 from circuitbreaker_app.tasks import PROBE_LEASE_MARGIN
-from tests.loopback import port_range
+from tests.loopback import serving
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
@@ -100,21 +100,8 @@ class Upstream(ThreadingHTTPServer):
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    server = None
-    for port in port_range():
-        try:
-            server = Upstream(port)
-            break
-        except OSError:
-            continue
-    assert server is not None, f"no free port in {port_range()}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Upstream) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # -- brokers, the client app and workers ----------------------------------------------------

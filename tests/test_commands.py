@@ -16,9 +16,9 @@ from django.core.management import CommandError, ManagementUtility, call_command
 from django.test import override_settings
 
 from circuitbreaker_app import State
-from circuitbreaker_app.core import Outcome
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import get_store
+from tests.helpers import record
 
 pytestmark = pytest.mark.django_db
 
@@ -53,14 +53,6 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
     return code, out.getvalue(), err.getvalue()
-
-
-def record(name: str, outcomes: str) -> None:
-    runtime = get_store().runtime(name)
-    for letter in outcomes:
-        permit = runtime.acquire()
-        runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
-    get_store().flush()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,24 +20,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.loopback import port_range
+from tests.loopback import closed_port
 
 pytestmark = pytest.mark.celery
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 #: Settings of the test suite that must not leak into the demo's environment.
 SERVICE_VARIABLES = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CACHE_URL", "REDIS_URL")
-
-
-def free_port() -> int:
-    for port in port_range():
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {port_range()}")
 
 
 def descendants(root: int) -> set[int]:
@@ -88,7 +76,7 @@ def wait_until(condition, timeout: float, what: str, log: Path) -> None:  # type
 
 
 def test_the_demo_starts_serves_and_stops_with_no_process_left(tmp_path):
-    port = free_port()
+    port = closed_port()
     data = tmp_path / "var"
     log = tmp_path / "launcher.log"
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}

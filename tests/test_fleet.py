@@ -34,7 +34,7 @@ from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import get_store
-from tests.loopback import port_range
+from tests.loopback import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
@@ -118,22 +118,8 @@ class Upstream(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = None
-    for port in port_range():
-        try:
-            server = Upstream(port)
-            break
-        except OSError:
-            continue
-    assert server is not None, f"no free port in {port_range()}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Upstream) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 # -- the fleet -----------------------------------------------------------------------------

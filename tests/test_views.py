@@ -13,11 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from circuitbreaker_app import State
-from circuitbreaker_app.core import Outcome
 from circuitbreaker_app.models import Circuit, CircuitSample
 from circuitbreaker_app.samples import RETENTION, maybe_record_samples, record_samples
 from circuitbreaker_app.store import get_store
-from tests.helpers import FakeStore
+from tests.helpers import FakeStore, record
 
 pytestmark = pytest.mark.django_db
 
@@ -41,14 +40,6 @@ TRIP_FAST = {
     "failure_rate_threshold": 50,
     "wait_duration": 30,
 }
-
-
-def record(name: str, outcomes: str) -> None:
-    runtime = get_store().runtime(name)
-    for letter in outcomes:
-        permit = runtime.acquire()
-        runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
-    get_store().flush()
 
 
 @pytest.fixture
