@@ -1,18 +1,27 @@
-"""Shared sliding windows, as buckets of packed counters in the cache.
+"""Shared sliding windows, kept in the cache or counters store, and their bookkeeping.
 
-Pure bookkeeping: the store does the I/O and hands values in and out. A bucket is one
-integer holding calls, failures and slow calls (21 bits each), so recording any mix
-of outcomes is a single atomic ``incr``. Both shapes approximate the exact in-process
-windows of ``core.windows`` in a way that is exact for one process and bounded for many:
+Pure: the store does the I/O and hands values in and out. Each shape is exact for one
+process and bounded for many:
 
-* time windows: at most :data:`MAX_TIME_BUCKETS` buckets of whole seconds;
-* count windows: blocks of ``window_size`` calls, the previous block weighted by the
-  part of it still inside the window (the "sliding window counter" estimate).
+* time windows: at most :data:`MAX_TIME_BUCKETS` buckets of whole seconds, each one
+  integer holding calls, failures and slow calls (21 bits each), so recording any mix of
+  outcomes is a single atomic ``incr``;
+* count windows: one value per circuit generation holding the last ``window_size``
+  outcomes, run-length encoded, updated by :func:`apply_count` in one atomic step (a Lua
+  script on Redis, a compare-and-set elsewhere). Every process adds to the same sequence.
+
+Successes are batched per process (DESIGN §4). In a count window a batch is placed where
+the process's previous write left off, before outcomes other processes recorded since:
+those may have happened before or after the batch, and the earlier place is the one that
+never lets a late batch push other processes' fresh failures out of the window (a dead
+dependency trips after ``window_size`` failures whatever the processes had batched).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 from circuitbreaker_app.core import CircuitConfig, Snapshot
 
@@ -22,7 +31,15 @@ CALL = 1
 FAILURE = 1 << FIELD_BITS
 SLOW = 1 << (2 * FIELD_BITS)
 MAX_TIME_BUCKETS = 60
-COUNT_BLOCK_TTL = 86_400
+#: Seconds a count window outlives its last write.
+COUNT_WINDOW_TTL = 86_400
+#: Runs a count window keeps before merging its two oldest (then only approximately
+#: ordered). Patterns of calls that need more are rare: failures come in streaks and
+#: successes in batches.
+MAX_RUNS = 32
+#: Outcome codes of :func:`apply_count` (bit flags).
+FAILED = 1
+SLOWED = 2
 
 
 def pack(snapshot: Snapshot) -> int:
@@ -40,31 +57,155 @@ def unpack(value: int | None) -> Snapshot:
     )
 
 
+# -- count windows as runs ---------------------------------------------------------------
+#
+# A count window is a flat list ``[seq, n1, f1, s1, n2, f2, s2, ...]``: ``seq`` counts every
+# call recorded in this generation, then runs oldest first, each ``n`` calls of which ``f``
+# failed and ``s`` were slow. A run is "pure" when all or none of its calls failed and all
+# or none were slow; only the cap of MAX_RUNS makes mixed ones. store.py's Lua script is a
+# line-by-line port of these functions: change both together (a test compares them).
+
+
+def _split(run: list[int], older: int) -> tuple[list[int], list[int]]:
+    """Cut ``run`` after its ``older`` oldest calls (a mixed run shares out its counts)."""
+    n, f, s = run
+    newer = n - older
+    f_newer = (2 * f * newer + n) // (2 * n)
+    s_newer = (2 * s * newer + n) // (2 * n)
+    return [older, f - f_newer, s - s_newer], [newer, f_newer, s_newer]
+
+
+def _pure(run: list[int]) -> bool:
+    n, f, s = run
+    return f in (0, n) and s in (0, n)
+
+
+def _same_kind(a: list[int], b: list[int]) -> bool:
+    return _pure(a) and _pure(b) and (a[1] > 0) == (b[1] > 0) and (a[2] > 0) == (b[2] > 0)
+
+
+def parse_count(value: Any) -> list[int]:
+    """A count window read from a store, or an empty one for anything malformed."""
+    if (
+        isinstance(value, list)
+        and len(value) % 3 == 1
+        and all(type(v) is int and v >= 0 for v in value)
+        and all(
+            value[i] > 0 and value[i + 1] <= value[i] and value[i + 2] <= value[i]
+            for i in range(1, len(value), 3)
+        )
+    ):
+        return value
+    return [0]
+
+
+def count_totals(window: list[int]) -> Snapshot:
+    """(calls, failures, slow) of a count window."""
+    return Snapshot(sum(window[1::3]), sum(window[2::3]), sum(window[3::3]))
+
+
+def apply_count(
+    window: list[int],
+    successes: int,
+    outcome: int,
+    seen: int,
+    size: int,
+    max_runs: int = MAX_RUNS,
+) -> list[int]:
+    """``window`` after a batch of ``successes`` and then one ``outcome`` (0 for none, else
+    :data:`FAILED` | :data:`SLOWED`) from a process whose previous write ended at ``seen``.
+
+    The successes go before the calls recorded after ``seen`` (see the module docstring),
+    the outcome goes last, and the window keeps its newest ``size`` calls.
+    """
+    seq = window[0]
+    runs = [window[i : i + 3] for i in range(1, len(window), 3)]
+    if successes > 0:
+        back = max(0, seq - seen)
+        at = len(runs)
+        while back > 0 and at > 0:
+            n = runs[at - 1][0]
+            if n <= back:
+                back -= n
+                at -= 1
+            else:
+                older, newer = _split(runs[at - 1], n - back)
+                runs[at - 1 : at] = [older, newer]
+                back = 0
+        runs.insert(at, [successes, 0, 0])
+        seq += successes
+    if outcome:
+        runs.append([1, outcome & FAILED, (outcome & SLOWED) >> 1])
+        seq += 1
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and _same_kind(merged[-1], run):
+            last = merged[-1]
+            merged[-1] = [last[0] + run[0], last[1] + run[1], last[2] + run[2]]
+        else:
+            merged.append(run)
+    total = sum(run[0] for run in merged)
+    while total > size:
+        excess = total - size
+        if merged[0][0] <= excess:
+            total -= merged.pop(0)[0]
+        else:
+            merged[0] = _split(merged[0], excess)[1]
+            total = size
+    while len(merged) > max_runs:
+        a, b = merged[0], merged[1]
+        merged[0:2] = [[a[0] + b[0], a[1] + b[1], a[2] + b[2]]]
+    return [seq, *(value for run in merged for value in run)]
+
+
+# -- what the store writes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BucketAdd:
+    """Add a packed ``delta`` to the counter ``key`` (created with ``ttl`` seconds)."""
+
+    key: str
+    ttl: float
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class CountAdd:
+    """Apply :func:`apply_count` with these arguments to the window under ``key``."""
+
+    key: str
+    ttl: float
+    successes: int
+    outcome: int
+    seen: int
+    size: int
+    #: The window as this process last saw it (a first guess for compare-and-set writes).
+    known: list[int]
+
+
 class SharedWindow:
     """What the store needs from a shared window."""
 
-    def add_key(self, now: float) -> tuple[str, int]:
-        """The bucket to ``incr`` for an outcome recorded at ``now``, and its TTL."""
-        raise NotImplementedError("subclasses of SharedWindow must provide add_key()")
+    def change(self, outcome: Snapshot, successes: int, now: float) -> BucketAdd | CountAdd:
+        """The write that records ``successes`` batched successes, then ``outcome`` (one
+        failed or slow call, or nothing)."""
+        raise NotImplementedError("subclasses of SharedWindow must provide change()")
 
-    def added(self, key: str, value: int, now: float) -> Snapshot:
-        """Take the bucket's value after the ``incr``; return the window's totals."""
+    def added(self, change: Any, value: Any, now: float) -> Snapshot:
+        """Take what the store returned for ``change``; return the window's totals."""
         raise NotImplementedError("subclasses of SharedWindow must provide added()")
 
-    def add_locally(self, delta: Snapshot, now: float) -> Snapshot:
-        """Count ``delta`` in this process only (the shared counters are unreachable)."""
-        key, _ = self.add_key(now)
-        return self.added(key, pack(self._latest(now) + delta), now)
-
-    def _latest(self, now: float) -> Snapshot:
-        raise NotImplementedError("subclasses of SharedWindow must provide _latest()")
+    def add_locally(self, change: Any, now: float) -> Snapshot:
+        """Apply ``change`` in this process only (the shared counters are unreachable)."""
+        raise NotImplementedError("subclasses of SharedWindow must provide add_locally()")
 
     def read_keys(self, now: float) -> list[str]:
-        """Buckets whose latest values the window wants (read with the state snapshot)."""
+        """Keys whose latest values the window wants (read with the state snapshot)."""
         raise NotImplementedError("subclasses of SharedWindow must provide read_keys()")
 
-    def absorb(self, values: dict[str, int], now: float) -> None:
-        """Take values read for :meth:`read_keys` (missing keys are empty buckets)."""
+    def absorb(self, values: dict[str, Any], now: float) -> None:
+        """Take values read for :meth:`read_keys` (missing keys are empty)."""
         raise NotImplementedError("subclasses of SharedWindow must provide absorb()")
 
     def estimate(self, now: float) -> Snapshot:
@@ -96,92 +237,78 @@ class TimeBuckets(SharedWindow):
             total = total + snapshot
         return total
 
-    def add_key(self, now: float) -> tuple[str, int]:
-        return self._key(self._bucket(now)), self.width * (self.count + 1) + 60
+    def change(self, outcome: Snapshot, successes: int, now: float) -> BucketAdd:
+        key = self._key(self._bucket(now))
+        return BucketAdd(key, self.width * (self.count + 1) + 60, pack(outcome) + successes)
 
-    def _latest(self, now: float) -> Snapshot:
-        return self.known.get(self._bucket(now), Snapshot())
-
-    def added(self, key: str, value: int, now: float) -> Snapshot:
+    def added(self, change: BucketAdd, value: int, now: float) -> Snapshot:
         current = self._bucket(now)
         self.known[current] = unpack(value)
         return self._total(current)
+
+    def add_locally(self, change: BucketAdd, now: float) -> Snapshot:
+        mine = self.known.get(self._bucket(now), Snapshot())
+        return self.added(change, pack(mine) + change.delta, now)
 
     def read_keys(self, now: float) -> list[str]:
         current = self._bucket(now)
         return [self._key(b) for b in range(current - self.count + 1, current + 1)]
 
-    def absorb(self, values: dict[str, int], now: float) -> None:
+    def absorb(self, values: dict[str, Any], now: float) -> None:
         current = self._bucket(now)
         for bucket in range(current - self.count + 1, current + 1):
-            self.known[bucket] = unpack(values.get(self._key(bucket)))
+            value = values.get(self._key(bucket))
+            self.known[bucket] = unpack(value if type(value) is int else None)
 
     def estimate(self, now: float) -> Snapshot:
         return self._total(self._bucket(now))
 
 
-class CountBlocks(SharedWindow):
-    """The last ``window_size`` calls as the current block plus a weighted previous one."""
+class CountRuns(SharedWindow):
+    """The last ``window_size`` calls, one shared sequence for every process."""
 
     def __init__(self, prefix: str, size: int) -> None:
-        self.prefix = prefix
+        self.key = f"{prefix}/count"
         self.size = size
-        self.block = 0
-        self.current = Snapshot()
-        self.previous = Snapshot()
+        self.window = [0]
+        #: Where this process's previous write left the sequence (0: none yet, so its
+        #: first batch goes before everything recorded in this generation).
+        self.seen = 0
 
-    def _key(self, block: int) -> str:
-        return f"{self.prefix}/c{block}"
+    def change(self, outcome: Snapshot, successes: int, now: float) -> CountAdd:
+        code = (FAILED if outcome.failures else 0) | (SLOWED if outcome.slow else 0)
+        if outcome.calls and not code:
+            successes += outcome.calls
+        return CountAdd(
+            self.key, COUNT_WINDOW_TTL, successes, code, self.seen, self.size, self.window
+        )
 
-    def _advance(self) -> None:
-        self.block += 1
-        self.previous, self.current = self.current, Snapshot()
+    def _take(self, window: list[int]) -> Snapshot:
+        self.window = window
+        self.seen = window[0]
+        return count_totals(window)
 
-    def add_key(self, now: float) -> tuple[str, int]:
-        return self._key(self.block), COUNT_BLOCK_TTL
+    def added(self, change: CountAdd, value: Any, now: float) -> Snapshot:
+        return self._take(parse_count(value))
 
-    def _latest(self, now: float) -> Snapshot:
-        return self.current
-
-    def added(self, key: str, value: int, now: float) -> Snapshot:
-        if key != self._key(self.block):
-            return self.estimate(now)
-        self.current = unpack(value)
-        total = self.estimate(now)
-        if self.current.calls >= self.size:
-            self._advance()
-        return total
+    def add_locally(self, change: CountAdd, now: float) -> Snapshot:
+        window = apply_count(
+            self.window, change.successes, change.outcome, change.seen, change.size
+        )
+        return self._take(window)
 
     def read_keys(self, now: float) -> list[str]:
-        return [self._key(self.block - 1), self._key(self.block), self._key(self.block + 1)]
+        return [self.key]
 
-    def absorb(self, values: dict[str, int], now: float) -> None:
-        previous = unpack(values.get(self._key(self.block - 1)))
-        current = unpack(values.get(self._key(self.block)))
-        following = unpack(values.get(self._key(self.block + 1)))
-        if self.block > 0:
-            self.previous = previous
-        self.current = current
-        if following.calls or current.calls >= self.size:
-            # Another process filled this block: move on (a far-behind process catches
-            # up one block per refresh, which is enough for an estimate).
-            self._advance()
-            self.current = following
+    def absorb(self, values: dict[str, Any], now: float) -> None:
+        self.window = parse_count(values.get(self.key))
 
     def estimate(self, now: float) -> Snapshot:
-        current = self.current
-        if current.calls >= self.size or not self.previous.calls:
-            return current
-        weight = 1.0 - current.calls / self.size
-        return Snapshot(
-            current.calls + round(self.previous.calls * weight),
-            current.failures + round(self.previous.failures * weight),
-            current.slow + round(self.previous.slow * weight),
-        )
+        return count_totals(self.window)
 
 
 def window_for(prefix: str, config: CircuitConfig) -> SharedWindow:
     """A fresh shared window of the kind ``config`` asks for, keyed under ``prefix``."""
     if config.window_type == "time":
         return TimeBuckets(prefix, config.window_size)
-    return CountBlocks(prefix, config.window_size)
+    return CountRuns(prefix, config.window_size)

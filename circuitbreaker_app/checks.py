@@ -12,13 +12,6 @@ from django.core.exceptions import ValidationError
 from circuitbreaker_app import conf
 from circuitbreaker_app.core.config import check_name
 
-ATOMIC_CACHES = (
-    "django.core.cache.backends.locmem.LocMemCache",
-    "django.core.cache.backends.redis.RedisCache",
-    "django.core.cache.backends.memcached.PyMemcacheCache",
-    "django.core.cache.backends.memcached.PyLibMCCache",
-    "django_redis.cache.RedisCache",
-)
 HINT = "See the configuration reference in README.md."
 
 
@@ -246,6 +239,8 @@ def _redis_checks(raw: dict[str, Any]) -> list[Any]:
 
 
 def _backend_checks(cache_alias: str, db_alias: str) -> list[Any]:
+    from circuitbreaker_app.store import redis_url_for
+
     backend = settings.CACHES[cache_alias].get("BACKEND", "")
     engine = settings.DATABASES[db_alias].get("ENGINE", "")
     found: list[Any] = []
@@ -258,14 +253,18 @@ def _backend_checks(cache_alias: str, db_alias: str) -> list[Any]:
                 "Point CIRCUITBREAKER['CACHE'] at a real cache.",
             )
         )
-    elif backend not in ATOMIC_CACHES and not engine.endswith(("sqlite3", "postgresql")):
+    elif (
+        backend != "django.core.cache.backends.locmem.LocMemCache"
+        and redis_url_for(cache_alias) is None
+        and not engine.endswith(("sqlite3", "postgresql"))
+    ):
         found.append(
             _error(
                 12,
-                f"The cache {cache_alias!r} ({backend}) has no atomic incr, and "
-                f"the database {db_alias!r} ({engine}) cannot hold the shared "
-                "counters instead.",
-                "Use Redis or memcached, or a SQLite/PostgreSQL database.",
+                f"The cache {cache_alias!r} ({backend}) cannot hold the shared counters "
+                "(only Redis and the per-process LocMem can update them atomically), and "
+                f"the database {db_alias!r} ({engine}) cannot hold them instead.",
+                "Use Redis, or a SQLite/PostgreSQL database.",
             )
         )
     if backend == "django.core.cache.backends.locmem.LocMemCache" and any(

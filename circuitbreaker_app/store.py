@@ -43,7 +43,15 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models.functions import Now
 
 from circuitbreaker_app import conf
-from circuitbreaker_app.buckets import SharedWindow, pack, window_for
+from circuitbreaker_app.buckets import (
+    MAX_RUNS,
+    BucketAdd,
+    CountAdd,
+    SharedWindow,
+    apply_count,
+    parse_count,
+    window_for,
+)
 from circuitbreaker_app.core import (
     CircuitConfig,
     CircuitOpenError,
@@ -64,16 +72,11 @@ KEY_PREFIX = "circuitbreaker/1"
 FREE_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED, State.DISABLED})
 TRIAL_SUCCESS_TTL = 86_400
 
-#: Cache backends whose ``incr`` and ``add`` are atomic across processes.
-ATOMIC_CACHE_BACKENDS = frozenset(
-    {
-        "django.core.cache.backends.locmem.LocMemCache",
-        "django.core.cache.backends.redis.RedisCache",
-        "django.core.cache.backends.memcached.PyMemcacheCache",
-        "django.core.cache.backends.memcached.PyLibMCCache",
-        "django_redis.cache.RedisCache",
-    }
-)
+#: Cache backends that hold the shared counters themselves when the Redis path is off:
+#: only LocMem, one process's memory (its lock makes our read-modify-writes atomic).
+#: Other caches (database, file, memcached) lack a compare-and-set in Django's cache API,
+#: so their counters live in the ``CircuitCounter`` table.
+LOCAL_CACHE_BACKENDS = frozenset({"django.core.cache.backends.locmem.LocMemCache"})
 
 
 class UnknownCircuitError(LookupError):
@@ -149,7 +152,12 @@ class Counters:
         """Free ``key`` if it still holds ``value`` (a late holder frees nothing)."""
         raise NotImplementedError("subclasses of Counters must provide release()")
 
-    def get_many(self, keys: list[str]) -> dict[str, int]:
+    def add_count(self, change: CountAdd) -> list[int]:
+        """Apply ``change`` to its count window in one atomic step; return the window."""
+        raise NotImplementedError("subclasses of Counters must provide add_count()")
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        """Values of ``keys`` that exist: integers, and count windows as lists."""
         raise NotImplementedError("subclasses of Counters must provide get_many()")
 
     def delete(self, key: str) -> None:
@@ -161,8 +169,11 @@ def _whole_seconds(ttl: float) -> int:
     return max(1, math.ceil(ttl))
 
 
+_COUNT_LOCK = threading.Lock()
+
+
 class CacheCounters(Counters):
-    """Counters in a cache whose ``incr`` and ``add`` are atomic (LocMem, Redis, memcached)."""
+    """Counters in this process's LocMem cache (its ``incr`` and ``add`` are atomic)."""
 
     in_cache = True
 
@@ -189,11 +200,28 @@ class CacheCounters(Counters):
         if self.cache.get(key) == value:
             self.cache.delete(key)
 
-    def get_many(self, keys: list[str]) -> dict[str, int]:
+    def add_count(self, change: CountAdd) -> list[int]:
+        # get + set under a lock: atomic, since no other process sees a LocMem cache.
+        with _COUNT_LOCK:
+            window = parse_count(self.cache.get(change.key))
+            window = apply_count(window, change.successes, change.outcome, change.seen, change.size)
+            self.cache.set(change.key, window, timeout=_whole_seconds(change.ttl))
+        return window
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
         return self.cache.get_many(keys)
 
     def delete(self, key: str) -> None:
         self.cache.delete(key)
+
+
+#: Compare-and-set rounds before a count-window write gives up (and the process counts
+#: that outcome on its own, as in an outage); each lost round means another write landed.
+COUNT_CAS_ATTEMPTS = 20
+
+
+class CountContention(RuntimeError):
+    """A count-window write lost every compare-and-set round to other writers."""
 
 
 class DatabaseCounters(Counters):
@@ -220,7 +248,7 @@ class DatabaseCounters(Counters):
         now = self.wall()
         t = self.table
         rows = self._fetch(
-            f"INSERT INTO {t} (key, value, expires_at) VALUES (%s, %s, %s) "
+            f"INSERT INTO {t} (key, value, data, expires_at) VALUES (%s, %s, '', %s) "
             f"ON CONFLICT (key) DO UPDATE SET "
             f"value = CASE WHEN {t}.expires_at <= %s THEN excluded.value "
             f"ELSE {t}.value + excluded.value END, "
@@ -234,7 +262,7 @@ class DatabaseCounters(Counters):
         now = self.wall()
         t = self.table
         rows = self._fetch(
-            f"INSERT INTO {t} (key, value, expires_at) VALUES (%s, %s, %s) "
+            f"INSERT INTO {t} (key, value, data, expires_at) VALUES (%s, %s, '', %s) "
             f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
             f"expires_at = excluded.expires_at WHERE {t}.expires_at <= %s RETURNING key",
             [key, value, now + ttl, now],
@@ -246,15 +274,52 @@ class DatabaseCounters(Counters):
             f"DELETE FROM {self.table} WHERE key = %s AND value = %s RETURNING key", [key, value]
         )
 
-    def get_many(self, keys: list[str]) -> dict[str, int]:
+    def add_count(self, change: CountAdd) -> list[int]:
+        # Compare-and-set on the stored JSON (its ``seq`` grows with every write, so equal
+        # text means nobody wrote in between). The first round trusts the window this
+        # process last saw: one statement when nobody else wrote since, else read and retry.
+        t = self.table
+        now = self.wall()
+        current: list[int] | None = change.known if len(change.known) > 1 else None
+        known = _encode(current) if current else None
+        fresh = True  # the window we know may have expired meanwhile: only if unexpired
+        for _ in range(COUNT_CAS_ATTEMPTS):
+            if current is None:
+                now = self.wall()
+                rows = self._fetch(f"SELECT data, expires_at FROM {t} WHERE key = %s", [change.key])
+                known, fresh = (rows[0][0] if rows else None), False
+                live = rows and rows[0][1] > now and rows[0][0]
+                current = parse_count(_decode(rows[0][0])) if live else [0]
+            window = apply_count(
+                current, change.successes, change.outcome, change.seen, change.size
+            )
+            data = _encode(window)
+            if known is None:
+                written = self._fetch(
+                    f"INSERT INTO {t} (key, value, data, expires_at) VALUES (%s, 0, %s, %s) "
+                    f"ON CONFLICT (key) DO NOTHING RETURNING key",
+                    [change.key, data, now + change.ttl],
+                )
+            else:
+                written = self._fetch(
+                    f"UPDATE {t} SET data = %s, expires_at = %s WHERE key = %s AND data = %s "
+                    f"AND expires_at > %s RETURNING key",
+                    [data, now + change.ttl, change.key, known, now if fresh else -1.0],
+                )
+            if written:
+                return window
+            current = None
+        raise CountContention(f"{change.key}: {COUNT_CAS_ATTEMPTS} writers in a row won")
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
         if not keys:
             return {}
         marks = ", ".join(["%s"] * len(keys))
         rows = self._fetch(
-            f"SELECT key, value FROM {self.table} WHERE key IN ({marks}) AND expires_at > %s",
+            f"SELECT key, value, data FROM {self.table} WHERE key IN ({marks}) AND expires_at > %s",
             [*keys, self.wall()],
         )
-        return {key: int(value) for key, value in rows}
+        return {key: _decode(data) if data else int(value) for key, value, data in rows}
 
     def delete(self, key: str) -> None:
         self._fetch(f"DELETE FROM {self.table} WHERE key = %s RETURNING key", [key])
@@ -292,6 +357,102 @@ if KEYS[2] then
   end
 end
 return {value}
+"""
+# Apply a batch to a count window (buckets.apply_count, line by line) and hand back the
+# window, plus the circuit's state entry when its generation is not the caller's.
+# KEYS: window[, state entry]. ARGV: successes, outcome, seen, size, TTL (ms), max runs,
+# known generation, known circuit id.
+_COUNT_LUA = """
+local seq, runs = 0, {}
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local ok, flat = pcall(cjson.decode, raw)
+  if ok and type(flat) == 'table' and type(flat[1]) == 'number' and #flat % 3 == 1 then
+    seq = flat[1]
+    for i = 2, #flat, 3 do runs[#runs + 1] = {flat[i], flat[i + 1], flat[i + 2]} end
+  end
+end
+local function split(run, older)
+  local n, f, s = run[1], run[2], run[3]
+  local newer = n - older
+  local fn = math.floor((2 * f * newer + n) / (2 * n))
+  local sn = math.floor((2 * s * newer + n) / (2 * n))
+  return {older, f - fn, s - sn}, {newer, fn, sn}
+end
+local function pure(run)
+  return (run[2] == 0 or run[2] == run[1]) and (run[3] == 0 or run[3] == run[1])
+end
+local function same_kind(a, b)
+  return pure(a) and pure(b) and (a[2] > 0) == (b[2] > 0) and (a[3] > 0) == (b[3] > 0)
+end
+local successes, outcome = tonumber(ARGV[1]), tonumber(ARGV[2])
+local seen, size, max_runs = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+if successes > 0 then
+  local back = math.max(0, seq - seen)
+  local at = #runs + 1
+  while back > 0 and at > 1 do
+    local n = runs[at - 1][1]
+    if n <= back then
+      back = back - n
+      at = at - 1
+    else
+      local older, newer = split(runs[at - 1], n - back)
+      runs[at - 1] = older
+      table.insert(runs, at, newer)
+      back = 0
+    end
+  end
+  table.insert(runs, at, {successes, 0, 0})
+  seq = seq + successes
+end
+if outcome > 0 then
+  runs[#runs + 1] = {1, outcome % 2, math.floor(outcome / 2) % 2}
+  seq = seq + 1
+end
+local merged, total = {}, 0
+for _, run in ipairs(runs) do
+  local last = merged[#merged]
+  if last and same_kind(last, run) then
+    merged[#merged] = {last[1] + run[1], last[2] + run[2], last[3] + run[3]}
+  else
+    merged[#merged + 1] = run
+  end
+  total = total + run[1]
+end
+while total > size do
+  local excess = total - size
+  if merged[1][1] <= excess then
+    total = total - table.remove(merged, 1)[1]
+  else
+    local _, newer = split(merged[1], excess)
+    merged[1] = newer
+    total = size
+  end
+end
+while #merged > max_runs do
+  local a, b = merged[1], merged[2]
+  table.remove(merged, 1)
+  merged[1] = {a[1] + b[1], a[2] + b[2], a[3] + b[3]}
+end
+local flat = {seq}
+for _, run in ipairs(merged) do
+  flat[#flat + 1] = run[1]
+  flat[#flat + 1] = run[2]
+  flat[#flat + 1] = run[3]
+end
+local encoded = cjson.encode(flat)
+redis.call('SET', KEYS[1], encoded, 'PX', ARGV[5])
+if KEYS[2] then
+  local state = redis.call('GET', KEYS[2])
+  if state then
+    local ok, entry = pcall(cjson.decode, state)
+    if not ok or type(entry) ~= 'table' or entry['generation'] ~= tonumber(ARGV[7])
+        or entry['id'] ~= tonumber(ARGV[8]) then
+      return {encoded, state}
+    end
+  end
+end
+return {encoded}
 """
 # Free a permit only if it still holds the caller's token (a late holder frees nothing).
 _RELEASE_LUA = """
@@ -532,6 +693,7 @@ class RedisCounters(Counters):
         #: "delete", "get_many"), before it is sent: lets tests count round trips.
         self.on_call: Callable[[str], None] | None = None
         self._record = link.client.register_script(_RECORD_LUA)
+        self._count = link.client.register_script(_COUNT_LUA)
         self._release = link.client.register_script(_RELEASE_LUA)
 
     def _note(self, operation: str) -> None:
@@ -561,6 +723,31 @@ class RedisCounters(Counters):
         entry = _decode(result[1]) if len(result) > 1 and watch else None
         return int(result[0]), entry if isinstance(entry, dict) else None
 
+    def add_count(self, change: CountAdd) -> list[int]:
+        return self.record_count(change, None, -1, -1)[0]
+
+    def record_count(
+        self, change: CountAdd, watch: str | None, generation: int, circuit_id: int
+    ) -> tuple[list[int], dict[str, Any] | None]:
+        """Apply ``change`` to its count window (one script call, like :meth:`record`)."""
+        self._note("incr")
+        link = self.link
+        keys = [link.make_key(change.key)] + ([link.make_key(watch)] if watch else [])
+        args = [
+            change.successes,
+            change.outcome,
+            change.seen,
+            change.size,
+            max(1, int(change.ttl * 1000)),
+            MAX_RUNS,
+            generation,
+            circuit_id,
+        ]
+        result = link.run(self._count, keys=keys, args=args)
+        entry = _decode(result[1]) if len(result) > 1 and watch else None
+        window = parse_count(_decode(result[0]))
+        return window, entry if isinstance(entry, dict) else None
+
     def claim(self, key: str, ttl: float, value: int = 1) -> bool:
         self._note("add")
         link = self.link
@@ -574,12 +761,13 @@ class RedisCounters(Counters):
         self._note("delete")
         self.link.run(self._release, keys=[self.link.make_key(key)], args=[value])
 
-    def get_many(self, keys: list[str]) -> dict[str, int]:
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
         if not keys:
             return {}
         self._note("get_many")
         values = self.link.run(self.link.client.mget, [self.link.make_key(k) for k in keys])
-        return {key: int(raw) for key, raw in zip(keys, values, strict=True) if raw is not None}
+        found = {key: _decode(raw) for key, raw in zip(keys, values, strict=True)}
+        return {key: value for key, value in found.items() if value is not None}
 
     def delete(self, key: str) -> None:
         self._note("delete")
@@ -673,16 +861,15 @@ class CircuitRuntime:
         return estimate
 
     def _push(self, outcome: Snapshot) -> Snapshot:
-        """Add ``outcome`` plus pending successes to the shared window: one ``incr``."""
+        """Add pending successes, then ``outcome``, to the shared window: one round trip."""
         pending, self._pending = self._pending, 0
-        delta = outcome + Snapshot(pending)
         now = self.now()
         self._flush_at = self._clock() + self.store.ttl
-        if not delta.calls:
+        if not (pending or outcome.calls):
             return self.window.estimate(now)
-        key, ttl = self.window.add_key(now)
+        change = self.window.change(outcome, pending, now)
         generation = self._generation
-        value = self.store.add_outcome(self, key, pack(delta), ttl, key in self._written)
+        value = self.store.add_outcome(self, change, change.key in self._written)
         if self._generation != generation:
             # The same round trip told us another process moved the circuit on: these
             # counts belong to a period that is over, and must not trip the new one.
@@ -690,10 +877,10 @@ class CircuitRuntime:
         if value is not None:
             if len(self._written) > 64:
                 self._written.clear()
-            self._written.add(key)
-            snapshot = self.window.added(key, value, now)
+            self._written.add(change.key)
+            snapshot = self.window.added(change, value, now)
         else:  # shared store unreachable: decide on what this process knows
-            snapshot = self.window.add_locally(delta, now)
+            snapshot = self.window.add_locally(change, now)
         self._watch(snapshot)
         return snapshot
 
@@ -842,7 +1029,7 @@ class CircuitStore:
             )
             self.cache = RedisStateCache(self.redis)
             self.counters = RedisCounters(self.redis)
-        elif backend in ATOMIC_CACHE_BACKENDS:
+        elif backend in LOCAL_CACHE_BACKENDS:
             self.counters = CacheCounters(self.cache)
         else:
             self.counters = DatabaseCounters(self.db_alias, self.now)
@@ -903,33 +1090,32 @@ class CircuitStore:
         return self._counters_call(None, self.counters.incr, key, delta, ttl, known)
 
     def add_outcome(
-        self, runtime: CircuitRuntime, key: str, delta: int, ttl: float, known: bool
-    ) -> int | None:
-        """Add ``delta`` to a window bucket of ``runtime``: one round trip, or None when
-        the shared counters are unreachable.
+        self, runtime: CircuitRuntime, change: BucketAdd | CountAdd, known: bool
+    ) -> Any:
+        """Apply ``change`` to ``runtime``'s shared window: one round trip. Returns the
+        bucket's new value or the count window, or None when the counters are unreachable.
 
         On the Redis path the same round trip returns the circuit's state entry when another
         process has moved it on; ``runtime`` takes it at once.
         """
         counters = self.counters
         if not isinstance(counters, RedisCounters):
-            return self.counter_incr(key, delta, ttl, known)
-        result = self._counters_call(
-            None,
-            counters.record,
-            key,
-            delta,
-            ttl,
-            state_key(runtime.name),
-            runtime._generation,
-            runtime.circuit_id,
-        )
+            if isinstance(change, CountAdd):
+                return self._counters_call(None, counters.add_count, change)
+            return self.counter_incr(change.key, change.delta, change.ttl, known)
+        watch = (state_key(runtime.name), runtime._generation, runtime.circuit_id)
+        if isinstance(change, CountAdd):
+            result = self._counters_call(None, counters.record_count, change, *watch)
+        else:
+            result = self._counters_call(
+                None, counters.record, change.key, change.delta, change.ttl, *watch
+            )
         if result is None:
             return None
         value, entry = result
         if entry is not None:
             self._adopt(runtime, entry)
-        return int(value)
+        return value
 
     def _adopt(self, runtime: CircuitRuntime, entry: dict[str, Any]) -> None:
         """Take a shared state entry if it is later than what ``runtime`` holds."""

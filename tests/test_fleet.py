@@ -81,6 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif trial and mode in ("trial_ok", "trial_fail"):
             time.sleep(self.server.trial_seconds)  # trials overlap, as slow real calls do
             status = 200 if mode == "trial_ok" else 500
+        if status >= 500:
+            self.server.failed()
         self.send_response(status)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -98,6 +100,7 @@ class Upstream(ThreadingHTTPServer):
         self.mode = "fail"
         self.trial_seconds = 0.15
         self.hits = 0
+        self.failed_hits = 0  # requests answered 500 (the dependency was dead)
         # (circuit, half-open generation) -> trial requests
         self.trials: Counter[tuple[str, int]] = Counter()
         self._lock = threading.Lock()
@@ -107,6 +110,10 @@ class Upstream(ThreadingHTTPServer):
             self.hits += 1
             if trial:
                 self.trials[period] += 1
+
+    def failed(self) -> None:
+        with self._lock:
+            self.failed_hits += 1
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass
@@ -272,6 +279,44 @@ def test_a_dead_dependency_gets_at_most_5_plus_w_calls(fleet, upstream, tmp_path
         assert events(name) == [("closed", "open", 1)]
         assert sum(len(a["signals"]) for a in answers) == 1
     report("dead_dependency", workers=WORKERS, calls_reaching_upstream=figures)
+
+
+@pytest.mark.services
+@pytest.mark.multiprocess
+@pytest.mark.django_db(transaction=True)
+def test_a_dependency_dying_under_healthy_load_gets_at_most_5_plus_w_failing_calls(
+    fleet, upstream, tmp_path
+):
+    """The bound again, but with every process holding a batch of successes when the
+    dependency dies (each flushes ~1,000 successes per STATE_TTL)."""
+    figures, successes = [], []
+    try:
+        for repetition in range(3):
+            upstream.mode = "ok"
+            name = make_circuit(wait_duration=60)
+            assert {a["state"] for a in fleet.ask({"cmd": "load", "circuit": name})} == {"closed"}
+            before_hits, before_failed = upstream.hits, upstream.failed_hits
+            go = tmp_path / f"healthy-{repetition}"
+            fleet.send({"cmd": "hammer", "circuit": name, "threads": 1, "go": str(go)})
+            go.touch()
+            time.sleep(2.0 + 0.3 * repetition)  # different phases against the flushes
+            upstream.mode = "fail"
+            answers = fleet.collect()
+            failed = upstream.failed_hits - before_failed
+            figures.append(failed)
+            successes.append(upstream.hits - before_hits - failed)
+            assert [a["unexpected"] for a in answers] == [[]] * WORKERS
+            assert 5 <= failed <= 5 + WORKERS, f"{failed} calls reached the dead dependency"
+            assert sum(a["failures"] for a in answers) == failed
+            assert events(name) == [("closed", "open", 1)]
+    finally:
+        upstream.mode = "fail"
+    report(
+        "dead_dependency_after_healthy_load",
+        workers=WORKERS,
+        successes_before=successes,
+        calls_reaching_dead_upstream=figures,
+    )
 
 
 @pytest.mark.parametrize("trial_result", ["fail", "ok"])

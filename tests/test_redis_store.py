@@ -7,17 +7,23 @@ SQLite + LocMem ``CIRCUITBREAKER["REDIS_URL"]`` points the store at the Redis of
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
+from circuitbreaker_app.buckets import MAX_RUNS, apply_count
 from circuitbreaker_app.checks import check_settings
 from circuitbreaker_app.core import FakeClock, Outcome, State
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import (
+    _COUNT_LUA,
     CacheCounters,
     CircuitStore,
     RedisCounters,
@@ -147,7 +153,7 @@ def test_the_client_has_short_timeouts_and_no_retries(redis_path, settings):
 # -- one round trip per failure, and it brings news -------------------------------------------
 
 
-def test_a_failure_is_one_script_call_that_creates_the_bucket_with_a_ttl(circuit, redis_path):
+def test_a_failure_is_one_script_call_that_writes_the_count_window_with_a_ttl(circuit, redis_path):
     a = FakeStore()
     ra = a.runtime("payments")
     a.cache.reset()
@@ -155,13 +161,39 @@ def test_a_failure_is_one_script_call_that_creates_the_bucket_with_a_ttl(circuit
     fail(ra)
     assert a.cache.calls == {"incr": 1}  # two pending successes ride along
     prefix = generation_prefix("payments", 0)
-    bucket = a.store.redis.make_key(f"{prefix}/c0")
-    assert int(redis_path.get(bucket)) == 3 + (1 << 21)  # 3 calls, 1 failure (packed)
-    ttl = redis_path.pttl(bucket)
+    key = a.store.redis.make_key(f"{prefix}/count")
+    assert json.loads(redis_path.get(key)) == [3, 2, 0, 0, 1, 1, 0]  # 3 calls: S S F
+    ttl = redis_path.pttl(key)
     assert 86_000_000 < ttl <= 86_400_000
-    redis_path.pexpire(bucket, 50_000)
+    redis_path.pexpire(key, 50_000)
     fail(ra)
-    assert 0 < redis_path.pttl(bucket) <= 50_000  # an existing bucket keeps its expiry
+    assert 86_000_000 < redis_path.pttl(key)  # every write renews the window's expiry
+
+
+@examples(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    size=st.integers(1, 9),
+    writes=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 30), st.integers(0, 3)), max_size=30
+    ),
+    max_runs=st.sampled_from([2, 3, MAX_RUNS]),
+)
+def test_the_lua_script_and_apply_count_agree(redis_path, size, writes, max_runs):
+    """store._COUNT_LUA is a port of buckets.apply_count: random writes, same windows."""
+    client = redis.Redis.from_url(REDIS_URL)
+    script = client.register_script(_COUNT_LUA)
+    key = "circuitbreaker-test/lua-port"
+    client.delete(key)
+    expected, seen = [0], [0, 0, 0]
+    for process, successes, outcome in writes:
+        expected = apply_count(expected, successes, outcome, seen[process], size, max_runs)
+        args = [successes, outcome, seen[process], size, 60_000, max_runs, -1, -1]
+        got = json.loads(script(keys=[key], args=args)[0])
+        assert got == expected
+        seen[process] = got[0]
+    client.delete(key)
 
 
 def test_a_failure_learns_of_another_process_trip_from_its_own_round_trip(

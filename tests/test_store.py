@@ -15,7 +15,7 @@ import pytest
 from django.db import transaction
 
 from circuitbreaker_app import CircuitOpenError, State
-from circuitbreaker_app.core import FakeClock, Outcome
+from circuitbreaker_app.core import FakeClock, Outcome, Snapshot
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import CacheCounters, DatabaseCounters, RedisCounters, state_key
@@ -126,12 +126,13 @@ def test_successes_are_batched_and_flushed_once_per_ttl(pair):
     a.advance(1.0)
     succeed(ra, 1)
     if isinstance(a.store.counters, CacheCounters):
-        assert a.cache.calls == {"get_many": 1, "add": 1}  # refresh; the flush makes a bucket
+        # refresh; the flush is a get + set of this process's LocMem under a lock
+        assert a.cache.calls == {"get_many": 1, "get": 1, "set": 1}
     elif isinstance(a.store.counters, RedisCounters):
         assert a.cache.calls == {"get_many": 1, "incr": 1}  # one script makes the bucket
     else:  # the flush goes to the database counters
         assert a.cache.calls == {"get_many": 1}
-    assert ra.window.estimate(a.clock()).calls == 101
+    assert ra.window.estimate(a.clock()) == Snapshot(4, 0, 0)  # the newest 4 of 101 calls
 
 
 def test_a_failure_carries_pending_successes_in_one_operation(pair):
@@ -142,12 +143,14 @@ def test_a_failure_carries_pending_successes_in_one_operation(pair):
     a.cache.reset()
     succeed(ra, 2)
     fail(ra)
-    if not isinstance(a.store.counters, DatabaseCounters):
-        assert a.cache.calls == {"incr": 1}
-    else:  # the database cache has no atomic incr: one upsert on the counters table instead
+    if isinstance(a.store.counters, RedisCounters):
+        assert a.cache.calls == {"incr": 1}  # one script call
+    elif isinstance(a.store.counters, CacheCounters):
+        assert a.cache.calls == {"get": 1, "set": 1}  # LocMem: process memory, one lock
+    else:  # the database cache has no compare-and-set: the counters table instead
         assert a.cache.total == 0
-    snapshot = ra.window.estimate(a.clock())
-    assert (snapshot.calls, snapshot.failures) == (6, 2)
+    assert ra.window.window[1:] == [1, 1, 0, 2, 0, 0, 1, 1, 0]  # F S S F, oldest first
+    assert ra.window.window[0] == 6  # calls recorded in this generation
 
 
 def test_half_open_trials_are_limited_across_processes(pair, signals):
@@ -275,7 +278,7 @@ def test_an_unreachable_cache_never_fails_a_call(pair, caplog):
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     # one for the state cache, one for the counters (one server on the Redis path), not per call
     assert len(warnings) == (1 if a.store.redis is not None else 2)
-    fail(ra, 4)  # the last 4 calls failed
+    fail(ra, 3)  # with the last round's failure, the last 4 calls failed
     assert ra.status.state is State.OPEN  # decided on this process's own counts
 
 
@@ -319,3 +322,39 @@ def test_a_deleted_circuit_is_forgotten_and_recreated_on_next_use(pair):
     fresh = Circuit.objects.get(name="payments")
     assert (fresh.state, fresh.generation) == ("closed", 0)
     assert rb.status.state is State.CLOSED
+
+
+@pytest.mark.parametrize("healthy_seconds", [0, 3])
+def test_a_dead_dependency_reaches_at_most_5_plus_w_calls_after_a_healthy_period(
+    db, healthy_seconds
+):
+    """DESIGN §4's fleet bound, deterministically: W = 4 processes on one clock, each with
+    successes batched (flushed once per STATE_TTL) when the dependency dies."""
+    Circuit.objects.create(
+        name="payments",
+        window_type="count",
+        window_size=5,
+        minimum_calls=5,
+        failure_rate_threshold=100,
+        wait_duration=60,
+    )
+    clock = FakeClock(1_000_000.0)
+    fleet = [FakeStore(clock).runtime("payments") for _ in range(4)]
+    for _ in range(healthy_seconds * 10):  # 10 rounds a second, 7 calls per process each
+        clock.advance(0.1)
+        for runtime in fleet:
+            succeed(runtime, 7)
+    clock.advance(0.05)  # mid-way between flushes: every process holds a batch
+    reached = 0
+    for _ in range(10):  # round-robin until every process rejects
+        for runtime in fleet:
+            try:
+                permit = runtime.acquire()
+            except CircuitOpenError:
+                continue
+            reached += 1
+            runtime.on_result(permit, Outcome.FAILURE, 0.0)
+    assert all(runtime.status.state is State.OPEN for runtime in fleet)
+    # 5 failures trip it; each other process still ran the one call it had admitted.
+    assert reached == 5 + 3
+    assert CircuitEvent.objects.count() == 1
