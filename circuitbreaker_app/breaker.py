@@ -134,19 +134,56 @@ class Breaker:
     # -- sync ------------------------------------------------------------------------------
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn`` through the circuit; fallback (if any) on rejection or failure."""
-        runtime = self._runtime()
-        generation = runtime.fast_admit()
-        if generation < 0:
-            rejection = runtime.fast_rejection()
-            if rejection is None:
-                return self._call_with_permit(runtime, fn, *args, **kwargs)
+        return self._guard(fn, args, kwargs)
+
+    def _guard(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        """:meth:`call`, with the arguments as a tuple and a dict (forwarding ``*args`` and
+        ``**kwargs`` through one more frame would cost more than the rest of the hot path)."""
+        # The hot path (DESIGN §4: no I/O, next to no cost) reads the plan the runtime keeps
+        # in plain attributes: one clock reading, no method call, no allocation.
+        runtime = self._cached
+        if runtime is None or store_module._store is not self._store:
+            runtime = self._runtime()
+        now = runtime.clock()
+        if now < runtime.admit_until:
+            token = runtime.count_token
+            if token < 0 or OBSERVERS:
+                return self._call_admitted(runtime, fn, args, kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                return self._failed(runtime, Permit(runtime.status.state, token), exc, UNTIMED)
+            if self.is_failure is None and runtime.count_token == token:
+                runtime.pending += 1  # flushed with the next refresh or failure
+                return result
+            self._settle_result(runtime, Permit(runtime.status.state, token), result, UNTIMED)
+            return result
+        if now < runtime.reject_until:
             if OBSERVERS:
                 notify(self.name, "rejected", None)
+            retry = None if runtime.retry_clock is None else runtime.retry_clock - now
             if self.fallback is not None:
-                return self.fallback(rejection)  # type: ignore[no-any-return]
-            raise rejection
-        # Fast path: CLOSED (or forced closed, disabled) with a fresh snapshot. The clock is
-        # read only when a duration matters (slow calls configured, or an observer).
+                return self.fallback(  # type: ignore[no-any-return]
+                    CircuitOpenError(self.name, runtime.reject_state, retry)
+                )
+            # Raised without a name in this frame: a local holding it would make a cycle
+            # (error → traceback → frame → error) that only the garbage collector frees.
+            raise CircuitOpenError(self.name, runtime.reject_state, retry)
+        return self._call_with_permit(runtime, fn, args, kwargs)
+
+    def _call_admitted(
+        self,
+        runtime: CircuitRuntime,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        """A call admitted without a permit whose success needs more than a count: timed
+        (slow calls configured, or an observer), DISABLED, or at the failure threshold."""
+        generation = runtime.fast_admit()
+        if generation < 0:
+            return self._call_with_permit(runtime, fn, args, kwargs)
+        # The clock is read only when a duration matters (slow calls, or an observer).
         started = perf_counter() if runtime._slow_after is not None or OBSERVERS else UNTIMED
         try:
             result = fn(*args, **kwargs)
@@ -162,7 +199,11 @@ class Breaker:
         return result
 
     def _call_with_permit(
-        self, runtime: CircuitRuntime, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+        self,
+        runtime: CircuitRuntime,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> R:
         try:
             permit = runtime.acquire()
@@ -188,7 +229,10 @@ class Breaker:
         self._settle(runtime, permit, outcome, started)
         if outcome is Outcome.FAILURE and self.fallback is not None:
             return self.fallback(exc)
-        raise exc
+        try:
+            raise exc
+        finally:
+            del exc  # else error → traceback → this frame → error: a cycle for the GC
 
     def _settle(
         self, runtime: CircuitRuntime, permit: Permit, outcome: Outcome, started: float
@@ -298,9 +342,11 @@ class Breaker:
             async_guarded.breaker = self  # type: ignore[attr-defined]
             return async_guarded  # type: ignore[return-value]
 
+        guard = self._guard
+
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            return self.call(fn, *args, **kwargs)
+            return guard(fn, args, kwargs)
 
         guarded.breaker = self  # type: ignore[attr-defined]
         return guarded

@@ -54,7 +54,6 @@ from circuitbreaker_app.buckets import (
 )
 from circuitbreaker_app.core import (
     CircuitConfig,
-    CircuitOpenError,
     CircuitStatus,
     Outcome,
     Permit,
@@ -789,18 +788,57 @@ class CircuitRuntime:
     def __init__(self, store: CircuitStore, name: str, entry: dict[str, Any]) -> None:
         self.store = store
         self.name = name
-        # Successes (fast, not slow) not yet flushed. Incremented without a lock: under
-        # thread races a success may go uncounted, which only nudges the failure rate up.
-        self._pending = 0
+        #: Successes (fast, not slow) not yet flushed; ``Breaker.call`` adds to it. Without
+        #: a lock: under thread races a success may go uncounted, which only nudges the
+        #: failure rate up.
+        self.pending = 0
         self._written: set[str] = set()  # counter keys this process knows exist
         # Transitions made while the database was unreachable, oldest first: applied here
         # at once, written (in order, each a compare-and-set) when the database returns.
         self._unsaved: list[UnsavedTransition] = []
-        self._clock = store.clock
+        self._clock = self.clock = store.clock
         self._success_can_open = False
+        self._fresh_until = 0.0
         self._apply(entry)
         self._stale_at = store.clock() + store.ttl
         self._flush_at = self._stale_at
+
+    # -- the plan Breaker.call follows without calling us ---------------------------------
+    @property
+    def _stale_at(self) -> float:
+        """When (on :attr:`clock`) this snapshot stops being trusted."""
+        return self._fresh_until
+
+    @_stale_at.setter
+    def _stale_at(self, value: float) -> None:
+        self._fresh_until = value
+        self._plan_fast_paths()
+
+    def _plan_fast_paths(self) -> None:
+        """Precompute what a guarded call needs, as plain attributes (DESIGN §4's hot path:
+        ``Breaker.call`` reads them with one clock reading and no method call).
+
+        * ``admit_until``: until then a call may pass without a permit (a fresh snapshot in
+          CLOSED, FORCED_CLOSED or DISABLED);
+        * ``count_token``: the generation when such a call's plain success only needs
+          ``pending += 1`` (no slow-call timing, successes cannot open the circuit, not
+          DISABLED), else -1;
+        * ``reject_until``: until then a call is rejected outright (a fresh snapshot in
+          FORCED_OPEN, or OPEN before ``retry_at``), with ``reject_state``, and
+          ``retry_clock``: when (on :attr:`clock`) calls may pass again, None if unknown.
+        """
+        fresh = self._fresh_until
+        status = self._status
+        self.admit_until = fresh if self._free else -math.inf
+        counts = not self._disabled and not self._success_can_open and self._slow_after is None
+        self.count_token = self._generation if self._free and counts else -1
+        self.reject_state = status.state
+        self.reject_until, self.retry_clock = -math.inf, None
+        if status.state is State.FORCED_OPEN:
+            self.reject_until = fresh
+        elif status.state is State.OPEN and status.retry_at is not None:
+            self.retry_clock = self._clock() + (status.retry_at - self.store.now())
+            self.reject_until = min(fresh, self.retry_clock)
 
     def _apply(self, entry: dict[str, Any]) -> None:
         status = status_from_entry(entry)
@@ -815,7 +853,7 @@ class CircuitRuntime:
             self.window: SharedWindow = window_for(
                 generation_prefix(self.name, status.generation), config
             )
-            self._pending = 0
+            self.pending = 0
         self.config = config
         self._slow_after = config.slow_call_duration
         self._status = status
@@ -837,6 +875,7 @@ class CircuitRuntime:
             and estimate.slow
             and estimate.slow * 100 >= config.slow_call_rate_threshold * calls
         )
+        self._plan_fast_paths()
 
     # -- CircuitContext ------------------------------------------------------------------
     @property
@@ -851,10 +890,10 @@ class CircuitRuntime:
     def record(self, failed: bool, slow: bool) -> Snapshot:
         if failed or slow:
             return self._push(Snapshot(1, int(failed), int(slow)))
-        self._pending += 1
+        self.pending += 1
         if self._clock() >= self._flush_at:
             return self._push(Snapshot())
-        estimate = self.window.estimate(self.now()) + Snapshot(self._pending)
+        estimate = self.window.estimate(self.now()) + Snapshot(self.pending)
         if evaluate(estimate, self.config).opens:
             # Our own successes could tip the window (S F F F S): check the real totals.
             return self._push(Snapshot())
@@ -862,7 +901,7 @@ class CircuitRuntime:
 
     def _push(self, outcome: Snapshot) -> Snapshot:
         """Add pending successes, then ``outcome``, to the shared window: one round trip."""
-        pending, self._pending = self._pending, 0
+        pending, self.pending = self.pending, 0
         now = self.now()
         self._flush_at = self._clock() + self.store.ttl
         if not (pending or outcome.calls):
@@ -895,19 +934,6 @@ class CircuitRuntime:
             return self._generation
         return -1
 
-    def fast_rejection(self) -> CircuitOpenError | None:
-        """The error for a call an OPEN/FORCED_OPEN snapshot rejects outright (no I/O)."""
-        status = self._status
-        if self._clock() >= self._stale_at:
-            return None
-        if status.state is State.OPEN:
-            wait = status.retry_at - self.store.now() if status.retry_at is not None else 0.0
-            if wait > 0:
-                return CircuitOpenError(self.name, State.OPEN, wait)
-        elif status.state is State.FORCED_OPEN:
-            return CircuitOpenError(self.name, State.FORCED_OPEN, None)
-        return None
-
     def fast_success(self, generation: int, duration: float) -> bool:
         """Count a success admitted by :meth:`fast_admit`; False means "use on_result()".
 
@@ -921,7 +947,7 @@ class CircuitRuntime:
             return False
         if self._disabled:
             return True
-        self._pending += 1
+        self.pending += 1
         if self._clock() >= self._flush_at:
             snapshot = self._push(Snapshot())
             if self._closed:
@@ -991,7 +1017,7 @@ class CircuitRuntime:
 
     def snapshot(self) -> Snapshot:
         """The window's totals as this process last saw them (plus its pending successes)."""
-        return self.window.estimate(self.now()) + Snapshot(self._pending)
+        return self.window.estimate(self.now()) + Snapshot(self.pending)
 
 
 # -- the process-wide store ---------------------------------------------------------------
@@ -1236,13 +1262,18 @@ class CircuitStore:
         return circuit
 
     def refresh(self, runtime: CircuitRuntime) -> None:
-        """Re-read one circuit's state entry and window buckets (one ``get_many``).
+        """Flush this process's pending successes (one write), then re-read the circuit's
+        state entry and window (one ``get_many``).
 
         Transitions this process made while the database was down are written first; until
         they are, the circuit keeps its own (later) state rather than the shared one.
         """
         if runtime._unsaved:
             self.save_unsaved(runtime)
+        if runtime.pending:
+            # Breaker.call counts successes without looking at the clock: they are flushed
+            # here, once per STATE_TTL, when the stale snapshot sends a call this way.
+            runtime._push(Snapshot())
         now = self.now()
         key = state_key(runtime.name)
         window_keys = runtime.window.read_keys(now) if self.counters.in_cache else []
@@ -1590,7 +1621,7 @@ class CircuitStore:
     def flush(self) -> None:
         """Push every pending success count to the shared window now."""
         for runtime in list(self._runtimes.values()):
-            if runtime._pending:
+            if runtime.pending:
                 runtime._push(Snapshot())
 
 

@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 
 from circuitbreaker_app import Breaker, CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
+from circuitbreaker_app.store import get_store
 from tests.helpers import FakeStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -127,6 +128,50 @@ def test_retry_after_and_state_follow_the_circuit(fake):
     trip(guarded)
     fake.advance(12)
     assert guarded.retry_after == pytest.approx(18.0)
+
+
+def test_an_open_circuit_rejects_without_io_until_retry_at_then_admits_a_trial(fake):
+    guarded = breaker("payments")
+    trip(guarded)
+    fake.advance(0.5)
+    fake.cache.reset()
+    for _ in range(3):
+        with pytest.raises(CircuitOpenError) as info:
+            guarded.call(lambda: "never called")
+    assert info.value.retry_after == pytest.approx(29.5)
+    assert fake.cache.total == 0
+    fake.advance(29.0)  # the snapshot is stale: one refresh, still open
+    with pytest.raises(CircuitOpenError) as info:
+        guarded.call(lambda: "never called")
+    assert info.value.retry_after == pytest.approx(0.5)
+    fake.advance(0.6)  # retry_at has passed while the snapshot is still fresh
+    assert guarded.call(lambda: "trial") == "trial"
+    assert CircuitEvent.objects.filter(to_state="half_open").count() == 1
+
+
+def test_a_forced_open_circuit_rejects_with_no_retry_time(fake):
+    guarded = breaker("payments")
+    guarded.call(lambda: 1)
+    get_store().move_to("payments", State.FORCED_OPEN, "maintenance")
+    fake.cache.reset()
+    with pytest.raises(CircuitOpenError) as info:
+        guarded.call(lambda: "never called")
+    assert (info.value.state, info.value.retry_after) == (State.FORCED_OPEN, None)
+    assert fake.cache.total == 0
+
+
+def test_successes_counted_on_the_hot_path_are_flushed_with_the_next_refresh(fake):
+    guarded = breaker("payments")
+    guarded.call(lambda: 1)
+    runtime = get_store().runtime("payments")
+    for _ in range(50):
+        guarded.call(lambda: 1)
+    assert runtime.pending == 51
+    assert runtime.window.estimate(0.0).calls == 0  # nothing shared yet
+    fake.advance(1.0)
+    guarded.call(lambda: 1)  # stale: the refresh flushes first
+    assert runtime.pending == 1
+    assert runtime.window.window[0] == 51  # every success reached the shared window
 
 
 def test_circuit_open_error_pickles():

@@ -36,7 +36,7 @@ def child(conn, parent_store) -> None:  # type: ignore[no-untyped-def]
         report = {
             "inherited_store": inherited is not None,
             "same_store": store is parent_store,
-            "pending": runtime._pending,
+            "pending": runtime.pending,
             "client_id": store.redis.client.client_id(),
             "handle_rebound": guarded._store is store,
         }
@@ -55,7 +55,7 @@ def test_a_forked_child_has_its_own_store_snapshot_batch_and_connection(redis_pa
         guarded.call(ok)  # batched in this process: not flushed for STATE_TTL
     parent = get_store()
     runtime = parent.runtime("payments")
-    assert runtime._pending == 10
+    assert runtime.pending == 10
     parent_client = parent.redis.client.client_id()
 
     context = multiprocessing.get_context("fork")
