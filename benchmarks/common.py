@@ -106,6 +106,11 @@ class UpstreamClient:
     def hits(self) -> int:
         return int(self.state()["hits"])
 
+    @property
+    def failed(self) -> int:
+        """Requests answered 503 (a dead dependency's hits, whatever the switch's timing)."""
+        return int(self.state()["failed"])
+
     def mode(self, mode: str) -> dict[str, Any]:
         return self._control("POST", f"/_control/mode?mode={mode}")
 

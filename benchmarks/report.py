@@ -395,7 +395,9 @@ def fleet_section(data: dict[str, Any]) -> list[str]:
         f"requests that arrive within {options['hold']:g} s of the first one are the trial "
         "calls the whole fleet admits at once (*trials*). Then it answers 200.",
         "2. **2nd outage, after a period of successes.** Once every worker passes calls again, "
-        "the upstream answers 503 again (*dead hits*, 2nd figure); as soon as every worker is "
+        "the upstream answers 503 again (*dead hits*, 2nd figure: the requests it answered "
+        "503, so that calls answered 200 while the switch travels to its process are not "
+        "counted); as soon as every worker is "
         "rejected it is healed (200). *Heal → first* / *heal → all*: seconds from healed to "
         "the first worker's, and to every worker's, first success. The floor of both is what "
         "is left of the open wait.",

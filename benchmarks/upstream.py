@@ -4,7 +4,8 @@ It runs in its own process (``python -m benchmarks.upstream PORT``) so that neit
 load generator nor the benchmark runner competes with it for a GIL, counts every request
 that reaches it, and is steered over the same socket:
 
-- ``GET /_control/state``: ``{"mode", "hits", "held"}`` (control requests are not counted);
+- ``GET /_control/state``: ``{"mode", "hits", "failed", "held"}`` (``failed``: requests
+  answered 503; control requests are not counted);
 - ``POST /_control/mode?mode=M``: switch to ``ok`` (200 at once), ``fail`` (503 at once: a
   dead dependency that still answers, so its requests can be counted) or ``hold`` (accept
   the request, then answer nothing until the mode changes or ``HOLD_LIMIT`` passes: a
@@ -55,6 +56,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "ok":
             self._send(200, b'{"status": "ok"}')
         else:
+            self.server.answered_503()
             self._send(503, b'{"error": "upstream down"}')
 
     def do_POST(self) -> None:  # noqa: N802
@@ -91,6 +93,7 @@ class Upstream(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.mode = "ok"
         self.hits = 0
+        self.failed = 0
         self.held = 0
         self.first_hit_at: float | None = None
         self._lock = threading.Lock()
@@ -107,6 +110,10 @@ class Upstream(ThreadingHTTPServer):
         with self._lock:
             self.hits += 1
             return self.mode
+
+    def answered_503(self) -> None:
+        with self._lock:
+            self.failed += 1
 
     def hold(self) -> str:
         deadline = time.monotonic() + HOLD_LIMIT
@@ -127,10 +134,11 @@ class Upstream(ThreadingHTTPServer):
     def reset(self) -> None:
         with self._lock:
             self.hits = 0
+            self.failed = 0
 
     def state(self) -> dict[str, object]:
         with self._lock:
-            return {"mode": self.mode, "hits": self.hits, "held": self.held}
+            return {"mode": self.mode, "hits": self.hits, "failed": self.failed, "held": self.held}
 
 
 def main() -> None:
