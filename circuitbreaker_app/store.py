@@ -114,6 +114,40 @@ def entry_from_row(row: Any) -> dict[str, Any]:
     }
 
 
+#: The circuit id of a runtime built from the settings because neither the cache nor the
+#: database answered on first use (no row has it, so its transitions are never written).
+PROVISIONAL_ID = -1
+
+
+def provisional_entry(name: str) -> dict[str, Any]:
+    """A CLOSED circuit defined by the settings alone (``CIRCUITS[name]`` over ``DEFAULTS``
+    over the model's defaults), for a first use while the cache and the database are down.
+
+    The process counts and decides on its own with it; the first refresh that reaches
+    either takes the stored circuit instead, which then wins over anything decided here.
+    """
+    from django.core.exceptions import ValidationError
+
+    from circuitbreaker_app.models import Circuit
+
+    fields = {**(conf.get("DEFAULTS") or {}), **((conf.get("CIRCUITS") or {}).get(name) or {})}
+    try:
+        definition = Circuit(name=name, **fields).definition()
+        CircuitConfig.from_mapping(definition)
+    except (TypeError, ValueError, ValidationError):  # checks report bad settings elsewhere
+        definition = Circuit(name=name).definition()
+    return {
+        "id": PROVISIONAL_ID,
+        "state": State.CLOSED.value,
+        "generation": 0,
+        "open_count": 0,
+        "opened_at": None,
+        "retry_at": None,
+        "changed_at": None,
+        "config": definition,
+    }
+
+
 def status_from_entry(entry: dict[str, Any]) -> CircuitStatus:
     """The core status held in a cache entry."""
     return CircuitStatus(
@@ -1190,7 +1224,14 @@ class CircuitStore:
             self._failed("cache", exc)
             entry = None
         if entry is None:
-            entry = self.load_entry(name)
+            try:
+                entry = self.load_entry(name)
+            except DjangoDatabaseError as exc:
+                # Neither the cache nor the database can say what this circuit is: guard
+                # calls with its settings in this process until one of them answers.
+                self._failed("database", exc)
+                self._drop_broken_connection()
+                return CircuitRuntime(self, name, provisional_entry(name))
             if entry.get("name_override"):
                 return self.runtime(entry["name_override"])
         return CircuitRuntime(self, name, entry)
@@ -1282,8 +1323,11 @@ class CircuitStore:
             values = self.cache.get_many([key, *window_keys])
         except Exception as exc:
             self._failed("cache", exc)
-            return
-        self._recovered("cache")
+            if runtime.circuit_id != PROVISIONAL_ID:
+                return  # keep the last known state
+            values, window_keys = {}, []  # a circuit built from settings: ask the database
+        else:
+            self._recovered("cache")
         entry = values.get(key)
         if entry is None:
             try:

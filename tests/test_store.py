@@ -12,13 +12,20 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from circuitbreaker_app import CircuitOpenError, State
 from circuitbreaker_app.core import FakeClock, Outcome, Snapshot
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
-from circuitbreaker_app.store import CacheCounters, DatabaseCounters, RedisCounters, state_key
+from circuitbreaker_app.store import (
+    PROVISIONAL_ID,
+    CacheCounters,
+    CircuitStore,
+    DatabaseCounters,
+    RedisCounters,
+    state_key,
+)
 from tests.helpers import FakeStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -358,3 +365,58 @@ def test_a_dead_dependency_reaches_at_most_5_plus_w_calls_after_a_healthy_period
     # 5 failures trip it; each other process still ran the one call it had admitted.
     assert reached == 5 + 3
     assert CircuitEvent.objects.count() == 1
+
+
+class Unreachable:
+    """A cache or counters backend whose every operation fails."""
+
+    def __getattr__(self, name):
+        def broken(*args, **kwargs):
+            raise ConnectionError("service down")
+
+        return broken
+
+
+def test_a_first_use_with_the_cache_and_the_database_down_is_guarded_by_the_settings(
+    db, settings, monkeypatch, caplog
+):
+    """Nothing can say what the circuit is: the process guards it from CIRCUITBREAKER's
+    settings on its own, and the stored circuit wins once the database answers."""
+    stored = Circuit.objects.create(name="payments", **FIVE_STRAIGHT)
+    settings.CIRCUITBREAKER = {
+        "CIRCUITS": {
+            "payments": {
+                "window_size": 3,
+                "minimum_calls": 3,
+                "failure_rate_threshold": 100,
+                "wait_duration": 60,
+            }
+        }
+    }
+    fake = FakeStore()
+    fake.store.cache = Unreachable()
+    fake.store.counters = CacheCounters(Unreachable())
+
+    def database_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(CircuitStore, "load_entry", database_down)
+    monkeypatch.setattr(CircuitStore, "_write_transition", database_down)
+    caplog.set_level(logging.WARNING, logger="circuitbreaker_app")
+    runtime = fake.runtime("payments")  # no exception reaches the caller
+    assert runtime.circuit_id == PROVISIONAL_ID
+    assert (runtime.config.window_size, runtime.config.wait_duration) == (3, 60)
+    succeed(runtime, 2)
+    fail(runtime, 3)  # S S F F F: the last 3 calls failed
+    assert runtime.status.state is State.OPEN  # decided in this process alone
+    with pytest.raises(CircuitOpenError):
+        runtime.acquire()
+    assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 3
+    assert not CircuitEvent.objects.exists()
+
+    monkeypatch.undo()  # the database answers again (the cache is still down)
+    fake.advance(1.0)
+    assert runtime.status.state is State.CLOSED  # the stored circuit wins
+    assert runtime.circuit_id == stored.pk
+    assert runtime.config.window_size == FIVE_STRAIGHT["window_size"]
+    assert not CircuitEvent.objects.exists()  # the local trip is never written
