@@ -51,16 +51,22 @@ writes = st.lists(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(size=st.integers(1, 12), writes=writes)
-def test_runs_equal_the_newest_calls_of_the_reference_sequence(size, writes):
+def replay(writes, size, max_runs):
+    """Each write applied by apply_count and by the reference: (window, history) after each."""
     window = [0]
     history: list[int] = []
     seen = [0, 0, 0, 0]
     for process, successes, outcome in writes:
-        window = apply_count(window, successes, outcome, seen[process], size, max_runs=1000)
+        window = apply_count(window, successes, outcome, seen[process], size, max_runs)
         history = reference(history, successes, outcome, seen[process])
         seen[process] = window[0]
+        yield window, history
+
+
+@settings(max_examples=400, deadline=None)
+@given(size=st.integers(1, 12), writes=writes)
+def test_runs_equal_the_newest_calls_of_the_reference_sequence(size, writes):
+    for window, history in replay(writes, size, max_runs=1000):
         assert window[0] == len(history)
         assert window[1:] == runs_of(history[-size:] if history else [])
         assert parse_count(window) == window
@@ -69,17 +75,10 @@ def test_runs_equal_the_newest_calls_of_the_reference_sequence(size, writes):
 @settings(max_examples=300, deadline=None)
 @given(size=st.integers(1, 200), writes=writes)
 def test_the_run_cap_keeps_the_window_bounded_and_its_call_count_exact(size, writes):
-    window = [0]
-    history: list[int] = []
-    seen = [0, 0, 0, 0]
-    for process, successes, outcome in writes:
-        window = apply_count(window, successes, outcome, seen[process], size, max_runs=4)
-        history = reference(history, successes, outcome, seen[process])
-        seen[process] = window[0]
+    for window, history in replay(writes, size, max_runs=4):
         assert len(window) <= 1 + 3 * 4
-        newest = history[-size:]
         totals = count_totals(window)
-        assert totals.calls == len(newest)
+        assert totals.calls == len(history[-size:])
         assert 0 <= totals.failures <= totals.calls and 0 <= totals.slow <= totals.calls
         assert parse_count(window) == window
 
