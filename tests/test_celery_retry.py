@@ -90,13 +90,13 @@ def retries(fake):
 def charge_task(request, app, upstream):
     if request.param == "base_class":
 
-        @app.task(base=CircuitBreakerTask, max_retries=3)
+        @app.task(base=CircuitBreakerTask, max_retries=3, name=f"tests.charge.{request.node.name}")
         def charge(order: int) -> str:
             return breaker("payments").call(upstream, order)
 
     else:
 
-        @app.task(bind=True, max_retries=3)
+        @app.task(bind=True, max_retries=3, name=f"tests.charge.{request.node.name}")
         @retry_when_open
         def charge(self, order: int) -> str:
             return breaker("payments").call(upstream, order)
@@ -116,7 +116,7 @@ def test_open_circuit_retries_at_retry_after_then_succeeds(opened, charge_task, 
 def test_max_retries_is_respected_then_the_task_fails(fake, app, upstream, retries):
     get_store().move_to("payments", State.FORCED_OPEN, "maintenance")
 
-    @app.task(base=CircuitBreakerTask, max_retries=2)
+    @app.task(base=CircuitBreakerTask, max_retries=2, name="tests.charge_max_retries")
     def charge(order: int) -> str:
         return breaker("payments").call(upstream, order)
 
@@ -130,7 +130,7 @@ def test_max_retries_is_respected_then_the_task_fails(fake, app, upstream, retri
 
 
 def test_a_rejection_is_not_counted_by_the_breaker(opened, app, upstream, retries):
-    @app.task(base=CircuitBreakerTask, max_retries=0)
+    @app.task(base=CircuitBreakerTask, max_retries=0, name="tests.charge_no_retry")
     def charge(order: int) -> str:
         return breaker("payments").call(upstream, order)
 
@@ -160,7 +160,7 @@ def test_called_directly_the_task_raises_circuit_open(opened, charge_task, upstr
 
 
 def test_explicit_retry_later_with_options(opened, app, upstream, retries):
-    @app.task(bind=True, max_retries=3)
+    @app.task(bind=True, max_retries=3, name="tests.charge_retry_later")
     def charge(self, order: int) -> str:
         try:
             return breaker("payments").call(upstream, order)
