@@ -249,7 +249,7 @@ class Breaker:
             if OBSERVERS:
                 notify(self.name, "rejected", None)
             raise
-        self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
+        self._enter(permit)
         return self
 
     def __exit__(
@@ -258,11 +258,19 @@ class Breaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = self._permits.get()
-        (permit, started), self_stack = stack[-1], stack[:-1]
-        self._permits.set(self_stack)
-        outcome = Outcome.SUCCESS if exc is None else self.classify(exc)
+        permit, outcome, started = self._leave(exc)
         self._settle(self._runtime(), permit, outcome, started)
+
+    def _enter(self, permit: Permit) -> None:
+        """Hold ``permit`` for the innermost ``with`` block (per thread and task)."""
+        self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
+
+    def _leave(self, exc: BaseException | None) -> tuple[Permit, Outcome, float]:
+        """Hand back the innermost block's permit, how the block ended, and its start."""
+        stack = self._permits.get()
+        (permit, started), rest = stack[-1], stack[:-1]
+        self._permits.set(rest)
+        return permit, Outcome.SUCCESS if exc is None else self.classify(exc), started
 
     # -- async -----------------------------------------------------------------------------
     async def _aacquire(self, runtime: CircuitRuntime) -> Permit:
@@ -313,7 +321,7 @@ class Breaker:
 
     async def __aenter__(self) -> Breaker:
         permit = await self._aacquire(await self._aruntime())
-        self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
+        self._enter(permit)
         return self
 
     async def __aexit__(
@@ -322,10 +330,7 @@ class Breaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = self._permits.get()
-        (permit, started), rest = stack[-1], stack[:-1]
-        self._permits.set(rest)
-        outcome = Outcome.SUCCESS if exc is None else self.classify(exc)
+        permit, outcome, started = self._leave(exc)
         await self._asettle(await self._aruntime(), permit, outcome, time.perf_counter() - started)
 
     # -- decorator -------------------------------------------------------------------------
