@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from circuitbreaker_app.core import FakeClock, Outcome
 from circuitbreaker_app.store import (
     CacheCounters,
@@ -14,7 +16,7 @@ from circuitbreaker_app.store import (
 )
 from circuitbreaker_app.testing import CACHE_OPERATIONS, CountingCache
 
-__all__ = ["CACHE_OPERATIONS", "CountingCache", "FakeStore", "record"]
+__all__ = ["CACHE_OPERATIONS", "CountingCache", "FakeStore", "record", "store_queries"]
 
 
 class FakeStore:
@@ -50,3 +52,12 @@ def record(name: str, outcomes: str) -> None:
         permit = runtime.acquire()
         runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
     get_store().flush()
+
+
+def store_queries() -> int:
+    """Database queries one batched live-status read costs besides the circuits query:
+    the database cache is itself a table, and on caches other than Redis and LocMem the
+    window counters live in the ``CircuitCounter`` table."""
+    store = get_store()
+    backend = settings.CACHES[store.cache_alias]["BACKEND"]
+    return int(backend.endswith(".DatabaseCache")) + int(not store.counters.in_cache)

@@ -11,7 +11,6 @@ import types
 from unittest import mock
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
@@ -19,18 +18,9 @@ from circuitbreaker_app import State
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import CacheCounters, get_store
-from tests.helpers import CountingCache, record
+from tests.helpers import CountingCache, record, store_queries
 
 pytestmark = pytest.mark.django_db
-
-
-def store_queries() -> int:
-    """Database queries one batched live-status read costs besides the circuits query:
-    the database cache is itself a table, and on the database and file caches the
-    window counters live in the ``CircuitCounter`` table."""
-    store = get_store()
-    backend = settings.CACHES[store.cache_alias]["BACKEND"]
-    return int(backend.endswith(".DatabaseCache")) + int(not store.counters.in_cache)
 
 
 CHANGELIST = "admin:circuitbreaker_app_circuit_changelist"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import override_settings
@@ -16,18 +15,9 @@ from circuitbreaker_app import State
 from circuitbreaker_app.models import Circuit, CircuitSample
 from circuitbreaker_app.samples import RETENTION, maybe_record_samples, record_samples
 from circuitbreaker_app.store import get_store
-from tests.helpers import FakeStore, record
+from tests.helpers import FakeStore, record, store_queries
 
 pytestmark = pytest.mark.django_db
-
-
-def store_queries() -> int:
-    """Database queries one batched live-status read costs besides the circuits query:
-    the database cache is itself a table, and on the database and file caches the
-    window counters live in the ``CircuitCounter`` table."""
-    store = get_store()
-    backend = settings.CACHES[store.cache_alias]["BACKEND"]
-    return int(backend.endswith(".DatabaseCache")) + int(not store.counters.in_cache)
 
 
 URL = "/circuits/status/"
