@@ -830,7 +830,8 @@ class CircuitRuntime:
         # Transitions made while the database was unreachable, oldest first: applied here
         # at once, written (in order, each a compare-and-set) when the database returns.
         self._unsaved: list[UnsavedTransition] = []
-        self._clock = self.clock = store.clock
+        #: The clock snapshots and the fast-path plan are timed with (the store's).
+        self.clock = store.clock
         self._success_can_open = False
         self._fresh_until = 0.0
         self._apply(entry)
@@ -871,7 +872,7 @@ class CircuitRuntime:
         if status.state is State.FORCED_OPEN:
             self.reject_until = fresh
         elif status.state is State.OPEN and status.retry_at is not None:
-            self.retry_clock = self._clock() + (status.retry_at - self.store.now())
+            self.retry_clock = self.clock() + (status.retry_at - self.store.now())
             self.reject_until = min(fresh, self.retry_clock)
 
     def _apply(self, entry: dict[str, Any]) -> None:
@@ -914,7 +915,7 @@ class CircuitRuntime:
     # -- CircuitContext ------------------------------------------------------------------
     @property
     def status(self) -> CircuitStatus:
-        if self._clock() >= self._stale_at:
+        if self.clock() >= self._stale_at:
             self.refresh()
         return self._status
 
@@ -925,7 +926,7 @@ class CircuitRuntime:
         if failed or slow:
             return self._push(Snapshot(1, int(failed), int(slow)))
         self.pending += 1
-        if self._clock() >= self._flush_at:
+        if self.clock() >= self._flush_at:
             return self._push(Snapshot())
         estimate = self.window.estimate(self.now()) + Snapshot(self.pending)
         if evaluate(estimate, self.config).opens:
@@ -937,7 +938,7 @@ class CircuitRuntime:
         """Add pending successes, then ``outcome``, to the shared window: one round trip."""
         pending, self.pending = self.pending, 0
         now = self.now()
-        self._flush_at = self._clock() + self.store.ttl
+        self._flush_at = self.clock() + self.store.ttl
         if not (pending or outcome.calls):
             return self.window.estimate(now)
         change = self.window.change(outcome, pending, now)
@@ -964,7 +965,7 @@ class CircuitRuntime:
         True for a fresh snapshot in CLOSED, FORCED_CLOSED or DISABLED; everything else
         (a stale snapshot, OPEN, HALF_OPEN, FORCED_OPEN) takes :meth:`acquire`.
         """
-        if self._free and self._clock() < self._stale_at:
+        if self._free and self.clock() < self._stale_at:
             return self._generation
         return -1
 
@@ -982,7 +983,7 @@ class CircuitRuntime:
         if self._disabled:
             return True
         self.pending += 1
-        if self._clock() >= self._flush_at:
+        if self.clock() >= self._flush_at:
             snapshot = self._push(Snapshot())
             if self._closed:
                 Closed.check_window(self, snapshot)
