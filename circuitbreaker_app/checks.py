@@ -34,7 +34,7 @@ def _definition_errors(fields: Any, where: str) -> list[str]:
 
     if not isinstance(fields, dict):
         return [f"{where} must be a dict of circuit fields, not {type(fields).__name__}"]
-    unknown = sorted(set(fields) - set(DEFINITION_FIELDS))
+    unknown = sorted(set(fields) - set(DEFINITION_FIELDS), key=repr)
     if unknown:
         return [f"{where} has unknown field(s) {', '.join(map(repr, unknown))}"]
     try:
@@ -53,7 +53,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if not isinstance(raw, dict):
         return [_error(1, f"CIRCUITBREAKER must be a dict, not {type(raw).__name__}.")]
     errors: list[Any] = []
-    unknown = sorted(set(raw) - set(conf.DEFAULTS))
+    unknown = sorted(set(raw) - set(conf.DEFAULTS), key=repr)
     if unknown:
         errors.append(
             _error(

@@ -10,6 +10,11 @@ Tests that need a real service carry a marker:
 Such a test is skipped when its service is unreachable, unless ``REQUIRE_SERVICES=1`` (CI
 sets it): then it fails with a message naming the service. ``require_service()`` does the
 same check from inside a test or fixture.
+
+Hypothesis: local runs explore new examples every time (profile ``dev``); CI runs the
+profile ``ci`` (chosen when ``CI=true`` or ``HYPOTHESIS_PROFILE=ci``), which derandomizes
+the search so a green main stays green and a red one is red again on re-run. A failure
+found locally is kept in ``.hypothesis/`` and replayed first; add it as an ``@example``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import shutil
 import socket
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 SERVICES: dict[str, tuple[str, int]] = {
     "redis": ("127.0.0.1", 6379),
@@ -32,6 +38,21 @@ MARKER_SERVICES: dict[str, tuple[str, ...]] = {
     "services": ("postgres", "redis"),
 }
 CHROMIUM = "/usr/bin/chromium"
+
+#: Hypothesis profiles; a test's own ``@settings(...)`` still sets its example count.
+hypothesis_settings.register_profile("dev")
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+
+
+def hypothesis_profile() -> str:
+    """``ci`` under CI (``CI=true``) or when asked for (``HYPOTHESIS_PROFILE``), else ``dev``."""
+    chosen = os.environ.get("HYPOTHESIS_PROFILE", "").strip()
+    if chosen:
+        return chosen
+    return "ci" if os.environ.get("CI", "").strip().lower() in ("true", "1") else "dev"
+
+
+hypothesis_settings.load_profile(hypothesis_profile())
 
 
 def services_required() -> bool:
@@ -108,6 +129,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     cache_text = f"{cache['BACKEND'].rsplit('.', 1)[-1]} ({cache.get('LOCATION', '')})"
     return [
         f"circuitbreaker: database={db_text}, cache={cache_text}",
+        f"circuitbreaker: hypothesis profile={hypothesis_profile()}",
         f"circuitbreaker: REQUIRE_SERVICES={'1' if services_required() else '0'}",
     ]
 
