@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.formats import date_format
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html, format_html_join, json_script
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
@@ -65,6 +65,31 @@ FORCE_ACTIONS: dict[str, State] = {
 PERMISSION_ACTIONS = frozenset({*FORCE_ACTIONS, "probe_now"})
 
 
+def state_label(state: State | str) -> str:
+    """The state's name in the active language (``"half open"`` for ``half_open``)."""
+    return str(Circuit.StateChoices(State(state).value).label)
+
+
+def js_labels() -> dict[str, Any]:
+    """The words admin.js and dashboard.js put on the page, in the active language.
+
+    The pages carry them as ``<script id="cb-labels" type="application/json">`` (see
+    :func:`js_labels_script`), so the scripts need no JavaScript catalogue URL.
+    """
+    return {
+        "states": {choice.value: str(choice.label) for choice in Circuit.StateChoices},
+        "at_trip": gettext("at trip"),
+        "due": gettext("due"),
+        # "%(threshold)s" is replaced in the browser.
+        "opens_at": gettext("(opens at %(threshold)s %%)"),
+    }
+
+
+def js_labels_script() -> SafeString:
+    """:func:`js_labels` as a ``json_script`` element (escaped for a ``<script>`` body)."""
+    return json_script(js_labels(), "cb-labels")
+
+
 def state_badge(state: State | str) -> SafeString:
     """A coloured badge for ``state`` (built with format_html, so always escaped)."""
     state = State(state)
@@ -84,7 +109,7 @@ def state_badge(state: State | str) -> SafeString:
         background,
         colour,
         marker,
-        state.value.replace("_", " ").upper(),
+        state_label(state).upper(),
     )
 
 
@@ -269,6 +294,7 @@ class CircuitAdmin(admin.ModelAdmin):
             "dashboard_url": reverse(
                 f"{self.admin_site.name}:circuitbreaker_app_circuit_dashboard"
             ),
+            "cb_labels": js_labels_script(),
         }
         return super().changelist_view(request, extra_context)
 
@@ -376,7 +402,7 @@ class CircuitAdmin(admin.ModelAdmin):
         return format_html(
             '<div class="cb-live" data-circuit="{}" data-status-url="{}" '
             'data-slow-enabled="{}"><table class="cb-live-table">{}</table>'
-            '<p class="help">{}</p></div>',
+            '<p class="help">{}</p></div>{}',
             obj.name,
             status_url,
             "1" if obj.slow_call_duration is not None else "0",
@@ -386,6 +412,7 @@ class CircuitAdmin(admin.ModelAdmin):
                 rows,
             ),
             gettext("Refreshed every 5 seconds. Change the state with the list's actions."),
+            js_labels_script(),
         )
 
     # -- extra views ------------------------------------------------------------------
@@ -418,6 +445,7 @@ class CircuitAdmin(admin.ModelAdmin):
             "change_url_template": reverse(f"{info}_change", args=[0]),
             "initial": views.status_payload(with_history=True),
             "refresh_seconds": 5,
+            "cb_labels": js_labels_script(),
         }
         return TemplateResponse(request, "admin/circuitbreaker_app/circuit/dashboard.html", context)
 
@@ -444,14 +472,14 @@ class CircuitAdmin(admin.ModelAdmin):
                     "%(count)d circuits are now %(state)s: %(names)s.",
                     len(moved),
                 )
-                % {"count": len(moved), "state": state.value, "names": ", ".join(moved)},
+                % {"count": len(moved), "state": state_label(state), "names": ", ".join(moved)},
                 messages.SUCCESS,
             )
         if already:
             self.message_user(
                 request,
                 gettext("Already %(state)s (unchanged): %(names)s.")
-                % {"state": state.value, "names": ", ".join(already)},
+                % {"state": state_label(state), "names": ", ".join(already)},
                 messages.INFO,
             )
         if failed:

@@ -10,10 +10,12 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from circuitbreaker_app.core import CircuitConfig, State, validate_fields
 from circuitbreaker_app.core import config as core_config
+from circuitbreaker_app.core.config import Message
 
 NAME_PATTERN = r"^[A-Za-z0-9._:-]+\Z"
 validate_circuit_name = RegexValidator(
@@ -23,6 +25,13 @@ validate_circuit_name = RegexValidator(
 )
 
 MASK = "***"
+
+
+def translate_message(message: str) -> str:
+    """A core validation message in the active language (see ``core.config.Message``)."""
+    if isinstance(message, Message):
+        return gettext(message.template) % message.params
+    return message
 
 
 def mask_url(url: str) -> str:
@@ -82,9 +91,13 @@ class Circuit(models.Model):
         LIVE = core_config.TRIAL_LIVE, _("live calls are the trials")
         PROBE = core_config.TRIAL_PROBE, _("only the probe task tries")
 
-    StateChoices = models.TextChoices(
-        "StateChoices", [(s.name, (s.value, s.value.replace("_", " "))) for s in State]
-    )
+    class StateChoices(models.TextChoices):
+        CLOSED = State.CLOSED.value, _("closed")
+        OPEN = State.OPEN.value, _("open")
+        HALF_OPEN = State.HALF_OPEN.value, _("half open")
+        FORCED_OPEN = State.FORCED_OPEN.value, _("forced open")
+        FORCED_CLOSED = State.FORCED_CLOSED.value, _("forced closed")
+        DISABLED = State.DISABLED.value, _("disabled")
 
     name = models.CharField(
         _("name"), max_length=100, unique=True, validators=[validate_circuit_name]
@@ -268,7 +281,9 @@ class Circuit(models.Model):
         ):
             errors["probe_url"] = _("The probe URL must start with http:// or https://.")
         if errors:
-            raise ValidationError({name: [message] for name, message in errors.items()})
+            raise ValidationError(
+                {name: [translate_message(message)] for name, message in errors.items()}
+            )
 
 
 class CircuitEvent(models.Model):

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -49,12 +50,15 @@ def _denied(request: HttpRequest) -> HttpResponse | None:
         return None
     if user is None or not user.is_authenticated:
         response = JsonResponse(
-            {"error": "authentication_required", "detail": "Log in as staff or send a token."},
+            {
+                "error": "authentication_required",
+                "detail": gettext("Log in as staff or send a token."),
+            },
             status=401,
         )
         response["WWW-Authenticate"] = 'Bearer realm="circuitbreaker"'
         return response
-    return JsonResponse({"error": "forbidden", "detail": "Staff only."}, status=403)
+    return JsonResponse({"error": "forbidden", "detail": gettext("Staff only.")}, status=403)
 
 
 def status_payload(names: list[str] | None = None, with_history: bool = False) -> dict[str, Any]:

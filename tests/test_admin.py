@@ -414,7 +414,7 @@ def test_action_on_a_circuit_already_there_says_so(client, operator, circuits):
     response = post_action(client, "force_open", "mail")
     assert response.status_code == 302
     messages = [str(m) for m in response.wsgi_request._messages]
-    assert messages == ["Already forced_open (unchanged): mail."]
+    assert messages == ["Already forced open (unchanged): mail."]
     assert Circuit.objects.get(name="mail").events.count() == 1
 
 

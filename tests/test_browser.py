@@ -127,7 +127,7 @@ def test_force_closed_from_the_change_list(page: Page, live_server, operator, re
     expect(badge(page, "search")).to_have_css("background-color", GREEN)
 
     run_action(page, "payments", "force_closed")
-    expect(page.locator(".messagelist")).to_contain_text("1 circuit is now forced_closed")
+    expect(page.locator(".messagelist")).to_contain_text("1 circuit is now forced closed")
     expect(badge(page, "payments")).to_have_text("● FORCED CLOSED")
     expect(badge(page, "payments").locator(".cb-dot")).to_have_css("color", DOT_GREEN)
     expect(badge(page, "payments")).to_have_css("background-color", GREY)

@@ -2,6 +2,8 @@
 
 Validation messages name the field and the value, so the same rules serve
 ``breaker()`` options, model ``clean()`` (one message per field) and system checks.
+Each message is a :class:`Message`: English text that also keeps its template and values,
+so the admin can show it in the user's language while the core imports nothing from Django.
 """
 
 from __future__ import annotations
@@ -36,6 +38,28 @@ DEFAULT_TRIAL_LEASE = 30.0
 MAX_WINDOW_SIZE = 100_000
 MAX_SECONDS = 86_400.0 * 7
 MAX_HALF_OPEN_CALLS = 1_000
+
+
+def gettext_noop(template: str) -> str:
+    """Mark ``template`` for ``makemessages`` (which knows this name); return it unchanged."""
+    return template
+
+
+class Message(str):
+    """A validation message in English that keeps its ``template`` and ``params``.
+
+    It is the English text wherever a ``str`` is expected (exceptions, system checks, logs);
+    ``gettext(message.template) % message.params`` is the same text in another language.
+    """
+
+    template: str
+    params: dict[str, Any]
+
+    def __new__(cls, template: str, **params: Any) -> Message:
+        message = super().__new__(cls, template % params)
+        message.template = template
+        message.params = params
+        return message
 
 
 #: Circuit names: what fits in cache keys, URLs and log lines without escaping.
@@ -74,9 +98,19 @@ def _is_number(value: Any) -> bool:
 def _integer(low: int, high: int) -> Callable[[str, Any], str | None]:
     def check(name: str, value: Any) -> str | None:
         if not isinstance(value, int) or isinstance(value, bool):
-            return f"{name} must be an integer, but was {value!r}"
+            return Message(
+                gettext_noop("%(name)s must be an integer, but was %(value)s"),
+                name=name,
+                value=repr(value),
+            )
         if not low <= value <= high:
-            return f"{name} must be between {low} and {high}, but was {value!r}"
+            return Message(
+                gettext_noop("%(name)s must be between %(low)s and %(high)s, but was %(value)s"),
+                name=name,
+                low=low,
+                high=high,
+                value=repr(value),
+            )
         return None
 
     return check
@@ -87,12 +121,30 @@ def _seconds(*, allow_zero: bool, optional: bool = False) -> Callable[[str, Any]
         if value is None and optional:
             return None
         if not _is_number(value):
-            return f"{name} must be a finite number of seconds, but was {value!r}"
-        if value < 0 or (value == 0 and not allow_zero):
-            bound = "0 or more" if allow_zero else "greater than 0"
-            return f"{name} must be {bound}, but was {value!r}"
+            return Message(
+                gettext_noop("%(name)s must be a finite number of seconds, but was %(value)s"),
+                name=name,
+                value=repr(value),
+            )
+        if value < 0 and allow_zero:
+            return Message(
+                gettext_noop("%(name)s must be 0 or more, but was %(value)s"),
+                name=name,
+                value=repr(value),
+            )
+        if value <= 0 and not allow_zero:
+            return Message(
+                gettext_noop("%(name)s must be greater than 0, but was %(value)s"),
+                name=name,
+                value=repr(value),
+            )
         if value > MAX_SECONDS:
-            return f"{name} must be at most {MAX_SECONDS:g} seconds, but was {value!r}"
+            return Message(
+                gettext_noop("%(name)s must be at most %(max)s seconds, but was %(value)s"),
+                name=name,
+                max=f"{MAX_SECONDS:g}",
+                value=repr(value),
+            )
         return None
 
     return check
@@ -100,20 +152,33 @@ def _seconds(*, allow_zero: bool, optional: bool = False) -> Callable[[str, Any]
 
 def _percent(name: str, value: Any) -> str | None:
     if not _is_number(value) or not 0 < value <= 100:
-        return f"{name} must be greater than 0 and at most 100, but was {value!r}"
+        return Message(
+            gettext_noop("%(name)s must be greater than 0 and at most 100, but was %(value)s"),
+            name=name,
+            value=repr(value),
+        )
     return None
 
 
 def _multiplier(name: str, value: Any) -> str | None:
     if not _is_number(value) or not 1 <= value <= 100:
-        return f"{name} must be a number from 1 to 100, but was {value!r}"
+        return Message(
+            gettext_noop("%(name)s must be a number from 1 to 100, but was %(value)s"),
+            name=name,
+            value=repr(value),
+        )
     return None
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str | None]:
     def check(name: str, value: Any) -> str | None:
         if value not in options:
-            return f"{name} must be one of {', '.join(options)}, but was {value!r}"
+            return Message(
+                gettext_noop("%(name)s must be one of %(options)s, but was %(value)s"),
+                name=name,
+                options=", ".join(options),
+                value=repr(value),
+            )
         return None
 
     return check
@@ -145,7 +210,11 @@ def validate_fields(values: Mapping[str, Any]) -> dict[str, str]:
     for name, value in values.items():
         check = FIELD_CHECKS.get(name)
         if check is None:
-            errors[name] = f"{name} is not a circuit setting (known: {', '.join(FIELD_CHECKS)})"
+            errors[name] = Message(
+                gettext_noop("%(name)s is not a circuit setting (known: %(known)s)"),
+                name=name,
+                known=", ".join(FIELD_CHECKS),
+            )
             continue
         message = check(name, value)
         if message:
@@ -161,16 +230,21 @@ def validate_fields(values: Mapping[str, Any]) -> dict[str, str]:
         and merged["window_type"] == WINDOW_COUNT
         and merged["minimum_calls"] > merged["window_size"]
     ):
-        errors["minimum_calls"] = (
-            f"minimum_calls ({merged['minimum_calls']}) cannot exceed the window_size "
-            f"({merged['window_size']}) of a count window: the circuit could never open"
+        errors["minimum_calls"] = Message(
+            gettext_noop(
+                "minimum_calls (%(minimum)s) cannot exceed the window_size (%(size)s) "
+                "of a count window: the circuit could never open"
+            ),
+            minimum=merged["minimum_calls"],
+            size=merged["window_size"],
         )
     if ok("wait_duration", "max_wait_duration") and (
         merged["max_wait_duration"] < merged["wait_duration"]
     ):
-        errors["max_wait_duration"] = (
-            f"max_wait_duration ({merged['max_wait_duration']}) must be at least "
-            f"wait_duration ({merged['wait_duration']})"
+        errors["max_wait_duration"] = Message(
+            gettext_noop("max_wait_duration (%(max)s) must be at least wait_duration (%(wait)s)"),
+            max=merged["max_wait_duration"],
+            wait=merged["wait_duration"],
         )
     return errors
 

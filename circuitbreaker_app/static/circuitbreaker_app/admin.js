@@ -1,5 +1,6 @@
 /* circuitbreaker_app admin: count down "trial in" cells and refresh a circuit's live
-   state panel from the status endpoint. Plain JavaScript, no build step. */
+   state panel from the status endpoint. Plain JavaScript, no build step. The words it
+   writes come translated from the page (<script id="cb-labels">, see admin.js_labels()). */
 "use strict";
 (function () {
   var COLOURS = {
@@ -8,6 +9,23 @@
     forced_closed: ["#616161", "#ffffff"], disabled: ["#9e9e9e", "#1f1f1f"]
   };
   var DOTS = { forced_open: "#ef5350", forced_closed: "#66bb6a" };
+  var LABELS = null;
+
+  /* The translated words of the page; English when the page carries none. */
+  function labels() {
+    if (LABELS === null) {
+      var node = document.getElementById("cb-labels");
+      LABELS = node ? JSON.parse(node.textContent) : {};
+      LABELS.states = LABELS.states || {};
+    }
+    return LABELS;
+  }
+
+  function stateLabel(state) {
+    return labels().states[state] || state.replace(/_/g, " ");
+  }
+
+  function atTrip() { return " " + (labels().at_trip || "at trip"); }
 
   function badge(state) {
     var span = document.createElement("span");
@@ -25,7 +43,7 @@
       dot.textContent = "\u25cf ";
       span.appendChild(dot);
     }
-    span.appendChild(document.createTextNode(state.replace(/_/g, " ").toUpperCase()));
+    span.appendChild(document.createTextNode(stateLabel(state).toUpperCase()));
     return span;
   }
 
@@ -45,7 +63,7 @@
     for (var i = 0; i < nodes.length; i++) {
       var left = Math.max(0, parseFloat(nodes[i].getAttribute("data-seconds")) - 1);
       nodes[i].setAttribute("data-seconds", String(left));
-      nodes[i].textContent = left > 0 ? Math.round(left) + " s" : "due";
+      nodes[i].textContent = left > 0 ? Math.round(left) + " s" : (labels().due || "due");
     }
   }
 
@@ -67,12 +85,12 @@
         replace(cell("retry_after"), countdown(c.retry_after));
         var trip = c.at_trip;
         cell("failure_rate").textContent = (trip ? trip.failure_rate : c.failure_rate).toFixed(1) +
-          " %" + (trip ? " at trip" : "");
+          " %" + (trip ? atTrip() : "");
         if (panel.getAttribute("data-slow-enabled") === "1") {
           cell("slow_call_rate").textContent = (trip ? trip.slow_call_rate : c.slow_call_rate)
-            .toFixed(1) + " %" + (trip ? " at trip" : "");
+            .toFixed(1) + " %" + (trip ? atTrip() : "");
         }
-        cell("calls").textContent = String(trip ? trip.calls : c.calls) + (trip ? " at trip" : "");
+        cell("calls").textContent = String(trip ? trip.calls : c.calls) + (trip ? atTrip() : "");
         cell("open_count").textContent = String(c.open_count);
         cell("generation").textContent = String(c.generation);
         if (c.changed_at) {
@@ -83,6 +101,8 @@
   }
 
   window.circuitbreakerBadge = badge;
+  window.circuitbreakerLabels = labels;
+  window.circuitbreakerStateLabel = stateLabel;
   window.circuitbreakerCountdown = countdown;
   document.addEventListener("DOMContentLoaded", function () {
     window.setInterval(tick, 1000);

@@ -95,8 +95,9 @@
       facts.appendChild(dd);
     };
     var trip = circuit.at_trip, suffix = trip ? " " + labels.labelAtTrip : "";
-    add(labels.labelFailure, (trip || circuit).failure_rate.toFixed(1) + " %" + suffix +
-      " (opens at " + circuit.config.failure_rate_threshold + " %)");
+    var opensAt = (window.circuitbreakerLabels().opens_at || "(opens at %(threshold)s %%)")
+      .replace("%(threshold)s", String(circuit.config.failure_rate_threshold)).replace("%%", "%");
+    add(labels.labelFailure, (trip || circuit).failure_rate.toFixed(1) + " %" + suffix + " " + opensAt);
     if (circuit.config.slow_call_duration !== null) {
       add(labels.labelSlow, (trip || circuit).slow_call_rate.toFixed(1) + " %" + suffix);
     }
@@ -121,7 +122,7 @@
     while (root.firstChild) { root.removeChild(root.firstChild); }
     root.appendChild(fragment);
     document.getElementById("cb-summary-text").textContent = Object.keys(counts).sort().map(
-      function (state) { return counts[state] + " " + state.replace(/_/g, " "); }
+      function (state) { return counts[state] + " " + window.circuitbreakerStateLabel(state); }
     ).join(" \u00b7 ");
     document.getElementById("cb-updated-at").textContent = new Date(now).toLocaleTimeString();
   }
