@@ -15,7 +15,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, models
+from django.db import DatabaseError, models, transaction
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
@@ -28,9 +28,16 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from circuitbreaker_app import views
+from circuitbreaker_app.audit import FORCE_PERMISSION, OPERATOR_STATES
 from circuitbreaker_app.core import State
 from circuitbreaker_app.live import LiveStatus, live_statuses, with_trip
-from circuitbreaker_app.models import DEFINITION_FIELDS, Circuit, CircuitEvent, mask_url
+from circuitbreaker_app.models import (
+    DECISION_FIELDS,
+    DEFINITION_FIELDS,
+    Circuit,
+    CircuitEvent,
+    mask_url,
+)
 from circuitbreaker_app.store import get_store
 
 logger = logging.getLogger("circuitbreaker_app")
@@ -185,10 +192,26 @@ class LatestEventsFormSet(BaseInlineFormSet):
         return self._latest
 
 
+def changes_text(changes: dict[str, Any] | None) -> str:
+    """An audit event's ``{field: [old, new]}`` as ``field: old → new`` lines."""
+    if not changes:
+        return ""
+    return "\n".join(f"{field}: {old!r} → {new!r}" for field, (old, new) in changes.items())
+
+
 class CircuitEventInline(admin.TabularInline):
     model = CircuitEvent
     formset = LatestEventsFormSet
-    fields = ("created_at", "from_state", "to_state", "reason", "failure_rate", "calls", "actor")
+    fields = (
+        "created_at",
+        "from_state",
+        "to_state",
+        "reason",
+        "failure_rate",
+        "calls",
+        "actor",
+        "changes_column",
+    )
     readonly_fields = fields
     ordering = ("-created_at", "-id")
     extra = 0
@@ -198,6 +221,11 @@ class CircuitEventInline(admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CircuitEvent]:
         return super().get_queryset(request).select_related("actor")
+
+    @admin.display(description=_("changed fields"))
+    def changes_column(self, obj: CircuitEvent) -> SafeString | str:
+        text = changes_text(obj.changes)
+        return format_html('<span style="white-space:pre-line">{}</span>', text) if text else ""
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Whoever may see a circuit may see its history.
@@ -274,7 +302,39 @@ class CircuitAdmin(admin.ModelAdmin):
     # -- permissions ------------------------------------------------------------------
     def has_force_permission(self, request: HttpRequest) -> bool:
         """Whether the user may change circuit states (``force_circuit``)."""
-        return request.user.has_perm("circuitbreaker_app.force_circuit")
+        return request.user.has_perm(FORCE_PERMISSION)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Deleting a circuit that is not CLOSED also needs ``force_circuit``.
+
+        The next use of a deleted circuit re-creates it CLOSED from ``DEFAULTS``, so
+        deleting a forced, disabled or open circuit would undo that state: it is a state
+        change. (The bulk delete action asks this for every selected circuit.)
+        """
+        if not super().has_delete_permission(request, obj):
+            return False
+        if obj is None or obj.state == State.CLOSED.value:
+            return True
+        return self.has_force_permission(request)
+
+    def save_model(self, request: HttpRequest, obj: Circuit, form: Any, change: bool) -> None:
+        """Save, naming the acting user in the definition-edit event."""
+        obj.save(actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: Circuit) -> None:
+        """Delete, naming the acting user in the deletion event."""
+        if not self.has_delete_permission(request, obj):
+            raise PermissionDenied(gettext("You may not delete a circuit that is not closed."))
+        obj.delete(actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
+        """The bulk delete action: one audited deletion per circuit, all or none."""
+        circuits = list(queryset)
+        if not all(self.has_delete_permission(request, obj) for obj in circuits):
+            raise PermissionDenied(gettext("You may not delete a circuit that is not closed."))
+        with transaction.atomic(using=queryset.db):
+            for obj in circuits:
+                obj.delete(actor=request.user)
 
     # -- change list ------------------------------------------------------------------
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
@@ -348,10 +408,22 @@ class CircuitAdmin(admin.ModelAdmin):
 
     # -- change form --------------------------------------------------------------------
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        """Fields this user may not edit on this circuit.
+
+        The name never changes (code refers to circuits by name: renaming one would orphan
+        its callers). Without ``force_circuit``: ``probe_url`` (where the probe task sends
+        requests from inside the network), and, while an operator holds the circuit in a
+        forced or disabled state, every field that decides how it trips — editing those
+        would undo the operator's decision.
+        """
+        guarded: tuple[str, ...] = ()
+        if not self.has_force_permission(request):
+            guarded = ("probe_url",)
+            if obj is not None and State(obj.state) in OPERATOR_STATES:
+                guarded = (*DECISION_FIELDS, "probe_url")
         if obj is None:
-            return ()
-        # Code refers to circuits by name: renaming one would orphan its callers.
-        return ("name", "live_state")
+            return guarded
+        return ("name", "live_state", *guarded)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
@@ -536,3 +608,50 @@ class CircuitAdmin(admin.ModelAdmin):
                 % {"names": ", ".join(failed)},
                 messages.ERROR,
             )
+
+
+@admin.register(CircuitEvent)
+class CircuitEventAdmin(admin.ModelAdmin):
+    """The whole audit log, read-only, including the events of deleted circuits."""
+
+    list_display = (
+        "created_at",
+        "circuit_name",
+        "from_state",
+        "to_state",
+        "actor",
+        "reason",
+    )
+    list_filter = ("to_state",)
+    search_fields = ("circuit_name", "reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("actor",)
+    fields = (
+        "created_at",
+        "circuit_name",
+        "circuit",
+        "from_state",
+        "to_state",
+        "generation",
+        "reason",
+        "failure_rate",
+        "slow_call_rate",
+        "calls",
+        "actor",
+        "changes_column",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("changed fields"))
+    def changes_column(self, obj: CircuitEvent) -> SafeString | str:
+        text = changes_text(obj.changes)
+        return format_html('<span style="white-space:pre-line">{}</span>', text) if text else ""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # append-only: an audit trail an operator can erase is none

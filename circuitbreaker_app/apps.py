@@ -14,7 +14,7 @@ class CircuitBreakerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from circuitbreaker_app import checks, conf  # noqa: F401  (checks registers itself)
+        from circuitbreaker_app import audit, checks, conf  # noqa: F401  (checks registers itself)
         from circuitbreaker_app.schedule import probe_on_open
         from circuitbreaker_app.signals import state_changed
         from circuitbreaker_app.store import circuit_deleted
@@ -24,6 +24,11 @@ class CircuitBreakerConfig(AppConfig):
         # A circuit that opens schedules its own probe at retry_at (when Celery is set up).
         state_changed.connect(probe_on_open, dispatch_uid="circuitbreaker_app.probe_on_open")
         post_delete.connect(circuit_deleted, sender=self.get_model("Circuit"))
+        post_delete.connect(
+            audit.circuit_deleted,
+            sender=self.get_model("Circuit"),
+            dispatch_uid="circuitbreaker_app.audit.circuit_deleted",
+        )
         # Prometheus metrics: on by default when prometheus_client is installed.
         if conf.get("METRICS") is True and importlib.util.find_spec("prometheus_client"):
             from circuitbreaker_app import metrics

@@ -48,7 +48,7 @@ def with_trip(queryset: QuerySet[Circuit]) -> QuerySet[Circuit]:
     from circuitbreaker_app.models import CircuitEvent
 
     latest = CircuitEvent.objects.filter(
-        circuit=OuterRef("pk"), to_state=State.OPEN.value
+        circuit=OuterRef("pk"), to_state=State.OPEN.value, changes__isnull=True
     ).order_by("-created_at", "-id")
     return queryset.annotate(
         trip_failure_rate=Subquery(latest.values("failure_rate")[:1]),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -35,7 +35,8 @@ def translate_message(message: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``url`` safe to show: user name, password, query values and fragment become ``***``.
+    """``url`` safe to show: user name, password, query values, bare query tokens and the
+    fragment become ``***``.
 
     Probe URLs may carry credentials (``https://user:secret@host/health?token=…``); the
     admin, the status endpoint and the ``circuits`` command show only this form.
@@ -53,9 +54,12 @@ def mask_url(url: str) -> str:
         netloc += f":{port}"
     if parts.username is not None or parts.password is not None:
         netloc = f"{MASK}@{netloc}"
-    query = urlencode(
-        [(key, MASK) for key, _value in parse_qsl(parts.query, keep_blank_values=True)],
-        safe="*",
+    # A parameter keeps its name and loses its value; a bare token (``?SuperSecretApiKey``,
+    # no ``=``) is all value.
+    query = "&".join(
+        f"{item.split('=', 1)[0]}={MASK}" if "=" in item else MASK
+        for item in parts.query.split("&")
+        if item
     )
     fragment = MASK if parts.fragment else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
@@ -198,25 +202,54 @@ class Circuit(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
+    def save(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
         """Save the definition; an existing row's state columns are never overwritten.
 
         State changes only through the store's compare-and-set, so a form loaded before a
-        transition cannot roll the state back when it is saved.
+        transition cannot roll the state back when it is saved. Editing an existing
+        circuit's definition writes one audit event with the changed fields (old → new)
+        and ``actor``, the acting user (None from code), in the same transaction.
         """
-        if (
-            self.pk is not None
-            and not kwargs.get("force_insert")
-            and kwargs.get("update_fields") is None
-            and Circuit.objects.using(kwargs.get("using") or self._state.db)
-            .filter(pk=self.pk)
-            .exists()
-        ):
-            kwargs["update_fields"] = ["name", *DEFINITION_FIELDS, "updated_at"]
-        super().save(*args, **kwargs)
-        from circuitbreaker_app import store
+        from circuitbreaker_app import audit, store
 
+        using = kwargs.get("using") or self._state.db or router.db_for_write(Circuit)
+        before = None
+        if self.pk is not None and not kwargs.get("force_insert"):
+            before = (
+                Circuit.objects.using(using)
+                .filter(pk=self.pk)
+                .values("name", "state", "generation", *DEFINITION_FIELDS)
+                .first()
+            )
+        if before is None:
+            super().save(*args, **kwargs)
+        else:
+            editable = ("name", *DEFINITION_FIELDS)
+            if kwargs.get("update_fields") is None:
+                kwargs["update_fields"] = [*editable, "updated_at"]
+            else:
+                editable = tuple(f for f in editable if f in kwargs["update_fields"])
+            changes = audit.changes_between(
+                before, {field: getattr(self, field) for field in editable}
+            )
+            with transaction.atomic(using=using):
+                super().save(*args, **kwargs)
+                audit.record_edit(
+                    before["name"],
+                    self.pk,
+                    before["state"],
+                    before["generation"],
+                    changes,
+                    actor,
+                    using,
+                )
         store.definition_saved(self)
+
+    def delete(self, *args: Any, actor: Any = None, **kwargs: Any) -> Any:
+        """Delete the circuit; its events stay, and one more names ``actor`` and what was
+        deleted (see :func:`circuitbreaker_app.audit.circuit_deleted`)."""
+        self._cb_actor = actor
+        return super().delete(*args, **kwargs)
 
     @property
     def masked_probe_url(self) -> str:
@@ -287,11 +320,23 @@ class Circuit(models.Model):
 
 
 class CircuitEvent(models.Model):
-    """One transition of one circuit (append-only)."""
+    """One transition, definition edit or deletion of one circuit (append-only).
+
+    The log outlives its circuit: ``circuit_name`` keeps the name, and deleting the circuit
+    only clears ``circuit`` (an audit trail an operator can erase is no audit trail).
+    ``changes`` is set on definition edits and deletions, ``{field: [old, new]}``
+    (``new`` is None for a deletion), and empty on transitions.
+    """
 
     circuit = models.ForeignKey(
-        Circuit, on_delete=models.CASCADE, related_name="events", verbose_name=_("circuit")
+        Circuit,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+        verbose_name=_("circuit"),
     )
+    circuit_name = models.CharField(_("circuit name"), max_length=100, db_index=True)
     created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
     from_state = models.CharField(_("from"), max_length=20, choices=Circuit.StateChoices.choices)
     to_state = models.CharField(_("to"), max_length=20, choices=Circuit.StateChoices.choices)
@@ -308,6 +353,12 @@ class CircuitEvent(models.Model):
         related_name="+",
         verbose_name=_("acting user"),
     )
+    changes = models.JSONField(
+        _("changed fields"),
+        null=True,
+        blank=True,
+        help_text=_("For definition edits and deletions: {field: [old, new]}."),
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -315,7 +366,7 @@ class CircuitEvent(models.Model):
         verbose_name_plural = _("circuit events")
 
     def __str__(self) -> str:
-        return f"{self.circuit_id}: {self.from_state} → {self.to_state}"
+        return f"{self.circuit_name}: {self.from_state} → {self.to_state}"
 
 
 class CircuitCounter(models.Model):

@@ -1517,6 +1517,7 @@ class CircuitStore:
                 return False
             CircuitEvent.objects.using(self.db_alias).create(
                 circuit_id=runtime.circuit_id,
+                circuit_name=runtime.name,
                 created_at=_datetime(new.changed_at),
                 from_state=old.state.value,
                 to_state=new.state.value,

@@ -180,6 +180,7 @@ def test_show_json_includes_events_with_their_actor(circuits):
         "to": "forced_open",
         "reason": "planned",
         "actor": admin.username,
+        "changes": None,
     }
 
 

@@ -216,6 +216,7 @@ class Command(BaseCommand):
                 "to": event.to_state,
                 "reason": event.reason,
                 "actor": event.actor.get_username() if event.actor else None,
+                "changes": event.changes,
             }
             for event in events
         ]
