@@ -366,7 +366,10 @@ class CircuitEvent(models.Model):
         verbose_name_plural = _("circuit events")
 
     def __str__(self) -> str:
-        return f"{self.circuit_name}: {self.from_state} → {self.to_state}"
+        return (
+            f"{self.circuit_name}: {self.get_from_state_display()} → "
+            f"{self.get_to_state_display()}"
+        )
 
 
 class CircuitCounter(models.Model):
