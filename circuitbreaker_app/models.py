@@ -367,8 +367,7 @@ class CircuitEvent(models.Model):
 
     def __str__(self) -> str:
         return (
-            f"{self.circuit_name}: {self.get_from_state_display()} → "
-            f"{self.get_to_state_display()}"
+            f"{self.circuit_name}: {self.get_from_state_display()} → {self.get_to_state_display()}"
         )
 
 
