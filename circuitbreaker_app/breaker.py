@@ -13,11 +13,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from circuitbreaker_app import store as store_module
 from circuitbreaker_app.core import CircuitOpenError, Outcome, Permit, State
 from circuitbreaker_app.core.config import check_name
 from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime, get_store
+from circuitbreaker_app.store import registry as store_module
 
 P = ParamSpec("P")
 R = TypeVar("R")

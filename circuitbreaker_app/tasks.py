@@ -34,7 +34,6 @@ from circuitbreaker_app.schedule import beat_schedule
 from circuitbreaker_app.store import (
     KEY_PREFIX,
     CircuitStore,
-    DatabaseCounters,
     entry_from_row,
     generation_prefix,
     get_store,
@@ -78,8 +77,7 @@ def probe_circuits() -> dict[str, int]:
 
 
 def _probe_due(store: CircuitStore, interval: float) -> dict[str, int]:
-    if isinstance(store.counters, DatabaseCounters):
-        store.counters.purge_expired()  # expired half-open permits and window buckets
+    store.counters.purge_expired()  # expired permits and buckets, where nothing expires them
     rows = (
         _circuits(store)
         .filter(Q(state=State.OPEN, retry_at__lte=Now()) | Q(state=State.HALF_OPEN))

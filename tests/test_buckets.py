@@ -1,11 +1,12 @@
-"""Shared windows' pure bookkeeping (circuitbreaker_app.buckets)."""
+"""Shared windows' pure bookkeeping (circuitbreaker_app.store.windows)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circuitbreaker_app.buckets import (
+from circuitbreaker_app.core import Snapshot
+from circuitbreaker_app.store.windows import (
     FAILED,
     MAX_RUNS,
     SLOWED,
@@ -14,7 +15,6 @@ from circuitbreaker_app.buckets import (
     count_totals,
     parse_count,
 )
-from circuitbreaker_app.core import Snapshot
 
 
 def reference(history: list[int], successes: int, outcome: int, seen: int) -> list[int]:

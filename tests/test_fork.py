@@ -13,9 +13,9 @@ import multiprocessing
 import pytest
 
 from circuitbreaker_app import breaker
-from circuitbreaker_app import store as store_module
 from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import generation_prefix, get_store
+from circuitbreaker_app.store import registry as store_module
 from tests.test_redis_store import redis_path  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]

@@ -18,12 +18,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from circuitbreaker_app.buckets import MAX_RUNS, apply_count
 from circuitbreaker_app.checks import check_settings
 from circuitbreaker_app.core import FakeClock, Outcome, State
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import (
-    _COUNT_LUA,
     CacheCounters,
     CircuitStore,
     RedisCounters,
@@ -34,6 +32,8 @@ from circuitbreaker_app.store import (
     redis_url_for,
     state_key,
 )
+from circuitbreaker_app.store.backends.redis import COUNT_LUA
+from circuitbreaker_app.store.windows import MAX_RUNS, apply_count
 from tests.helpers import FakeStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -51,7 +51,7 @@ FIVE_STRAIGHT = {
 
 def purge(client: redis.Redis) -> None:
     """Delete this suite's keys (never FLUSHDB: the database may be shared)."""
-    keys = list(client.scan_iter(match="*circuitbreaker/1/*", count=500))
+    keys = list(client.scan_iter(match="*circuitbreaker/2/*", count=500))
     if keys:
         client.delete(*keys)
 
@@ -181,9 +181,9 @@ def test_a_failure_is_one_script_call_that_writes_the_count_window_with_a_ttl(ci
     max_runs=st.sampled_from([2, 3, MAX_RUNS]),
 )
 def test_the_lua_script_and_apply_count_agree(redis_path, size, writes, max_runs):
-    """store._COUNT_LUA is a port of buckets.apply_count: random writes, same windows."""
+    """backends/lua/count.lua is a port of windows.apply_count: random writes, same windows."""
     client = redis.Redis.from_url(REDIS_URL)
-    script = client.register_script(_COUNT_LUA)
+    script = client.register_script(COUNT_LUA)
     key = "circuitbreaker-test/lua-port"
     client.delete(key)
     expected, seen = [0], [0, 0, 0]

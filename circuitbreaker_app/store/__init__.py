@@ -1,0 +1,79 @@
+"""Where breakers keep state: the only package doing I/O.
+
+Three layers, fastest first (DESIGN §4):
+
+* process memory: one :class:`CircuitRuntime` per circuit (``runtime.py``), a snapshot of
+  its state trusted for ``STATE_TTL`` seconds, plus successes not yet flushed;
+* the cache: each circuit's current state and definition (``entry.py``), window buckets
+  and half-open trial permits (``windows.py``), shared by every process, through one
+  counters backend (``backends/``: locmem, database or redis, chosen by one factory);
+* the database: definitions, durable state and the event log (``persistence.py``); every
+  transition is one ``UPDATE … WHERE generation = g`` and one event row, published to the
+  cache on commit.
+
+``registry.py`` holds the process's :class:`CircuitStore` (``get_store()``), which keeps
+the runtimes, refreshes them and guards every call to a backend (``outages.py``: an
+outage is logged once and the process carries on). Key formats live in ``keys.py``.
+See docs/architecture.md.
+
+This module re-exports the names the rest of the app imports.
+"""
+
+from circuitbreaker_app.store.backends import backend_name
+from circuitbreaker_app.store.backends.base import Counters
+from circuitbreaker_app.store.backends.database import CountContention, DatabaseCounters
+from circuitbreaker_app.store.backends.locmem import CacheCounters, LocMemCounters
+from circuitbreaker_app.store.backends.redis import (
+    RedisCounters,
+    RedisLink,
+    RedisStateCache,
+    RedisUnavailable,
+    mask_redis_url,
+    redis_url_for,
+)
+from circuitbreaker_app.store.entry import (
+    PROVISIONAL_ID,
+    entry_from_row,
+    provisional_entry,
+    status_from_entry,
+)
+from circuitbreaker_app.store.keys import KEY_PREFIX, generation_prefix, state_key
+from circuitbreaker_app.store.persistence import UnknownCircuitError, UnsavedTransition
+from circuitbreaker_app.store.registry import (
+    CircuitStore,
+    circuit_deleted,
+    definition_saved,
+    get_store,
+    reset_store,
+)
+from circuitbreaker_app.store.runtime import CircuitRuntime
+
+__all__ = [
+    "KEY_PREFIX",
+    "PROVISIONAL_ID",
+    "CacheCounters",
+    "CircuitRuntime",
+    "CircuitStore",
+    "CountContention",
+    "Counters",
+    "DatabaseCounters",
+    "LocMemCounters",
+    "RedisCounters",
+    "RedisLink",
+    "RedisStateCache",
+    "RedisUnavailable",
+    "UnknownCircuitError",
+    "UnsavedTransition",
+    "backend_name",
+    "circuit_deleted",
+    "definition_saved",
+    "entry_from_row",
+    "generation_prefix",
+    "get_store",
+    "mask_redis_url",
+    "provisional_entry",
+    "redis_url_for",
+    "reset_store",
+    "state_key",
+    "status_from_entry",
+]

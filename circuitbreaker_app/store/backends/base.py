@@ -1,0 +1,91 @@
+"""The counters contract every backend implements (see ``backends/__init__.py`` for the
+factory that picks one), and the JSON helpers the shared values are stored with."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from circuitbreaker_app.store.windows import BucketAdd, CountAdd
+
+#: What a write may watch: (state key, generation, circuit id) of the writer's snapshot.
+Watch = tuple[str, int, int]
+
+
+def decode(raw: Any) -> Any:
+    """A stored JSON value, or None for anything that is not JSON (treat as missing)."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):  # not ours (e.g. written by another program)
+        return None
+
+
+def encode(value: Any) -> str:
+    """Compact JSON for a stored value."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def whole_seconds(ttl: float) -> int:
+    """A TTL as Django's cache backends take it (they truncate: Redis 0.3 → "expire now")."""
+    return max(1, math.ceil(ttl))
+
+
+class Counters:
+    """Atomic integers and claims shared by every process, with expiry."""
+
+    #: True when the values live in the state cache, so refreshes read both at once.
+    in_cache = False
+    #: True when expired values stay until :meth:`purge_expired` drops them.
+    needs_purge = False
+
+    def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
+        """Add ``delta`` (creating the key with ``ttl``) and return the new value.
+
+        ``known=False`` says the caller has not seen the key yet, so creating it is
+        tried first: either way a write costs one operation when nobody races us.
+        """
+        raise NotImplementedError("subclasses of Counters must provide incr()")
+
+    def claim(self, key: str, ttl: float, value: int = 1) -> bool:
+        """Take ``key`` (holding ``value``) for ``ttl`` seconds unless someone holds it."""
+        raise NotImplementedError("subclasses of Counters must provide claim()")
+
+    def release(self, key: str, value: int) -> None:
+        """Free ``key`` if it still holds ``value`` (a late holder frees nothing)."""
+        raise NotImplementedError("subclasses of Counters must provide release()")
+
+    def add_count(self, change: CountAdd) -> list[int]:
+        """Apply ``change`` to its count window in one atomic step; return the window."""
+        raise NotImplementedError("subclasses of Counters must provide add_count()")
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        """Values of ``keys`` that exist: integers, and count windows as lists."""
+        raise NotImplementedError("subclasses of Counters must provide get_many()")
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (missing is fine)."""
+        raise NotImplementedError("subclasses of Counters must provide delete()")
+
+    def add(
+        self, change: BucketAdd | CountAdd, known: bool, watch: Watch | None
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Record ``change`` in one round trip: ``(value, entry)``.
+
+        ``value`` is the bucket's new integer or the count window after the change;
+        ``entry`` is the circuit's shared state entry when a backend can read it in the same
+        round trip and it differs from ``watch`` (another process moved the circuit on),
+        else None. The default applies the change with :meth:`incr` / :meth:`add_count`.
+        """
+        if isinstance(change, CountAdd):
+            return self.add_count(change), None
+        return self.incr(change.key, change.delta, change.ttl, known), None
+
+    def purge_expired(self) -> None:
+        """Drop expired values when :attr:`needs_purge` (transitions and the beat task call
+        it, never the hot path). A no-op by default."""
+
+    def after_fork(self) -> None:
+        """Forget connections inherited from a parent process. A no-op by default."""

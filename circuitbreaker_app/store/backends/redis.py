@@ -1,0 +1,372 @@
+"""Counters and state entries in Redis, through redis-py directly with short timeouts.
+
+Used when the cache is Django's or django-redis's ``RedisCache``, or
+``CIRCUITBREAKER["REDIS_URL"]`` is set. :class:`RedisStateCache` holds the state entries as
+JSON next to the counters (one ``MGET`` reads both), and :class:`RedisCounters` records an
+outcome in one Lua script (``lua/*.lua`` beside this module) that also returns the
+circuit's newer state, if any, so a process learns of another's transition from the very
+round trip that records its failure. Redis's ``TIME`` is the one clock every process's
+decisions use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
+
+from circuitbreaker_app import conf
+from circuitbreaker_app.store.backends.base import Counters, Watch, decode, encode
+from circuitbreaker_app.store.windows import MAX_RUNS, BucketAdd, CountAdd, parse_count
+
+
+def _script(name: str) -> str:
+    """The Lua script ``lua/<name>.lua`` shipped beside this module."""
+    return files("circuitbreaker_app.store.backends").joinpath(f"lua/{name}.lua").read_text()
+
+
+#: Record an outcome in a time bucket (INCRBY + PEXPIRE), watching the state entry.
+RECORD_LUA = _script("record")
+#: Apply a batch to a count window (a line-by-line port of ``windows.apply_count``).
+COUNT_LUA = _script("count")
+#: Free a permit only if it still holds the caller's token.
+RELEASE_LUA = _script("release")
+#: Publish a state entry unless a later generation of the same circuit is there.
+PUBLISH_LUA = _script("publish")
+
+#: Backends whose server the Redis path can talk to directly (their LOCATION is a URL).
+REDIS_CACHE_BACKENDS = frozenset(
+    {"django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache"}
+)
+#: Seconds between two readings of Redis's ``TIME`` (piggybacked on a refresh).
+CLOCK_SYNC_INTERVAL = 30.0
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis failed moments ago: skip it until the retry time instead of waiting again."""
+
+
+def redis_url_for(cache_alias: str) -> str | None:
+    """The Redis URL the store should use directly, or None for the generic cache path.
+
+    ``CIRCUITBREAKER["REDIS_URL"]`` wins; otherwise the first server of a Redis cache's
+    ``LOCATION`` (the one Django writes to).
+    """
+    from django.conf import settings
+
+    url = conf.get("REDIS_URL")
+    if url:
+        return str(url)
+    params = settings.CACHES.get(cache_alias, {})
+    if params.get("BACKEND") not in REDIS_CACHE_BACKENDS:
+        return None
+    location = params.get("LOCATION")
+    if isinstance(location, str):
+        location = location.split(",")
+    if not location:
+        return None
+    first = str(location[0]).strip()
+    return first if first.startswith(("redis://", "rediss://", "unix://")) else None
+
+
+def mask_redis_url(url: str) -> str:
+    """``url`` without its password, for log lines."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+class RedisLink:
+    """One redis-py client with short timeouts, shared by the state cache and the counters.
+
+    A failed operation marks Redis down for ``retry_after`` seconds: until then every
+    operation fails at once without touching the network, so an outage (even a server
+    that hangs) costs each process at most one timeout per ``retry_after``, never one per
+    call. Also reads Redis's ``TIME`` now and then, for the store's shared clock.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        make_key: Callable[[str], str],
+        timeout: float,
+        clock_sink: Callable[[float], None] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.url = url
+        self.label = f"Redis ({mask_redis_url(url)})"
+        self.make_key = make_key
+        self.timeout = timeout
+        # No retries and no backoff: redis-py's defaults retry with growing sleeps, which
+        # would turn an outage into seconds per call.
+        self.client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.retry_after = 1.0
+        self.round_trips = 0
+        self._down_until = 0.0
+        self._probe = threading.Lock()
+        self._clock_sink = clock_sink
+        self._wall = wall
+        self._sync_at = 0.0  # time.monotonic() of the next TIME reading
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One round trip: ``fn(*args)``, or :class:`RedisUnavailable` while Redis is down.
+
+        Once the retry time has passed, one thread tries Redis again while the others keep
+        skipping it, so a server that still hangs costs one more timeout, not one per thread.
+        """
+        probing = False
+        if self._down_until:
+            if time.monotonic() < self._down_until or not self._probe.acquire(blocking=False):
+                raise RedisUnavailable(f"{self.label} failed less than {self.retry_after:g} s ago")
+            probing = True
+        self.round_trips += 1
+        try:
+            result = fn(*args, **kwargs)
+        except self.errors:
+            self._down_until = time.monotonic() + self.retry_after
+            raise
+        finally:
+            if probing:
+                self._probe.release()
+        self._down_until = 0.0
+        return result
+
+    def mget(self, keys: list[str]) -> list[Any]:
+        """``MGET`` of store keys; with Redis's ``TIME`` in the same round trip when due."""
+        redis_keys = [self.make_key(key) for key in keys]
+        if self._clock_sink is None or time.monotonic() < self._sync_at:
+            return list(self.run(self.client.mget, redis_keys))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget(redis_keys)
+        pipe.time()
+        before = self._wall()
+        values, (seconds, micros) = self.run(pipe.execute)
+        after = self._wall()
+        self._sync_at = time.monotonic() + CLOCK_SYNC_INTERVAL
+        offset = seconds + micros / 1e6 - (before + after) / 2
+        if abs(offset) < 86_400:  # ignore nonsense, as for the database clock
+            self._clock_sink(offset)
+        return list(values)
+
+    def reset_after_fork(self) -> None:
+        """Forget the parent's connections in a forked child (never close them: the parent
+        still uses the sockets)."""
+        self.client.connection_pool.reset()
+        self._probe = threading.Lock()
+        self._down_until = 0.0
+        self._sync_at = 0.0
+
+
+class RedisStateCache:
+    """The store's cache on the Redis path: the subset of Django's cache API it uses.
+
+    State entries are JSON (not pickles), so the Lua scripts can read their generation;
+    counters are plain integers, which are JSON too, so one ``MGET`` reads a state entry
+    and its window buckets together. Keys go through the Django cache's ``make_key``
+    (its ``KEY_PREFIX`` and ``VERSION``), so clearing that cache clears these too.
+    """
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._publish = link.client.register_script(PUBLISH_LUA)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.get_many([key]).get(key, default)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        values = self.link.mget(keys)
+        found = {}
+        for key, raw in zip(keys, values, strict=True):
+            value = decode(raw)
+            if value is not None:
+                found[key] = value
+        return found
+
+    def _px(self, timeout: float | None) -> int | None:
+        return None if timeout is None else max(1, int(timeout * 1000))
+
+    def set(self, key: str, value: Any, timeout: float | None = None) -> None:
+        self.link.run(
+            self.link.client.set, self.link.make_key(key), encode(value), px=self._px(timeout)
+        )
+
+    def add(self, key: str, value: Any, timeout: float | None = None) -> bool:
+        return bool(
+            self.link.run(
+                self.link.client.set,
+                self.link.make_key(key),
+                encode(value),
+                px=self._px(timeout),
+                nx=True,
+            )
+        )
+
+    def delete(self, key: str) -> bool:
+        return bool(self.link.run(self.link.client.delete, self.link.make_key(key)))
+
+    def publish(self, key: str, entry: dict[str, Any]) -> bool:
+        """Write a state entry unless a later generation of the circuit is already there."""
+        return bool(
+            self.link.run(
+                self._publish,
+                keys=[self.link.make_key(key)],
+                args=[encode(entry), entry["id"], entry["generation"]],
+            )
+        )
+
+
+class RedisCounters(Counters):
+    """Window buckets and trial permits in Redis, one round trip per operation.
+
+    ``incr`` is a Lua script (``INCRBY`` + ``PEXPIRE`` of a new key); a permit is a
+    ``SET NX PX`` holding a random token, freed by a compare-and-delete script. Values sit
+    beside the state entries of :class:`RedisStateCache`, which reads both in one ``MGET``.
+    """
+
+    in_cache = True
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        #: Called with the name of the cache call each operation replaces ("incr", "add",
+        #: "delete", "get_many"), before it is sent: lets tests count round trips.
+        self.on_call: Callable[[str], None] | None = None
+        self._record = link.client.register_script(RECORD_LUA)
+        self._count = link.client.register_script(COUNT_LUA)
+        self._release = link.client.register_script(RELEASE_LUA)
+
+    def _note(self, operation: str) -> None:
+        if self.on_call is not None:
+            self.on_call(operation)
+
+    def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
+        return self.record(key, delta, ttl, None, -1, -1)[0]
+
+    def record(
+        self,
+        key: str,
+        delta: int,
+        ttl: float,
+        watch: str | None,
+        generation: int,
+        circuit_id: int,
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Add ``delta`` to ``key``; also return the state entry under ``watch`` when its
+        generation or circuit id is not ``generation`` / ``circuit_id``."""
+        self._note("incr")
+        link = self.link
+        keys = [link.make_key(key)] + ([link.make_key(watch)] if watch else [])
+        result = link.run(
+            self._record, keys=keys, args=[delta, max(1, int(ttl * 1000)), generation, circuit_id]
+        )
+        entry = decode(result[1]) if len(result) > 1 and watch else None
+        return int(result[0]), entry if isinstance(entry, dict) else None
+
+    def add_count(self, change: CountAdd) -> list[int]:
+        return self.record_count(change, None, -1, -1)[0]
+
+    def record_count(
+        self, change: CountAdd, watch: str | None, generation: int, circuit_id: int
+    ) -> tuple[list[int], dict[str, Any] | None]:
+        """Apply ``change`` to its count window (one script call, like :meth:`record`)."""
+        self._note("incr")
+        link = self.link
+        keys = [link.make_key(change.key)] + ([link.make_key(watch)] if watch else [])
+        args = [
+            change.successes,
+            change.outcome,
+            change.seen,
+            change.size,
+            max(1, int(change.ttl * 1000)),
+            MAX_RUNS,
+            generation,
+            circuit_id,
+        ]
+        result = link.run(self._count, keys=keys, args=args)
+        entry = decode(result[1]) if len(result) > 1 and watch else None
+        window = parse_count(decode(result[0]))
+        return window, entry if isinstance(entry, dict) else None
+
+    def claim(self, key: str, ttl: float, value: int = 1) -> bool:
+        self._note("add")
+        link = self.link
+        return bool(
+            link.run(
+                link.client.set, link.make_key(key), value, px=max(1, int(ttl * 1000)), nx=True
+            )
+        )
+
+    def release(self, key: str, value: int) -> None:
+        self._note("delete")
+        self.link.run(self._release, keys=[self.link.make_key(key)], args=[value])
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        self._note("get_many")
+        values = self.link.run(self.link.client.mget, [self.link.make_key(k) for k in keys])
+        found = {key: decode(raw) for key, raw in zip(keys, values, strict=True)}
+        return {key: value for key, value in found.items() if value is not None}
+
+    def delete(self, key: str) -> None:
+        self._note("delete")
+        self.link.run(self.link.client.delete, self.link.make_key(key))
+
+    def add(
+        self, change: BucketAdd | CountAdd, known: bool, watch: Watch | None
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """One script call that records ``change`` and reads the watched state entry."""
+        key, generation, circuit_id = watch if watch is not None else (None, -1, -1)
+        if isinstance(change, CountAdd):
+            return self.record_count(change, key, generation, circuit_id)
+        return self.record(change.key, change.delta, change.ttl, key, generation, circuit_id)
+
+    def after_fork(self) -> None:
+        self.link.reset_after_fork()
+
+
+def handles(cache_alias: str) -> bool:
+    """True when ``REDIS_URL`` is set or the cache is a Redis cache with a URL."""
+    return redis_url_for(cache_alias) is not None
+
+
+def connect(
+    cache_alias: str,
+    db_alias: str,
+    *,
+    wall: Callable[[], float],
+    clock_sink: Callable[[float], None] | None,
+    **clocks: Any,
+) -> Any:
+    """State entries and counters in Redis, through one :class:`RedisLink`; keys go
+    through the Django cache's ``make_key`` (its ``KEY_PREFIX`` and ``VERSION``)."""
+    from django.core.cache import caches
+
+    from circuitbreaker_app.store.backends import Backend
+
+    url = redis_url_for(cache_alias)
+    assert url is not None, "connect() after handles() said yes"
+    link = RedisLink(
+        url,
+        make_key=caches[cache_alias].make_key,
+        timeout=float(conf.get("REDIS_TIMEOUT")),
+        clock_sink=clock_sink,
+        wall=wall,
+    )
+    return Backend("redis", RedisStateCache(link), RedisCounters(link), link.label, link)

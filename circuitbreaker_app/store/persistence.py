@@ -1,0 +1,390 @@
+"""Persistence: circuits in the database, their entries in the shared cache.
+
+Loading (and creating on first use), the compare-and-set of every transition with its
+event row, publishing entries to the cache on commit (never over a later generation),
+transitions made while the database was down and written later, and the operator and
+task moves built on them. :class:`CircuitStore` (``registry.py``) inherits these.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django.db import Error as DjangoDatabaseError
+from django.db import IntegrityError, connections, transaction
+from django.db.models.functions import Now
+
+from circuitbreaker_app import conf
+from circuitbreaker_app.core import CircuitStatus, Snapshot, State
+from circuitbreaker_app.core.states import check_transition
+from circuitbreaker_app.store.backends.base import Counters
+from circuitbreaker_app.store.entry import entry_from_row, entry_with, to_datetime
+from circuitbreaker_app.store.keys import state_key
+from circuitbreaker_app.store.outages import Outages
+
+if TYPE_CHECKING:
+    from circuitbreaker_app.store.runtime import CircuitRuntime
+
+logger = logging.getLogger("circuitbreaker_app")
+
+
+class UnknownCircuitError(LookupError):
+    """Code used a circuit name that has no row, and ``AUTO_CREATE`` is off."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnsavedTransition:
+    """A transition waiting to be written: ``old`` → ``new`` and what the event records."""
+
+    old: CircuitStatus
+    new: CircuitStatus
+    reason: str
+    snapshot: Snapshot | None
+    actor: Any = None
+
+
+def _entry_with(runtime: CircuitRuntime, status: CircuitStatus) -> dict[str, Any]:
+    return entry_with(runtime.circuit_id, runtime.config, status)
+
+
+class CircuitPersistence:
+    """The database side of :class:`~circuitbreaker_app.store.registry.CircuitStore`."""
+
+    db_alias: str
+    cache: Any
+    counters: Counters
+    outages: Outages
+    redis: Any
+    sync_db_clock: bool
+    offset: float
+    ttl: float
+    clock: Callable[[], float]
+    wall: Callable[[], float]
+    _runtimes: dict[str, CircuitRuntime]
+
+    def now(self) -> float:
+        raise NotImplementedError("CircuitStore provides now()")
+
+    def runtime(self, name: str) -> CircuitRuntime:
+        raise NotImplementedError("CircuitStore provides runtime()")
+
+    def load_entry(self, name: str, create: bool = True) -> dict[str, Any]:
+        """Read a circuit from the database (creating it when allowed) and fill the cache."""
+        from circuitbreaker_app.models import Circuit
+
+        queryset = Circuit.objects.using(self.db_alias).annotate(db_now=Now())
+        started = self.wall()
+        row = queryset.filter(name=name).first()
+        self._observe_db_time(getattr(row, "db_now", None), started)
+        if row is None:
+            if not create:
+                raise UnknownCircuitError(f"no circuit named {name!r}")
+            row = self._create(name)
+            if row.name != name:
+                return {"name_override": row.name}
+        entry = entry_from_row(row)
+        try:
+            self.cache.add(state_key(name), entry, timeout=None)
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+        return entry
+
+    def _observe_db_time(self, db_now: datetime | None, started: float) -> None:
+        if self.redis is not None:
+            return  # Redis's TIME is the one clock (RedisLink.mget)
+        if not self.sync_db_clock or db_now is None or db_now.tzinfo is None:
+            return
+        offset = db_now.timestamp() - (started + self.wall()) / 2
+        if abs(offset) < 86_400:  # ignore nonsense (a misconfigured time zone)
+            self.offset = offset
+
+    def _create(self, name: str) -> Any:
+        from circuitbreaker_app.models import Circuit, validate_circuit_name
+
+        if not conf.get("AUTO_CREATE"):
+            raise UnknownCircuitError(
+                f"no circuit named {name!r}: define it in CIRCUITBREAKER['CIRCUITS'] or the "
+                "admin, or set CIRCUITBREAKER['AUTO_CREATE'] = True"
+            )
+        validate_circuit_name(name)
+        manager = Circuit.objects.using(self.db_alias)
+        if name != conf.OVERFLOW_CIRCUIT and manager.count() >= int(conf.get("MAX_CIRCUITS")):
+            self.outages.warn_once(
+                "max circuits",
+                "circuitbreaker: MAX_CIRCUITS (%s) reached; %r and later new names share "
+                "the circuit %r",
+                conf.get("MAX_CIRCUITS"),
+                name,
+                conf.OVERFLOW_CIRCUIT,
+            )
+            return self._get_or_create(conf.OVERFLOW_CIRCUIT)
+        return self._get_or_create(name)
+
+    def _get_or_create(self, name: str) -> Any:
+        from circuitbreaker_app.models import Circuit
+
+        manager = Circuit.objects.using(self.db_alias)
+        circuit = Circuit(name=name, **(conf.get("DEFAULTS") or {}))
+        circuit.full_clean(validate_unique=False)
+        try:
+            with transaction.atomic(using=self.db_alias):
+                circuit.save(using=self.db_alias, force_insert=True)
+        except IntegrityError:
+            circuit = manager.get(name=name)
+        return circuit
+
+    def reload(self, runtime: CircuitRuntime) -> None:
+        """Re-read a circuit from the database (after losing a compare-and-set)."""
+        if runtime._unsaved:
+            self.save_unsaved(runtime)  # reloads by itself when the fleet moved on
+            return
+        try:
+            entry = self.load_entry(runtime.name, create=False)
+        except UnknownCircuitError:
+            # Deleted meanwhile: the next call re-reads it (and re-creates it if allowed).
+            self.definition_deleted(runtime.name)
+            runtime._stale_at = 0.0
+            return
+        except DjangoDatabaseError as exc:
+            self.outages.failed("database", exc)
+            self._drop_broken_connection()
+            return
+        current = self._cache_get(state_key(runtime.name))
+        if current is None or current.get("generation", -1) < entry["generation"]:
+            self._cache_set(state_key(runtime.name), entry)
+        runtime._apply(entry)
+        runtime._stale_at = self.clock() + self.ttl
+
+    def _cache_get(self, key: str) -> Any:
+        try:
+            return self.cache.get(key)
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+            return None
+
+    def _publish_entry(self, key: str, entry: dict[str, Any]) -> None:
+        """Write a state entry; on Redis never over a later generation of the circuit."""
+        publish = getattr(self.cache, "publish", None)
+        if publish is None:
+            self._cache_set(key, entry)
+            return
+        try:
+            publish(key, entry)
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+
+    def _cache_set(self, key: str, value: Any) -> None:
+        try:
+            self.cache.set(key, value, timeout=None)
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+
+    # -- transitions --------------------------------------------------------------------
+    def persist_transition(
+        self,
+        runtime: CircuitRuntime,
+        new: CircuitStatus,
+        reason: str,
+        snapshot: Snapshot | None,
+        actor: Any = None,
+    ) -> bool:
+        """Compare-and-set ``runtime``'s circuit to ``new``; record the event; publish.
+
+        Returns False, and re-reads the circuit, when another process moved it first (or
+        another thread of this one did: ``new`` must follow the generation we hold).
+        With the database down the move is applied here at once and written when the
+        database returns (:meth:`save_unsaved`).
+        """
+        old = runtime._status
+        if new.generation != old.generation + 1:
+            return False
+        move = UnsavedTransition(old, new, reason, snapshot, actor)
+        if runtime._unsaved:  # earlier moves still wait for the database: keep the order
+            runtime._unsaved.append(move)
+            runtime._apply(_entry_with(runtime, new))
+            return True
+        try:
+            won = self._write_transition(runtime, move)
+        except DjangoDatabaseError as exc:
+            # The database is down: this process moves on its own and says so once.
+            self.outages.failed("database", exc)
+            self._drop_broken_connection()
+            runtime._unsaved.append(move)
+            runtime._apply(_entry_with(runtime, new))
+            return True
+        self.outages.recovered("database")
+        if not won:
+            self.reload(runtime)
+            return False
+        runtime._apply(_entry_with(runtime, new))
+        if self.counters.needs_purge and new.state is not State.HALF_OPEN:
+            self.outages.guard("shared counters", None, self.counters.purge_expired)
+        return True
+
+    def _write_transition(self, runtime: CircuitRuntime, move: UnsavedTransition) -> bool:
+        """One ``UPDATE … WHERE generation = g`` and one event row; publish on commit.
+
+        True when this write won; False when the row was at another generation.
+        """
+        from circuitbreaker_app.models import Circuit, CircuitEvent
+
+        old, new, snapshot = move.old, move.new, move.snapshot
+        with transaction.atomic(using=self.db_alias):
+            updated = (
+                Circuit.objects.using(self.db_alias)
+                .filter(pk=runtime.circuit_id, generation=old.generation)
+                .update(
+                    state=new.state.value,
+                    generation=new.generation,
+                    open_count=new.open_count,
+                    opened_at=to_datetime(new.opened_at),
+                    retry_at=to_datetime(new.retry_at),
+                    changed_at=to_datetime(new.changed_at),
+                )
+            )
+            if not updated:
+                return False
+            CircuitEvent.objects.using(self.db_alias).create(
+                circuit_id=runtime.circuit_id,
+                circuit_name=runtime.name,
+                created_at=to_datetime(new.changed_at),
+                from_state=old.state.value,
+                to_state=new.state.value,
+                reason=move.reason[:200],
+                generation=new.generation,
+                failure_rate=snapshot.failure_rate if snapshot else None,
+                slow_call_rate=snapshot.slow_call_rate if snapshot else None,
+                calls=snapshot.calls if snapshot else None,
+                actor=move.actor,
+            )
+            entry = _entry_with(runtime, new)
+            transaction.on_commit(
+                partial(self._published, runtime.name, entry, old, new, move.reason),
+                using=self.db_alias,
+            )
+        return True
+
+    def save_unsaved(self, runtime: CircuitRuntime) -> None:
+        """Write the transitions made while the database was down, oldest first.
+
+        Each is a compare-and-set from the generation before it, so when another process
+        wrote its own transition meanwhile ours lose: they are dropped and the circuit is
+        re-read (one event row per real transition, fleet-wide). Stops at the first
+        database error and keeps the rest for the next refresh.
+        """
+        if not self._saving.acquire(blocking=False):
+            return  # another thread of this process is writing them
+        lost = False
+        try:
+            while runtime._unsaved:
+                move = runtime._unsaved[0]
+                try:
+                    won = self._write_transition(runtime, move)
+                except DjangoDatabaseError as exc:
+                    self.outages.failed("database", exc)
+                    self._drop_broken_connection()
+                    return
+                self.outages.recovered("database")
+                if not won:
+                    runtime._unsaved.clear()
+                    lost = True
+                    break
+                runtime._unsaved.pop(0)
+                logger.info(
+                    "circuit %r: transition %s -> %s made while the database was down is saved",
+                    runtime.name,
+                    move.old.state.value,
+                    move.new.state.value,
+                )
+        finally:
+            self._saving.release()
+        if lost:
+            self.reload(runtime)  # another process's transition won: take what it decided
+
+    def _drop_broken_connection(self) -> None:
+        """After a database error, let the next query reconnect (outside transactions)."""
+        connection = connections[self.db_alias]
+        if connection.in_atomic_block:
+            return
+        try:
+            connection.close_if_unusable_or_obsolete()
+        except Exception:  # a dead connection may fail to close: drop it all the same
+            connection.connection = None
+
+    def _published(
+        self,
+        name: str,
+        entry: dict[str, Any],
+        old: CircuitStatus,
+        new: CircuitStatus,
+        reason: str,
+    ) -> None:
+        from circuitbreaker_app.models import Circuit
+        from circuitbreaker_app.signals import state_changed
+
+        self._publish_entry(state_key(name), entry)
+        logger.info("circuit %r: %s -> %s (%s)", name, old.state.value, new.state.value, reason)
+        state_changed.send(
+            sender=Circuit, name=name, old_state=old.state, new_state=new.state, reason=reason
+        )
+
+    def move_to(self, name: str, state: State, reason: str, actor: Any = None) -> bool:
+        """An operator's transition (force, disable, reset); False when already there."""
+        runtime = self.runtime(name)
+        for _attempt in range(5):
+            self.reload(runtime)
+            old = runtime._status
+            check_transition(old.state, state, operator=True)
+            if old.state is state and state is not State.CLOSED:
+                return False
+            new = old.moved_to(state, self.now(), runtime.config)
+            if self.persist_transition(runtime, new, reason, runtime.snapshot(), actor=actor):
+                return True
+        return False
+
+    def advance(self, name: str, expected: State, new: State, reason: str) -> bool:
+        """A transition the breaker makes by itself, done by a task (e.g. a probe).
+
+        Re-reads the circuit from the database first: when it is no longer in
+        ``expected`` (or, for OPEN → HALF_OPEN, its ``retry_at`` has not passed), this is
+        a no-op returning False, so early, late or duplicate deliveries change nothing.
+        """
+        check_transition(expected, new)
+        runtime = self.runtime(name)
+        self.reload(runtime)
+        old = runtime._status
+        if old.state is not expected:
+            return False
+        if expected is State.OPEN and (old.retry_after(self.now()) or 0.0) > 0:
+            return False
+        return self.persist_transition(
+            runtime, old.moved_to(new, self.now(), runtime.config), reason, None
+        )
+
+    def definition_deleted(self, name: str) -> None:
+        """Drop a deleted circuit's shared entry; processes re-read it on their next refresh."""
+        try:
+            self.cache.delete(state_key(name))
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+
+    def definition_saved(self, circuit: Any) -> None:
+        """Publish an edited definition to every process (on commit)."""
+        key = state_key(circuit.name)
+
+        def publish() -> None:
+            try:
+                entry = self.load_entry(circuit.name, create=False)
+            except (DjangoDatabaseError, UnknownCircuitError):
+                return
+            self._publish_entry(key, entry)
+            runtime = self._runtimes.get(circuit.name)
+            if runtime is not None:
+                runtime._apply(entry)
+
+        transaction.on_commit(publish, using=circuit._state.db or self.db_alias)

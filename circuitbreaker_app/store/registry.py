@@ -1,0 +1,331 @@
+"""This process's store: the registry of circuit runtimes, their refresh from the shared
+cache, and the counters calls they make (each guarded: an outage is logged once and the
+process carries on with its own counts). ``get_store()`` returns the process's one store.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.db import Error as DjangoDatabaseError
+from django.db import transaction
+
+from circuitbreaker_app import conf
+from circuitbreaker_app.core import Snapshot
+from circuitbreaker_app.store import backends
+from circuitbreaker_app.store.entry import PROVISIONAL_ID, entry_from_row, provisional_entry
+from circuitbreaker_app.store.keys import state_key
+from circuitbreaker_app.store.outages import Outages
+from circuitbreaker_app.store.persistence import CircuitPersistence
+from circuitbreaker_app.store.runtime import CircuitRuntime
+from circuitbreaker_app.store.windows import BucketAdd, CountAdd
+
+
+class CircuitStore(CircuitPersistence):
+    """This process's view of every circuit, and all reads and writes behind it."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sync_db_clock: bool = True,
+    ) -> None:
+        self.sync_db_clock = sync_db_clock
+        self.clock = clock  # for snapshot age and flush timing (never compared across hosts)
+        self.wall = wall
+        self.offset = 0.0  # database clock minus this host's wall clock
+        self.ttl = float(conf.get("STATE_TTL"))
+        self.cache_alias = conf.get("CACHE")
+        self.db_alias = conf.get("DATABASE")
+        self.backend = backends.connect(
+            self.cache_alias,
+            self.db_alias,
+            now=self.now,
+            wall=wall,
+            clock_sink=self._set_offset if sync_db_clock else None,
+        )
+        self.cache: Any = self.backend.cache
+        self.counters = self.backend.counters
+        #: The backend's own client when it reads a server's clock (Redis), else None.
+        self.redis: Any = self.backend.client
+        self.outages = Outages(self.backend.label)
+        self._runtimes: dict[str, CircuitRuntime] = {}
+        self._lock = threading.RLock()
+        self._saving = threading.Lock()  # one thread at a time writes unsaved transitions
+
+    def _set_offset(self, offset: float) -> None:
+        self.offset = offset
+
+    def after_fork(self) -> None:
+        """Drop connections inherited from the parent process (called in a forked child)."""
+        self.counters.after_fork()
+
+    def now(self) -> float:
+        """Shared time: this host's clock corrected to Redis's (on the Redis path) or the
+        database's."""
+        return self.wall() + self.offset
+
+    # -- shared counters, each call guarded ----------------------------------------------
+    def counter_incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int | None:
+        return self.outages.guard(
+            "shared counters", None, self.counters.incr, key, delta, ttl, known
+        )
+
+    def add_outcome(
+        self, runtime: CircuitRuntime, change: BucketAdd | CountAdd, known: bool
+    ) -> Any:
+        """Apply ``change`` to ``runtime``'s shared window: one round trip. Returns the
+        bucket's new value or the count window, or None when the counters are unreachable.
+
+        When the backend reads the circuit's state entry in the same round trip (Redis) and
+        another process has moved the circuit on, ``runtime`` takes the new entry at once.
+        """
+        watch = (state_key(runtime.name), runtime._generation, runtime.circuit_id)
+        result = self.outages.guard(
+            "shared counters", None, self.counters.add, change, known, watch
+        )
+        if result is None:
+            return None
+        value, entry = result
+        if entry is not None:
+            self._adopt(runtime, entry)
+        return value
+
+    def _adopt(self, runtime: CircuitRuntime, entry: dict[str, Any]) -> None:
+        """Take a shared state entry if it is later than what ``runtime`` holds."""
+        try:
+            newer = entry["id"] != runtime.circuit_id or entry["generation"] > runtime._generation
+        except (KeyError, TypeError):
+            return
+        if not newer:
+            return
+        try:
+            runtime._apply(entry)
+        except (KeyError, TypeError, ValueError):  # not an entry of ours: ignore it
+            return
+        runtime._unsaved.clear()  # the fleet moved on: our offline moves would lose
+        runtime._stale_at = self.clock() + self.ttl
+
+    def counter_claim(self, key: str, ttl: float, value: int = 1) -> bool:
+        # Unreachable store: admit the trial (per-process), rather than stick in HALF_OPEN.
+        return bool(
+            self.outages.guard("shared counters", True, self.counters.claim, key, ttl, value)
+        )
+
+    def counter_release(self, key: str, value: int) -> None:
+        self.outages.guard("shared counters", None, self.counters.release, key, value)
+
+    def counter_get_many(self, keys: list[str]) -> dict[str, int]:
+        return self.outages.guard("shared counters", {}, self.counters.get_many, keys)
+
+    def counter_delete(self, key: str) -> None:
+        self.outages.guard("shared counters", None, self.counters.delete, key)
+
+    # -- runtimes ---------------------------------------------------------------------
+    def runtime(self, name: str) -> CircuitRuntime:
+        """The runtime of ``name`` in this process (loaded, or created, on first use)."""
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            with self._lock:
+                runtime = self._runtimes.get(name)
+                if runtime is None:
+                    runtime = self._load_runtime(name)
+                    self._runtimes[name] = runtime
+        return runtime
+
+    def _load_runtime(self, name: str) -> CircuitRuntime:
+        try:
+            entry = self.cache.get(state_key(name))
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+            entry = None
+        if entry is None:
+            try:
+                entry = self.load_entry(name)
+            except DjangoDatabaseError as exc:
+                # Neither the cache nor the database can say what this circuit is: guard
+                # calls with its settings in this process until one of them answers.
+                self.outages.failed("database", exc)
+                self._drop_broken_connection()
+                return CircuitRuntime(self, name, provisional_entry(name))
+            if entry.get("name_override"):
+                return self.runtime(entry["name_override"])
+        return CircuitRuntime(self, name, entry)
+
+    def refresh(self, runtime: CircuitRuntime) -> None:
+        """Flush this process's pending successes (one write), then re-read the circuit's
+        state entry and window (one ``get_many``).
+
+        Transitions this process made while the database was down are written first; until
+        they are, the circuit keeps its own (later) state rather than the shared one.
+        """
+        if runtime._unsaved:
+            self.save_unsaved(runtime)
+        if runtime.pending:
+            # Breaker.call counts successes without looking at the clock: they are flushed
+            # here, once per STATE_TTL, when the stale snapshot sends a call this way.
+            runtime._push(Snapshot())
+        now = self.now()
+        key = state_key(runtime.name)
+        window_keys = runtime.window.read_keys(now) if self.counters.in_cache else []
+        runtime._stale_at = self.clock() + self.ttl
+        try:
+            values = self.cache.get_many([key, *window_keys])
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+            if runtime.circuit_id != PROVISIONAL_ID:
+                return  # keep the last known state
+            values, window_keys = {}, []  # a circuit built from settings: ask the database
+        else:
+            self.outages.recovered("cache")
+        entry = values.get(key)
+        if entry is None:
+            try:
+                entry = self.load_entry(runtime.name)
+            except DjangoDatabaseError as exc:
+                self.outages.failed("database", exc)
+                self._drop_broken_connection()
+                return
+            if entry.get("name_override"):
+                return
+        if runtime._unsaved:
+            self._adopt(runtime, entry)  # only a later state than our own offline moves
+        else:
+            runtime._apply(entry)
+        if window_keys:
+            runtime.window.absorb(values, now)
+            runtime._watch(runtime.window.estimate(now))
+
+    def loaded(self, name: str) -> CircuitRuntime | None:
+        """The runtime of ``name`` if this process already has it (never any I/O)."""
+        return self._runtimes.get(name)
+
+    def refresh_rows(self, rows: Iterable[Any]) -> dict[str, CircuitRuntime]:
+        """Runtimes of these ``Circuit`` rows with fresh windows, for admin pages and the
+        status endpoint (never the hot path).
+
+        A runtime this process lacks is built from its row (no read of its own); the state
+        entries and window buckets of all circuits come back in one ``get_many`` (plus one
+        counters query when the counters live in the database). Whichever of row and cache
+        entry has the higher generation wins.
+        """
+        now = self.now()
+        runtimes: dict[str, CircuitRuntime] = {}
+        for row in rows:
+            entry = entry_from_row(row)
+            runtime = self._runtimes.get(row.name)
+            if runtime is None or runtime.name != row.name:  # new here, or was overflowed
+                with self._lock:
+                    runtime = self._runtimes.get(row.name)
+                    if runtime is None or runtime.name != row.name:
+                        runtime = CircuitRuntime(self, row.name, entry)
+                        self._runtimes[row.name] = runtime
+            # A runtime holding transitions not yet saved (database was down) keeps its own.
+            if not getattr(runtime, "_unsaved", None) and (
+                runtime._status.generation <= row.generation
+            ):
+                runtime._apply(entry)
+            runtimes[row.name] = runtime
+        window_keys = {name: rt.window.read_keys(now) for name, rt in runtimes.items()}
+        generations = {name: rt._status.generation for name, rt in runtimes.items()}
+        keys = [state_key(name) for name in runtimes]
+        if self.counters.in_cache:
+            keys += [key for names in window_keys.values() for key in names]
+        try:
+            values = dict(self.cache.get_many(keys)) if keys else {}
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+            return runtimes
+        if not self.counters.in_cache:
+            all_window_keys = [key for names in window_keys.values() for key in names]
+            values.update(self.counter_get_many(all_window_keys))
+        stale_at = self.clock() + self.ttl
+        for name, runtime in runtimes.items():
+            entry = values.get(state_key(name))
+            if (
+                entry is not None
+                and not getattr(runtime, "_unsaved", None)
+                and entry.get("generation", -1) > runtime._status.generation
+            ):
+                runtime._apply(entry)
+            if runtime._status.generation == generations[name]:
+                runtime.window.absorb(values, now)
+            runtime._stale_at = stale_at
+        return runtimes
+
+    def forget(self, names: Iterable[str] | None = None) -> None:
+        """Drop this process's snapshots (all, or of ``names``)."""
+        with self._lock:
+            if names is None:
+                self._runtimes.clear()
+            else:
+                for name in names:
+                    self._runtimes.pop(name, None)
+
+    def flush(self) -> None:
+        """Push every pending success count to the shared window now."""
+        for runtime in list(self._runtimes.values()):
+            if runtime.pending:
+                runtime._push(Snapshot())
+
+
+# -- the process's store ------------------------------------------------------------------
+
+_store: CircuitStore | None = None
+_store_lock = threading.Lock()
+
+
+def get_store() -> CircuitStore:
+    """This process's store, created on first use from the current settings."""
+    global _store
+    store = _store
+    if store is None:
+        with _store_lock:
+            if _store is None:
+                _store = CircuitStore()
+            store = _store
+    return store
+
+
+def reset_store(store: CircuitStore | None = None) -> None:
+    """Forget this process's store (settings changed, fork, or a test installs its own)."""
+    global _store
+    _store = store
+
+
+def definition_saved(circuit: Any) -> None:
+    """Called by ``Circuit.save()``."""
+    get_store().definition_saved(circuit)
+
+
+def circuit_deleted(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+    """``post_delete`` receiver: forget the circuit's shared entry once the delete commits."""
+    transaction.on_commit(partial(get_store().definition_deleted, instance.name), using=using)
+
+
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting in {"CIRCUITBREAKER", "CACHES", "DATABASES"}:
+        reset_store()
+
+
+setting_changed.connect(_on_setting_changed)
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker (gunicorn, Celery prefork) starts with no snapshots, batches or
+    connections of its parent: the parent's Redis connections are abandoned, not closed
+    (the parent still uses them), and the next guarded call builds a fresh store."""
+    global _store
+    old, _store = _store, None
+    if old is not None:
+        old.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,281 @@
+"""One circuit as this process sees it: the hot path reads this class's plain attributes.
+
+``Breaker.call`` reads the plan :meth:`CircuitRuntime._plan_fast_paths` prepares (one
+clock reading, no method call, ``pending += 1`` for a closed success); everything else
+(state classes of ``core/``, the shared window, the store's I/O) sits behind it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING, Any
+
+from circuitbreaker_app.core import (
+    CircuitConfig,
+    CircuitStatus,
+    Outcome,
+    Permit,
+    Snapshot,
+    State,
+    behaviour_for,
+    evaluate,
+)
+from circuitbreaker_app.core.states import Closed, settle
+from circuitbreaker_app.store.entry import status_from_entry
+from circuitbreaker_app.store.keys import generation_prefix
+from circuitbreaker_app.store.windows import SharedWindow, window_for
+
+if TYPE_CHECKING:
+    from circuitbreaker_app.store.persistence import UnsavedTransition
+    from circuitbreaker_app.store.registry import CircuitStore
+
+#: States in which a call is admitted with no shared permit.
+FREE_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED, State.DISABLED})
+#: Seconds a successful trial's mark lives (far longer than any half-open period).
+TRIAL_SUCCESS_TTL = 86_400
+
+
+class CircuitRuntime:
+    """One circuit as this process sees it; the store's :class:`CircuitContext`.
+
+    The snapshot (``status``, ``config``) is refreshed from the cache when older than
+    ``STATE_TTL``. Successes are counted in memory and flushed with the next failure or
+    at most once per ``STATE_TTL``; failures and slow calls are added to the shared
+    window at once (one ``incr``).
+    """
+
+    def __init__(self, store: CircuitStore, name: str, entry: dict[str, Any]) -> None:
+        self.store = store
+        self.name = name
+        #: Successes (fast, not slow) not yet flushed; ``Breaker.call`` adds to it. Without
+        #: a lock: under thread races a success may go uncounted, which only nudges the
+        #: failure rate up.
+        self.pending = 0
+        self._written: set[str] = set()  # counter keys this process knows exist
+        # Transitions made while the database was unreachable, oldest first: applied here
+        # at once, written (in order, each a compare-and-set) when the database returns.
+        self._unsaved: list[UnsavedTransition] = []
+        #: The clock snapshots and the fast-path plan are timed with (the store's).
+        self.clock = store.clock
+        self._success_can_open = False
+        self._fresh_until = 0.0
+        self._apply(entry)
+        self._stale_at = store.clock() + store.ttl
+        self._flush_at = self._stale_at
+
+    # -- the plan Breaker.call follows without calling us ---------------------------------
+    @property
+    def _stale_at(self) -> float:
+        """When (on :attr:`clock`) this snapshot stops being trusted."""
+        return self._fresh_until
+
+    @_stale_at.setter
+    def _stale_at(self, value: float) -> None:
+        self._fresh_until = value
+        self._plan_fast_paths()
+
+    def _plan_fast_paths(self) -> None:
+        """Precompute what a guarded call needs, as plain attributes (DESIGN §4's hot path:
+        ``Breaker.call`` reads them with one clock reading and no method call).
+
+        * ``admit_until``: until then a call may pass without a permit (a fresh snapshot in
+          CLOSED, FORCED_CLOSED or DISABLED);
+        * ``count_token``: the generation when such a call's plain success only needs
+          ``pending += 1`` (no slow-call timing, successes cannot open the circuit, not
+          DISABLED), else -1;
+        * ``reject_until``: until then a call is rejected outright (a fresh snapshot in
+          FORCED_OPEN, or OPEN before ``retry_at``), with ``reject_state``, and
+          ``retry_clock``: when (on :attr:`clock`) calls may pass again, None if unknown.
+        """
+        fresh = self._fresh_until
+        status = self._status
+        self.admit_until = fresh if self._free else -math.inf
+        counts = not self._disabled and not self._success_can_open and self._slow_after is None
+        self.count_token = self._generation if self._free and counts else -1
+        self.reject_state = status.state
+        self.reject_until, self.retry_clock = -math.inf, None
+        if status.state is State.FORCED_OPEN:
+            self.reject_until = fresh
+        elif status.state is State.OPEN and status.retry_at is not None:
+            self.retry_clock = self.clock() + (status.retry_at - self.store.now())
+            self.reject_until = min(fresh, self.retry_clock)
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        status = status_from_entry(entry)
+        config = CircuitConfig.from_mapping(entry["config"])
+        previous = getattr(self, "_status", None)
+        self.circuit_id: int = entry["id"]
+        if (
+            previous is None
+            or previous.generation != status.generation
+            or (config != getattr(self, "config", None))
+        ):
+            self.window: SharedWindow = window_for(
+                generation_prefix(self.name, status.generation), config
+            )
+            self.pending = 0
+        self.config = config
+        self._slow_after = config.slow_call_duration
+        self._status = status
+        # Plain attributes for the fast path (enum hashing and lookups cost more).
+        self._generation = status.generation
+        self._free = status.state in FREE_STATES
+        self._disabled = status.state is State.DISABLED
+        self._closed = status.state is State.CLOSED
+        self._watch(self.window.estimate(self.store.now()))
+
+    def _watch(self, estimate: Snapshot) -> None:
+        """Note whether more successes could open the circuit (rates at the threshold)."""
+        config = self.config
+        calls = max(estimate.calls, 1)
+        self._success_can_open = bool(
+            estimate.failures and estimate.failures * 100 >= config.failure_rate_threshold * calls
+        ) or bool(
+            config.slow_call_duration is not None
+            and estimate.slow
+            and estimate.slow * 100 >= config.slow_call_rate_threshold * calls
+        )
+        self._plan_fast_paths()
+
+    # -- CircuitContext ------------------------------------------------------------------
+    @property
+    def status(self) -> CircuitStatus:
+        if self.clock() >= self._stale_at:
+            self.refresh()
+        return self._status
+
+    def now(self) -> float:
+        return self.store.now()
+
+    def record(self, failed: bool, slow: bool) -> Snapshot:
+        if failed or slow:
+            return self._push(Snapshot(1, int(failed), int(slow)))
+        self.pending += 1
+        if self.clock() >= self._flush_at:
+            return self._push(Snapshot())
+        estimate = self.window.estimate(self.now()) + Snapshot(self.pending)
+        if evaluate(estimate, self.config).opens:
+            # Our own successes could tip the window (S F F F S): check the real totals.
+            return self._push(Snapshot())
+        return estimate
+
+    def _push(self, outcome: Snapshot) -> Snapshot:
+        """Add pending successes, then ``outcome``, to the shared window: one round trip."""
+        pending, self.pending = self.pending, 0
+        now = self.now()
+        self._flush_at = self.clock() + self.store.ttl
+        if not (pending or outcome.calls):
+            return self.window.estimate(now)
+        change = self.window.change(outcome, pending, now)
+        generation = self._generation
+        value = self.store.add_outcome(self, change, change.key in self._written)
+        if self._generation != generation:
+            # The same round trip told us another process moved the circuit on: these
+            # counts belong to a period that is over, and must not trip the new one.
+            return self.window.estimate(now)
+        if value is not None:
+            if len(self._written) > 64:
+                self._written.clear()
+            self._written.add(change.key)
+            snapshot = self.window.added(change, value, now)
+        else:  # shared store unreachable: decide on what this process knows
+            snapshot = self.window.add_locally(change, now)
+        self._watch(snapshot)
+        return snapshot
+
+    # -- the fast path (no allocation, no I/O) ------------------------------------------
+    def fast_admit(self) -> int:
+        """The generation when a call may pass without I/O or a permit, else -1.
+
+        True for a fresh snapshot in CLOSED, FORCED_CLOSED or DISABLED; everything else
+        (a stale snapshot, OPEN, HALF_OPEN, FORCED_OPEN) takes :meth:`acquire`.
+        """
+        if self._free and self.clock() < self._stale_at:
+            return self._generation
+        return -1
+
+    def fast_success(self, generation: int, duration: float) -> bool:
+        """Count a success admitted by :meth:`fast_admit`; False means "use on_result()".
+
+        Declines when the circuit moved on, the call was slow, or more successes could
+        open the circuit (so :meth:`record` must evaluate the window exactly).
+        """
+        if generation != self._generation or self._success_can_open:
+            return False
+        slow_after = self._slow_after
+        if slow_after is not None and duration >= slow_after:
+            return False
+        if self._disabled:
+            return True
+        self.pending += 1
+        if self.clock() >= self._flush_at:
+            snapshot = self._push(Snapshot())
+            if self._closed:
+                Closed.check_window(self, snapshot)
+        return True
+
+    def acquire_trial(self) -> tuple[int, int] | None:
+        prefix = generation_prefix(self.name, self._status.generation)
+        token = random.getrandbits(62) or 1
+        for slot in range(self.config.half_open_max_calls):
+            key = f"{prefix}/trial{slot}"
+            if self.store.counter_claim(key, self.config.trial_lease, token):
+                return slot, token
+        return None
+
+    def complete_trial(self, slot: int, token: int, succeeded: bool) -> int:
+        prefix = generation_prefix(self.name, self._status.generation)
+        if not succeeded:
+            self.store.counter_release(f"{prefix}/trial{slot}", token)
+            return 0
+        self.store.counter_claim(f"{prefix}/ok{slot}", TRIAL_SUCCESS_TTL)
+        keys = [f"{prefix}/ok{i}" for i in range(self.config.half_open_max_calls)]
+        return len(self.store.counter_get_many(keys))
+
+    def transition(self, new: CircuitStatus, reason: str, snapshot: Snapshot | None) -> bool:
+        return self.store.persist_transition(self, new, reason, snapshot)
+
+    # -- used by Breaker ---------------------------------------------------------------
+    @property
+    def retry_after(self) -> float | None:
+        return self.status.retry_after(self.now())
+
+    def acquire(self) -> Permit:
+        """Admit a call or raise CircuitOpenError."""
+        return behaviour_for(self.status.state).acquire(self)
+
+    def on_result(self, permit: Permit, outcome: Outcome, duration: float) -> None:
+        """Report the outcome of a call admitted by :meth:`acquire`."""
+        settle(self, permit, outcome, duration)
+
+    def acquire_needs_io(self) -> bool:
+        """True when :meth:`acquire` may touch the cache or database (async callers)."""
+        if self.store.clock() >= self._stale_at:
+            return True
+        status = self._status
+        if status.state is State.HALF_OPEN:
+            return True
+        return status.state is State.OPEN and (status.retry_after(self.now()) or 0) <= 0
+
+    def result_needs_io(self, permit: Permit, outcome: Outcome, duration: float) -> bool:
+        """True when :meth:`on_result` may touch the cache or database (async callers)."""
+        if self.store.clock() >= self._stale_at:
+            return True  # settle() reads ``status``, which refreshes a stale snapshot
+        if outcome is Outcome.IGNORED and permit.trial_slot is None:
+            return False
+        if permit.state is State.DISABLED:
+            return False
+        if outcome is Outcome.FAILURE or permit.trial_slot is not None:
+            return True
+        if self.config.is_slow(duration) or self.store.clock() >= self._flush_at:
+            return True
+        return self._success_can_open
+
+    def refresh(self) -> None:
+        """Re-read the shared state (and window buckets) from the cache."""
+        self.store.refresh(self)
+
+    def snapshot(self) -> Snapshot:
+        """The window's totals as this process last saw them (plus its pending successes)."""
+        return self.window.estimate(self.now()) + Snapshot(self.pending)
