@@ -32,13 +32,10 @@ started them (one outcome, on the first URL's circuit).
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.exceptions import (
@@ -52,7 +49,8 @@ from requests.exceptions import (
 )
 
 from circuitbreaker_app.breaker import Breaker
-from circuitbreaker_app.core.config import NAME_RE, check_name
+from circuitbreaker_app.hosts import circuit_for_url
+from circuitbreaker_app.outcomes import DEFAULT_FAILURE_STATUSES, HttpOutcomes
 
 __all__ = [
     "DEFAULT_FAILURE_STATUSES",
@@ -66,9 +64,6 @@ __all__ = [
 #: (connect, read) seconds used when neither the session nor the request sets a timeout.
 #: 3.05: a little over a multiple of 3 s, the TCP retransmission window (requests' advice).
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
-
-#: Statuses recorded as failures by default: 429 Too Many Requests and every 5xx.
-DEFAULT_FAILURE_STATUSES: frozenset[int] = frozenset({429, *range(500, 600)})
 
 #: Exceptions that mean "the dependency did not answer": failures, re-raised.
 FAILURE_EXCEPTIONS: tuple[type[BaseException], ...] = (
@@ -87,37 +82,7 @@ IGNORED_EXCEPTIONS: tuple[type[BaseException], ...] = (
     UnrewindableBodyError,
 )
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._:-]")
-_MAX_BREAKERS_PER_SESSION = 1_024
-
 Timeout = float | int | tuple[float | int, float | int]
-
-
-def circuit_for_url(url: str) -> str:
-    """The per-host circuit name for ``url``: ``http:<host>``, or ``http:<host>:<port>``.
-
-    The port is part of the name only when the URL gives one that is not the scheme's
-    default: two services on one host are two dependencies. Credentials, path and query
-    never are. Characters a circuit name cannot hold become ``-``, and a name longer
-    than 100 characters is shortened with a hash so distinct hosts stay distinct.
-    """
-    parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        raise ValueError(f"cannot name a circuit for a URL without a host: {url!r}")
-    try:
-        port = parts.port
-    except ValueError:  # a malformed port: requests reports it; the name ignores it
-        port = None
-    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
-        host = f"{host}:{port}"
-    name = "http:" + _UNSAFE_NAME_CHARS.sub("-", host)
-    if len(name) > 100:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-        name = f"{name[:91]}-{digest}"
-    assert NAME_RE.fullmatch(name), name
-    return name
 
 
 def check_timeout(value: Any, option: str = "timeout") -> tuple[float, float]:
@@ -143,16 +108,7 @@ def check_timeout(value: Any, option: str = "timeout") -> tuple[float, float]:
     return checked[0], checked[1]
 
 
-def _check_statuses(value: Any) -> frozenset[int]:
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise TypeError(f"failure_statuses must be a collection of ints, but was {value!r}")
-    statuses = frozenset(value)
-    for status in statuses:
-        if not isinstance(status, int) or isinstance(status, bool):
-            raise TypeError(f"failure_statuses must hold ints, but held {status!r}")
-        if not 100 <= status <= 599:
-            raise ValueError(f"failure_statuses must be HTTP statuses (100-599), not {status!r}")
-    return statuses
+_OUTCOME_ATTRS = ("circuit", "failure_statuses", "is_failure", "fallback")
 
 
 class CircuitSession(requests.Session):
@@ -167,14 +123,7 @@ class CircuitSession(requests.Session):
     the request or the request fails with a connection error or timeout.
     """
 
-    __attrs__ = [
-        *requests.Session.__attrs__,
-        "circuit",
-        "timeout",
-        "failure_statuses",
-        "is_failure",
-        "fallback",
-    ]
+    __attrs__ = [*requests.Session.__attrs__, "timeout", *_OUTCOME_ATTRS]
 
     def __init__(
         self,
@@ -185,34 +134,35 @@ class CircuitSession(requests.Session):
         is_failure: Callable[[requests.Response], bool] | None = None,
         fallback: Callable[[BaseException], Any] | None = None,
     ) -> None:
-        if circuit is not None:
-            check_name(circuit)
-        if is_failure is not None and not callable(is_failure):
-            raise TypeError(f"is_failure must be callable, but was {is_failure!r}")
-        if is_failure is not None and failure_statuses is not None:
-            raise TypeError("pass failure_statuses or is_failure, not both")
-        if fallback is not None and not callable(fallback):
-            raise TypeError(f"fallback must be callable, but was {fallback!r}")
         super().__init__()
-        self.circuit = circuit
         self.timeout = check_timeout(timeout)
-        self.failure_statuses = (
-            DEFAULT_FAILURE_STATUSES
-            if failure_statuses is None
-            else _check_statuses(failure_statuses)
+        self._outcomes = HttpOutcomes(
+            circuit,
+            failures=FAILURE_EXCEPTIONS,
+            ignored=IGNORED_EXCEPTIONS,
+            failure_statuses=failure_statuses,
+            is_failure=is_failure,
+            fallback=fallback,
         )
-        self.is_failure = is_failure
-        self.fallback = fallback
         self._setup()
 
     def _setup(self) -> None:
-        self._breakers: dict[str, Breaker] = {}
         # Redirect hops re-enter send(); they belong to the request being guarded.
         self._local = threading.local()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        outcomes = {key: state.pop(key) for key in _OUTCOME_ATTRS}
         super().__setstate__(state)
+        self._outcomes = HttpOutcomes(
+            failures=FAILURE_EXCEPTIONS, ignored=IGNORED_EXCEPTIONS, **outcomes
+        )
         self._setup()
+
+    # The outcome table's options, read through (and pickled with) the session.
+    circuit = property(lambda self: self._outcomes.circuit)
+    failure_statuses = property(lambda self: self._outcomes.failure_statuses)
+    is_failure = property(lambda self: self._outcomes.is_failure)
+    fallback = property(lambda self: self._outcomes.fallback)
 
     def __repr__(self) -> str:
         return f"<CircuitSession circuit={self.circuit or 'per host'!r}>"
@@ -220,26 +170,11 @@ class CircuitSession(requests.Session):
     # -- outcome of a response ------------------------------------------------------------
     def response_failed(self, response: requests.Response) -> bool:
         """True when ``response`` counts as a failure of the dependency."""
-        if self.is_failure is not None:
-            return bool(self.is_failure(response))
-        return response.status_code in self.failure_statuses
+        return self._outcomes.response_failed(response)
 
     def breaker_for(self, url: str) -> Breaker:
         """The breaker guarding a request to ``url`` (the session's circuit, or the host's)."""
-        name = self.circuit or circuit_for_url(url)
-        guard = self._breakers.get(name)
-        if guard is None:
-            if len(self._breakers) >= _MAX_BREAKERS_PER_SESSION:
-                self._breakers.clear()  # handles are cheap to rebuild; never grow unbounded
-            guard = Breaker(
-                name,
-                record=FAILURE_EXCEPTIONS,
-                ignore=IGNORED_EXCEPTIONS,
-                is_failure=self.response_failed,
-                fallback=self.fallback,
-            )
-            self._breakers[name] = guard
-        return guard
+        return self._outcomes.breaker(self._outcomes.circuit or circuit_for_url(url))
 
     # -- the guard --------------------------------------------------------------------------
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:

@@ -332,30 +332,6 @@ def test_a_redirect_chain_is_one_outcome(fake, upstream):
     assert window().calls == 1
 
 
-@pytest.mark.parametrize(
-    ("url", "name"),
-    [
-        ("https://Pay.Example/charge?card=4111", "http:pay.example"),
-        ("https://user:secret@pay.example:443/x", "http:pay.example"),
-        ("http://pay.example:80/", "http:pay.example"),
-        ("http://127.0.0.1:8000/upstream/", "http:127.0.0.1:8000"),
-        ("https://pay.example:8443/", "http:pay.example:8443"),
-        ("http://[::1]:9000/", "http:::1:9000"),
-        ("http://xn--bcher-kva.example./", "http:xn--bcher-kva.example"),
-    ],
-)
-def test_per_host_circuit_names(url, name):
-    assert circuit_for_url(url) == name
-
-
-def test_per_host_names_stay_valid_and_distinct_when_long():
-    a = circuit_for_url("https://" + "a" * 120 + ".example/")
-    b = circuit_for_url("https://" + "a" * 119 + "b.example/")
-    assert len(a) == len(b) == 100 and a != b
-    with pytest.raises(ValueError, match="without a host"):
-        circuit_for_url("file:///etc/passwd")
-
-
 def test_per_host_circuits_are_independent_and_created_on_first_use(upstream):
     FakeStore().install()
     session = CircuitSession()
