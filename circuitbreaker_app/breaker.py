@@ -28,17 +28,35 @@ UNTIMED = -1.0
 _ALLOWED_OPTIONS = ("record", "ignore", "is_failure", "fallback")
 
 
-def _exception_types(option: str, value: Any) -> tuple[type[BaseException], ...]:
+ExceptionRule = type[BaseException] | tuple[type[BaseException], ...] | Callable[[Any], object]
+
+
+def _exception_rule(
+    option: str, value: Any
+) -> tuple[tuple[type[BaseException], ...], Callable[[BaseException], object] | None]:
+    """``record``/``ignore`` as (types, None), or ((), predicate) for a predicate."""
     if isinstance(value, type):
         value = (value,)
-    if not isinstance(value, tuple | list) or not all(
-        isinstance(item, type) and issubclass(item, BaseException) for item in value
-    ):
-        raise TypeError(
-            f"breaker() option {option!r} must be an exception class or a tuple of them, "
-            f"but was {value!r}"
-        )
-    return tuple(value)
+    if isinstance(value, tuple | list):
+        if all(isinstance(item, type) and issubclass(item, BaseException) for item in value):
+            return tuple(value), None
+    elif callable(value):
+        try:
+            signature = inspect.signature(value)
+        except (TypeError, ValueError):  # a builtin without a signature: trust it
+            return (), value
+        try:
+            signature.bind(BaseException())
+        except TypeError:
+            raise TypeError(
+                f"breaker() option {option!r} must be a predicate taking the exception "
+                f"(exc -> bool), but {value!r} does not take one argument"
+            ) from None
+        return (), value
+    raise TypeError(
+        f"breaker() option {option!r} must be an exception class, a tuple of them, or a "
+        f"predicate exc -> bool, but was {value!r}"
+    )
 
 
 class Breaker:
@@ -51,8 +69,8 @@ class Breaker:
         self,
         name: str,
         *,
-        record: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
-        ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+        record: ExceptionRule = (Exception,),
+        ignore: ExceptionRule = (),
         is_failure: Callable[[Any], bool] | None = None,
         fallback: Callable[[BaseException], Any] | None = None,
     ) -> None:
@@ -64,8 +82,10 @@ class Breaker:
         if fallback is not None and not callable(fallback):
             raise TypeError(f"breaker() option 'fallback' must be callable, but was {fallback!r}")
         self.name = name
-        self.record = _exception_types("record", record)
-        self.ignore = _exception_types("ignore", ignore)
+        self._record_types, self._record_test = _exception_rule("record", record)
+        self._ignore_types, self._ignore_test = _exception_rule("ignore", ignore)
+        self.record = self._record_test or self._record_types
+        self.ignore = self._ignore_test or self._ignore_types
         self.is_failure = is_failure
         self.fallback = fallback
         self._store: object = None
@@ -108,12 +128,33 @@ class Breaker:
 
     # -- outcome classification ----------------------------------------------------------
     def classify(self, exc: BaseException) -> Outcome:
-        """Failure, ignored, or success (the dependency answered; the error is the caller's)."""
-        if not isinstance(exc, Exception) or isinstance(exc, self.ignore):
+        """Failure, ignored, or success (the dependency answered; the error is the caller's).
+
+        ``ignore`` is asked first, then ``record``. A predicate's own error propagates
+        (see :meth:`_outcome_of`)."""
+        if not isinstance(exc, Exception):
             return Outcome.IGNORED
-        if isinstance(exc, self.record):
-            return Outcome.FAILURE
-        return Outcome.SUCCESS
+        if self._ignore_test is None:
+            if isinstance(exc, self._ignore_types):
+                return Outcome.IGNORED
+        elif self._ignore_test(exc):
+            return Outcome.IGNORED
+        if self._record_test is None:
+            return Outcome.FAILURE if isinstance(exc, self._record_types) else Outcome.SUCCESS
+        return Outcome.FAILURE if self._record_test(exc) else Outcome.SUCCESS
+
+    def _outcome_of(self, exc: BaseException) -> tuple[Outcome, BaseException | None]:
+        """:meth:`classify`, and the error of a ``record``/``ignore`` predicate that raised.
+
+        A predicate that raises makes the call *ignored* (it says nothing about the
+        dependency), and its error is what the caller gets, chained to the call's own
+        error (``raise predicate_error from exc``): a bug in a predicate is never hidden,
+        and the original error stays in the traceback."""
+        try:
+            return self.classify(exc), None
+        except BaseException as error:
+            error.__cause__ = exc
+            return Outcome.IGNORED, error
 
     def _result_outcome(self, result: Any) -> Outcome:
         if self.is_failure is not None and self.is_failure(result):
@@ -225,14 +266,14 @@ class Breaker:
         self, runtime: CircuitRuntime, permit: Permit, exc: BaseException, started: float
     ) -> Any:
         """Record an exception's outcome; answer with the fallback or re-raise it."""
-        outcome = self.classify(exc)
+        outcome, error = self._outcome_of(exc)
         self._settle(runtime, permit, outcome, started)
         if outcome is Outcome.FAILURE and self.fallback is not None:
             return self.fallback(exc)
         try:
-            raise exc
+            raise exc if error is None else error
         finally:
-            del exc  # else error → traceback → this frame → error: a cycle for the GC
+            del exc, error  # else error → traceback → this frame → error: a GC cycle
 
     def _settle(
         self, runtime: CircuitRuntime, permit: Permit, outcome: Outcome, started: float
@@ -258,19 +299,25 @@ class Breaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        permit, outcome, started = self._leave(exc)
+        permit, outcome, started, error = self._leave(exc)
         self._settle(self._runtime(), permit, outcome, started)
+        if error is not None:
+            raise error
 
     def _enter(self, permit: Permit) -> None:
         """Hold ``permit`` for the innermost ``with`` block (per thread and task)."""
         self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
 
-    def _leave(self, exc: BaseException | None) -> tuple[Permit, Outcome, float]:
-        """Hand back the innermost block's permit, how the block ended, and its start."""
+    def _leave(
+        self, exc: BaseException | None
+    ) -> tuple[Permit, Outcome, float, BaseException | None]:
+        """Hand back the innermost block's permit, how the block ended, its start, and the
+        error of a predicate that raised (see :meth:`_outcome_of`)."""
         stack = self._permits.get()
         (permit, started), rest = stack[-1], stack[:-1]
         self._permits.set(rest)
-        return permit, Outcome.SUCCESS if exc is None else self.classify(exc), started
+        outcome, error = (Outcome.SUCCESS, None) if exc is None else self._outcome_of(exc)
+        return permit, outcome, started, error
 
     # -- async -----------------------------------------------------------------------------
     async def _aacquire(self, runtime: CircuitRuntime) -> Permit:
@@ -306,10 +353,12 @@ class Breaker:
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            outcome = self.classify(exc)
+            outcome, error = self._outcome_of(exc)
             await self._asettle(runtime, permit, outcome, time.perf_counter() - started)
             if outcome is Outcome.FAILURE and self.fallback is not None:
                 return await _maybe_await(self.fallback(exc))
+            if error is not None:
+                raise error  # noqa: B904 - chained to exc by _outcome_of
             raise
         try:
             outcome = self._result_outcome(result)
@@ -330,8 +379,10 @@ class Breaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        permit, outcome, started = self._leave(exc)
+        permit, outcome, started, error = self._leave(exc)
         await self._asettle(await self._aruntime(), permit, outcome, time.perf_counter() - started)
+        if error is not None:
+            raise error
 
     # -- decorator -------------------------------------------------------------------------
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

@@ -122,6 +122,123 @@ def test_is_failure_records_a_failure_and_returns_the_result(fake):
     assert CircuitEvent.objects.get().reason == "failure_rate_above_threshold"
 
 
+# -- exception predicates -------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """One error class for every answer, as some API clients raise."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"API answered {status}")
+        self.status = status
+
+
+def api(status: int) -> None:
+    raise ApiError(status)
+
+
+def test_a_record_predicate_decides_from_the_exception_itself(fake):
+    guarded = breaker("payments", record=lambda exc: getattr(exc, "status", 500) >= 500)
+    for _ in range(3):
+        with pytest.raises(ApiError):
+            guarded.call(api, 404)  # the dependency answered: a success
+    assert fake.runtime("payments").snapshot().failures == 0
+    for _ in range(4):  # window 4 at 100 %: four failures in a row open it
+        with pytest.raises(ApiError):
+            guarded.call(api, 503)
+    assert guarded.state is State.OPEN
+
+
+def test_an_ignore_predicate_counts_nothing_and_wins_over_record(fake):
+    guarded = breaker("payments", ignore=lambda exc: getattr(exc, "status", 0) == 409)
+    for _ in range(3):
+        with pytest.raises(ApiError):
+            guarded.call(api, 409)
+    assert fake.runtime("payments").snapshot().calls == 0
+    with pytest.raises(ApiError):
+        guarded.call(api, 500)  # not ignored: recorded by the default record=(Exception,)
+    assert fake.runtime("payments").snapshot().failures == 1
+
+
+def test_predicates_are_asked_only_about_exceptions(fake):
+    asked = []
+    guarded = breaker("payments", record=lambda exc: asked.append(exc) or True)
+    assert [guarded.call(lambda: n) for n in range(5)] == [0, 1, 2, 3, 4]
+    assert asked == []
+    with pytest.raises(KeyboardInterrupt):  # not an Exception: ignored, never asked
+        guarded.call(lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert asked == []
+
+
+def test_a_raising_predicate_ignores_the_call_and_its_error_is_chained_to_the_original(fake):
+    def broken(exc: BaseException) -> bool:
+        return exc.status >= 500  # type: ignore[attr-defined]  # ConnectionError has none
+
+    guarded = breaker("payments", record=broken)
+    for _ in range(3):
+        with pytest.raises(AttributeError) as info:
+            guarded.call(boom)
+        assert isinstance(info.value.__cause__, ConnectionError)
+    for _ in range(3):
+        with pytest.raises(AttributeError) as info, guarded:
+            raise ConnectionError("down")
+        assert isinstance(info.value.__cause__, ConnectionError)
+    assert fake.runtime("payments").snapshot().calls == 0  # ignored, never recorded
+    assert guarded.state is State.CLOSED
+    assert guarded.call(lambda: "still guarded") == "still guarded"
+
+
+def test_a_raising_predicate_hands_a_half_open_trial_back(fake):
+    Circuit.objects.create(
+        name="trials",
+        window_size=2,
+        minimum_calls=2,
+        failure_rate_threshold=100,
+        wait_duration=30,
+        half_open_max_calls=1,
+    )
+    guarded = breaker("trials", ignore=lambda exc: 1 / 0)
+    trip(breaker("trials"))
+    fake.advance(30)
+    for _ in range(3):  # one trial at a time: each ignored trial hands its permit back
+        with pytest.raises(ZeroDivisionError):
+            guarded.call(boom)
+    assert guarded.state is State.HALF_OPEN
+    assert guarded.call(lambda: "trial") == "trial"
+    assert guarded.state is State.CLOSED
+
+
+def test_async_predicates_decide_and_a_raising_one_is_chained(fake):
+    async def api_async(status: int) -> None:
+        raise ApiError(status)
+
+    async def scenario() -> list[str]:
+        guarded = breaker("payments", record=lambda exc: exc.status >= 500)
+        seen = []
+        for status in (404, 503, 418):
+            try:
+                await guarded.acall(api_async, status)
+            except ApiError as exc:
+                seen.append(f"{exc.status}")
+        try:
+            await guarded.acall(boom_async)
+        except AttributeError as exc:
+            seen.append(type(exc.__cause__).__name__)
+        try:
+            async with guarded:
+                raise ConnectionError("down")
+        except AttributeError as exc:
+            seen.append(type(exc.__cause__).__name__)
+        return seen
+
+    async def boom_async() -> None:
+        raise ConnectionError("no status attribute")
+
+    assert async_to_sync(scenario)() == ["404", "503", "418", "ConnectionError", "ConnectionError"]
+    snapshot = fake.runtime("payments").snapshot()
+    assert (snapshot.calls, snapshot.failures) == (3, 1)
+
+
 def test_retry_after_and_state_follow_the_circuit(fake):
     guarded = breaker("payments")
     assert (guarded.state, guarded.retry_after) == (State.CLOSED, None)
@@ -241,6 +358,10 @@ def test_async_context_manager_and_async_fallback(fake):
         ({"record": ValueError()}, TypeError, "record"),
         ({"record": (ValueError, "x")}, TypeError, "record"),
         ({"ignore": int}, TypeError, "ignore"),
+        ({"record": lambda: True}, TypeError, "record.*one argument"),
+        ({"ignore": lambda a, b: True}, TypeError, "ignore.*one argument"),
+        ({"record": (ValueError, lambda exc: True)}, TypeError, "record"),
+        ({"record": "ValueError"}, TypeError, "record"),
         ({"is_failure": True}, TypeError, "is_failure"),
         ({"fallback": "queued"}, TypeError, "fallback"),
     ],
