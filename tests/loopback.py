@@ -6,9 +6,12 @@ request that reaches it, and its behaviour is switched by ``server.mode``:
 
 - ``"ok"``: 200 with a JSON body;
 - ``"fail"``: 500;
+- ``"throttle"``: 429 with ``Retry-After: 1``;
 - ``"hang"``: waits until ``server.release`` is set (or 30 s), then 200, so a client
   timeout can fire without the test sleeping;
-- ``"truncate"``: announces 100 bytes of body, sends 7 and closes the connection.
+- ``"truncate"``: announces 100 bytes of body, sends 7 and closes the connection;
+- ``"stream"``: sends a 503 status line and headers at once, then holds the body until
+  ``server.release`` is set (a client that judges the status line need not wait).
 
 Ports come from the range reserved for this suite's HTTP tests (``CB_TEST_PORTS``,
 default 18400-18499), so parallel runs of other suites never collide with it.
@@ -66,6 +69,14 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "hang":
             self.server.release.wait(30)
             mode = "ok"
+        if mode == "stream":
+            self.send_response(503)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.flush()
+            self.server.release.wait(30)
+            self.wfile.write(b"{}")
+            return
         if mode == "truncate":
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -75,8 +86,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        status, body = (200, b'{"status": "ok"}') if mode == "ok" else (500, b'{"error": 1}')
+        status, body = {
+            "ok": (200, b'{"status": "ok"}'),
+            "throttle": (429, b'{"error": "slow down"}'),
+        }.get(mode, (500, b'{"error": 1}'))
         self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "1")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
