@@ -104,8 +104,7 @@ class _RequestGuard:
 def _check_transport(value: object, expected: type, option: str = "transport") -> None:
     if not isinstance(value, expected):
         raise TypeError(
-            f"{option} must be an {expected.__module__}.{expected.__qualname__}, "
-            f"but was {value!r}"
+            f"{option} must be an {expected.__module__}.{expected.__qualname__}, but was {value!r}"
         )
 
 
