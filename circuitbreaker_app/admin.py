@@ -418,18 +418,38 @@ class CircuitAdmin(admin.ModelAdmin):
         """
         guarded: tuple[str, ...] = ()
         if not self.has_force_permission(request):
-            guarded = ("probe_url",)
+            # shown masked (read-only fields would print the stored URL, credentials and all)
+            guarded = ("masked_probe_url",)
             if obj is not None and State(obj.state) in OPERATOR_STATES:
-                guarded = (*DECISION_FIELDS, "probe_url")
+                guarded = (*DECISION_FIELDS, *guarded)
         if obj is None:
             return guarded
         return ("name", "live_state", *guarded)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
+        if not self.has_force_permission(request):
+            fieldsets = [
+                (
+                    title,
+                    {
+                        **options,
+                        "fields": tuple(
+                            "masked_probe_url" if field == "probe_url" else field
+                            for field in options["fields"]
+                        ),
+                    },
+                )
+                for title, options in fieldsets
+            ]
         if obj is None:
             return fieldsets
         return ((_("Live state"), {"fields": ("live_state",)}), *fieldsets)
+
+    @admin.display(description=_("probe URL"))
+    def masked_probe_url(self, obj: Circuit) -> str:
+        """The probe URL with credentials masked, for users who may not edit it."""
+        return obj.masked_probe_url or "–"
 
     @admin.display(description=_("now"))
     def live_state(self, obj: Circuit) -> SafeString:

@@ -89,6 +89,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_status_and_metrics_checks(raw))
+    errors.extend(_probe_host_checks(raw))
     errors.extend(_redis_checks(raw))
     cache_alias = conf.get("CACHE")
     cache_ok = isinstance(cache_alias, str) and cache_alias in settings.CACHES
@@ -183,6 +184,25 @@ def _status_and_metrics_checks(raw: dict[str, Any]) -> list[Any]:
                 )
             )
     return found
+
+
+def _probe_host_checks(raw: dict[str, Any]) -> list[Any]:
+    """PROBE_HOSTS: None, or a list of host names / fnmatch patterns (E030)."""
+    hosts = raw.get("PROBE_HOSTS")
+    if hosts is None:
+        return []
+    if isinstance(hosts, list | tuple) and all(
+        isinstance(host, str) and host.strip() == host and host for host in hosts
+    ):
+        return []
+    return [
+        _error(
+            30,
+            "CIRCUITBREAKER['PROBE_HOSTS'] must be None or a list of host names or patterns "
+            f"(non-empty strings without surrounding spaces), but was {hosts!r}.",
+            "For example ['status.example.com', '*.svc.cluster.local'].",
+        )
+    ]
 
 
 #: A Redis client timeout above this lets an outage add noticeable latency to calls (W020).

@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     # Redis TIME as the shared clock). None: the CACHE's own server when that cache is
     # Django's or django-redis's RedisCache, else the generic cache path.
     "REDIS_URL": None,
+    # Host names or fnmatch patterns a probe_url may point at (None: any host that is not
+    # link-local or a cloud metadata service, which are always refused).
+    "PROBE_HOSTS": None,
     # Socket connect and read timeout (seconds) of that Redis client: the most an outage
     # can add to a guarded call, once per second per process.
     "REDIS_TIMEOUT": 0.25,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from circuitbreaker_app import probe_targets
 from circuitbreaker_app.core import CircuitConfig, State, validate_fields
 from circuitbreaker_app.core import config as core_config
 from circuitbreaker_app.core.config import Message
@@ -308,11 +309,11 @@ class Circuit(models.Model):
                 value = int(value)
             values[name] = value
         errors = validate_fields(values)
-        if self.probe_url and not (
-            isinstance(self.probe_url, str)
-            and self.probe_url.lower().startswith(("http://", "https://"))
-        ):
-            errors["probe_url"] = _("The probe URL must start with http:// or https://.")
+        if self.probe_url:
+            try:
+                probe_targets.check_url(self.probe_url)
+            except probe_targets.UnsafeProbeURL as exc:
+                errors["probe_url"] = str(exc)
         if errors:
             raise ValidationError(
                 {name: [translate_message(message)] for name, message in errors.items()}

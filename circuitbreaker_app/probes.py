@@ -14,6 +14,11 @@ installed app (like ``admin.py``), so the Celery worker knows them. Every probe 
 daemon thread bounded by the circuit's ``probe_timeout``, so a probe that hangs is a failed
 probe, never a stuck worker. Probe responses are never rendered or stored; only the status
 code (and the URL masked by ``models.mask_url``) reaches the logs.
+
+A ``probe_url`` is checked again when it is probed (:mod:`circuitbreaker_app.probe_targets`):
+its host is resolved once, every address is checked (no link-local or metadata target),
+and the request goes to that checked address (:class:`PinnedAdapter`), directly (proxy
+environment variables are ignored).
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, urlsplit
 
+from requests.adapters import HTTPAdapter
+
+from circuitbreaker_app import probe_targets
 from circuitbreaker_app.core.config import check_name
 
 logger = logging.getLogger("circuitbreaker_app")
@@ -104,6 +112,31 @@ def has_probe(name: str, probe_url: str = "") -> bool:
 # -- running a probe -----------------------------------------------------------------------
 
 
+class PinnedAdapter(HTTPAdapter):
+    """A requests adapter that connects to one checked address, whatever DNS says later.
+
+    TLS still verifies the certificate against the URL's host name (SNI and hostname
+    check use it), and the ``Host`` header is the URL's, so virtual hosts work.
+    """
+
+    def __init__(self, address: str, **kwargs: Any) -> None:
+        self.address = address
+        super().__init__(max_retries=0, **kwargs)
+
+    def build_connection_pool_key_attributes(
+        self, request: Any, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        hostname = host_params["host"]
+        host_params["host"] = self.address
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = hostname
+            pool_kwargs["assert_hostname"] = hostname
+        return host_params, pool_kwargs
+
+
 def http_probe(url: str, timeout: float) -> ProbeResult:
     """GET ``url``: 2xx and 3xx are healthy. Redirects are not followed; no body is read."""
     import requests
@@ -116,8 +149,17 @@ def http_probe(url: str, timeout: float) -> ProbeResult:
         raise ProbeError(f"malformed probe_url ({exc})") from exc
     if not scheme_ok or not host:
         raise ProbeError("probe_url must be an absolute http:// or https:// URL")
+    try:
+        address = probe_targets.resolve(url)
+    except probe_targets.UnsafeProbeURL as exc:
+        raise ProbeError(str(exc)) from exc
     with requests.Session() as session:
+        session.trust_env = False  # no proxy: the connection goes to the checked address
+        adapter = PinnedAdapter(address)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         session.headers["User-Agent"] = USER_AGENT
+        session.headers["Host"] = probe_targets.host_header(url)
         response = session.get(url, timeout=timeout, allow_redirects=False, stream=True)
         try:
             status = response.status_code
@@ -158,9 +200,14 @@ def _masked(result: ProbeResult, url: str) -> ProbeResult:
     detail = result.detail.replace(url, masked)
     try:
         parts = urlsplit(url)
-        secrets = [parts.username, parts.password, *(v for _, v in parse_qsl(parts.query))]
+        secrets = [parts.username, parts.password, parts.fragment]
     except ValueError:
         secrets = []
+    else:
+        # every query value, and a bare token (``?SuperSecretApiKey``) whole
+        for item in parts.query.split("&"):
+            secrets.append(item.split("=", 1)[1] if "=" in item else item)
+            secrets.append(unquote(secrets[-1]))
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         detail = detail.replace(secret, "***")
     return ProbeResult(result.ok, detail)

@@ -16,7 +16,14 @@ from circuitbreaker_app.store import (
 )
 from circuitbreaker_app.testing import CACHE_OPERATIONS, CountingCache
 
-__all__ = ["CACHE_OPERATIONS", "CountingCache", "FakeStore", "record", "store_queries"]
+__all__ = [
+    "CACHE_OPERATIONS",
+    "CountingCache",
+    "FakeStore",
+    "fake_dns",
+    "record",
+    "store_queries",
+]
 
 
 class FakeStore:
@@ -61,3 +68,36 @@ def store_queries() -> int:
     store = get_store()
     backend = settings.CACHES[store.cache_alias]["BACKEND"]
     return int(backend.endswith(".DatabaseCache")) + int(not store.counters.in_cache)
+
+
+def fake_dns(monkeypatch: Any, answers: dict[str, Any]) -> list[str]:
+    """Answer the probe's DNS lookups from ``answers`` ({host: [address, …]} or
+    {host: callable returning that list}); other hosts do not resolve. Returns the list of
+    hosts looked up, in order (so a test can count lookups)."""
+    import socket
+
+    from circuitbreaker_app import probe_targets
+
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        asked.append(host)
+        if host not in answers:
+            if host[:1].isdigit() or ":" in host:
+                return socket.getaddrinfo(host, port, *args, **kwargs)  # a literal address
+            raise socket.gaierror(socket.EAI_NONAME, f"{host} does not resolve (fake_dns)")
+        found = answers[host]
+        addresses = found() if callable(found) else found
+        return [
+            (
+                socket.AF_INET6 if ":" in address else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (address, port),
+            )
+            for address in addresses
+        ]
+
+    monkeypatch.setattr(probe_targets, "getaddrinfo", getaddrinfo)
+    return asked

@@ -18,7 +18,7 @@ from circuitbreaker_app import State
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import CacheCounters, get_store
-from tests.helpers import CountingCache, record, store_queries
+from tests.helpers import CountingCache, fake_dns, record, store_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -491,7 +491,8 @@ def celery_eager():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_probe_now_runs_the_real_probe_task(client, operator, circuits, celery_eager):
+def test_probe_now_runs_the_real_probe_task(client, operator, circuits, celery_eager, monkeypatch):
+    fake_dns(monkeypatch, {"pay.test": ["192.0.2.10"]})
     """End to end with circuitbreaker_app.tasks (Celery eager): a healthy probe closes it."""
     import responses
 

@@ -240,3 +240,12 @@ def test_the_event_log_is_read_only_in_the_admin(client, circuits):
     url = reverse("admin:circuitbreaker_app_circuitevent_delete", args=[event.pk])
     assert client.post(url, {"post": "yes"}).status_code == 403
     assert CircuitEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_a_read_only_probe_url_is_shown_masked(client, circuits):
+    login(client, "view_circuit", "change_circuit")
+    url = "https://monitor:s3cret@status.example.com/health?SuperSecretApiKey123"
+    Circuit.objects.filter(name="search").update(probe_url=url)
+    html = client.get(change_url(circuits["search"])).content.decode()
+    assert "s3cret" not in html and "SuperSecretApiKey123" not in html
+    assert "https://***@status.example.com/health?***" in html

@@ -38,6 +38,14 @@ def test_valid_and_empty_settings_pass(settings):
         ({"CIRCUITS": {"payments": {"window_size": -3}}}, "circuitbreaker_app.E009"),
         ({"CIRCUITS": ["payments"]}, "circuitbreaker_app.E009"),
         ({"AUTO_CREATE": "yes"}, "circuitbreaker_app.E010"),
+        ({"PROBE_HOSTS": "status.example.com"}, "circuitbreaker_app.E030"),
+        ({"PROBE_HOSTS": ["ok.example", ""]}, "circuitbreaker_app.E030"),
+        ({"PROBE_HOSTS": [" ok.example"]}, "circuitbreaker_app.E030"),
+        ({"PROBE_HOSTS": [None]}, "circuitbreaker_app.E030"),
+        (
+            {"CIRCUITS": {"p": {"probe_url": "http://169.254.169.254/latest/"}}},
+            "circuitbreaker_app.E009",
+        ),
     ],
 )
 def test_invalid_values_are_errors_with_ids(settings, value, expected):

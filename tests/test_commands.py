@@ -18,7 +18,7 @@ from django.test import override_settings
 from circuitbreaker_app import State
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import get_store
-from tests.helpers import record
+from tests.helpers import fake_dns, record
 
 pytestmark = pytest.mark.django_db
 
@@ -342,7 +342,8 @@ def test_from_the_shell_errors_are_one_line_and_exit_nonzero(circuits):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_probe_runs_the_real_task_in_eager_mode(circuits):
+def test_probe_runs_the_real_task_in_eager_mode(circuits, monkeypatch):
+    fake_dns(monkeypatch, {"pay.test": ["192.0.2.10"]})
     """End to end with circuitbreaker_app.tasks (Celery eager): a failed probe keeps it open."""
     import responses
     from celery import current_app

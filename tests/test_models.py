@@ -87,3 +87,25 @@ def test_saving_an_existing_circuit_writes_only_the_definition(django_assert_num
 def test_str_and_permission():
     assert str(Circuit(name="payments")) == "payments"
     assert ("force_circuit", "Can force circuit state") in Circuit._meta.permissions
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://status.example.com/health", "https://status.example.com/health"),
+        (
+            "https://u:p@status.example.com/h?token=abc",
+            "https://***@status.example.com/h?token=***",
+        ),
+        ("https://status.example.com/h?SuperSecretApiKey123", "https://status.example.com/h?***"),
+        (
+            "https://status.example.com/h?a=1&SuperSecretApiKey123",
+            "https://status.example.com/h?a=***&***",
+        ),
+        ("https://status.example.com/h#k3y", "https://status.example.com/h#***"),
+    ],
+)
+def test_mask_url_masks_credentials_values_and_bare_tokens(url, shown):
+    from circuitbreaker_app.models import mask_url
+
+    assert mask_url(url) == shown

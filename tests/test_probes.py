@@ -14,8 +14,15 @@ import responses
 from django.test import override_settings
 
 from circuitbreaker_app import probes
+from tests.helpers import fake_dns
 
 URL = "http://upstream.test/health"
+
+
+@pytest.fixture(autouse=True)
+def _upstream_resolves(monkeypatch):
+    """upstream.test resolves to a documentation address (the probe checks it first)."""
+    fake_dns(monkeypatch, {"upstream.test": ["192.0.2.10"]})
 
 
 @pytest.fixture(autouse=True)
@@ -190,13 +197,20 @@ def test_a_malformed_url_is_a_failed_probe():
     assert result.ok is False and "malformed probe_url" in result.detail
 
 
-def test_credentials_never_reach_the_detail():
-    url = "http://probe:s3cret@upstream.test/health?token=t0ken"
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://probe:s3cret@upstream.test/health?token=t0ken",
+        "http://upstream.test/health?SuperSecretApiKey123",
+        "http://upstream.test/health?a=1&SuperSecretApiKey123#s3cret",
+    ],
+)
+def test_credentials_never_reach_the_detail(url):
     with responses.RequestsMock() as rsps:
         rsps.add(responses.GET, url, body=requests.ConnectionError(f"cannot reach {url}"))
         result = probes.run_probe("payments", url, 1.0)
     assert result.ok is False
-    for secret in ("s3cret", "probe:", "t0ken"):
+    for secret in ("s3cret", "probe:", "t0ken", "SuperSecretApiKey123"):
         assert secret not in result.detail
     assert "upstream.test/health" in result.detail
 

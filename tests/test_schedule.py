@@ -17,7 +17,7 @@ from circuitbreaker_app.core import Outcome, State
 from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.tasks import beat_schedule as tasks_beat_schedule
 from circuitbreaker_app.tasks import probe_circuits
-from tests.helpers import FakeStore
+from tests.helpers import FakeStore, fake_dns
 
 PROBE = "circuitbreaker_app.tasks.probe_circuit"
 TRIP = {
@@ -229,6 +229,7 @@ def test_with_celery_the_fan_out_sends_one_task_per_circuit_instead_of_probing(f
 
 @pytest.mark.django_db(transaction=True)
 def test_when_the_broker_refuses_the_fan_out_probes_inline(fake, monkeypatch):
+    fake_dns(monkeypatch, {"upstream.test": ["192.0.2.10"]})
     Circuit.objects.create(name="payments", **TRIP)
     trip(fake)
     use(monkeypatch, StubApp(error=OSError("broker down")))

@@ -23,11 +23,19 @@ from circuitbreaker_app.tasks import (
     probe_circuits,
     resync_cache,
 )
-from tests.helpers import FakeStore
+from tests.helpers import FakeStore, fake_dns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 URL = "http://upstream.test/health"
+
+
+@pytest.fixture(autouse=True)
+def _upstream_resolves(monkeypatch):
+    """upstream.test resolves to a documentation address (the probe checks it first)."""
+    fake_dns(monkeypatch, {"upstream.test": ["192.0.2.10"]})
+
+
 TRIP = {
     "window_type": "count",
     "window_size": 2,
