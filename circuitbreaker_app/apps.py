@@ -1,5 +1,5 @@
-"""App configuration: system checks, the CIRCUITS sync after ``migrate``, metrics,
-probe scheduling."""
+"""App configuration: settings validated at start, system checks, the CIRCUITS sync
+after ``migrate``, metrics, probe scheduling."""
 
 import importlib.util
 
@@ -20,6 +20,8 @@ class CircuitBreakerConfig(AppConfig):
         from circuitbreaker_app.store import circuit_deleted
         from circuitbreaker_app.sync import sync_after_migrate
 
+        # Invalid settings fail here, at start, never at a guarded call (DESIGN §4b).
+        checks.validate_settings()
         post_migrate.connect(sync_after_migrate, sender=self)
         # A circuit that opens schedules its own probe at retry_at (when Celery is set up).
         state_changed.connect(probe_on_open, dispatch_uid="circuitbreaker_app.probe_on_open")

@@ -6,8 +6,8 @@ import math
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
-from django.core.exceptions import ValidationError
+from django.core.checks import ERROR, Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 
 from circuitbreaker_app import conf
 from circuitbreaker_app.core.config import check_name
@@ -144,7 +144,19 @@ MIN_TOKEN_LENGTH = 20
 def _status_and_metrics_checks(raw: dict[str, Any]) -> list[Any]:
     found: list[Any] = []
     token = raw.get("STATUS_TOKEN")
-    if token is not None and (not isinstance(token, str) or not token.strip()):
+    if isinstance(token, str) and token.strip() and token != token.strip():
+        found.append(
+            _error(
+                15,
+                "CIRCUITBREAKER['STATUS_TOKEN'] has leading or trailing whitespace "
+                f"({len(token) - len(token.lstrip())} before, "
+                f"{len(token) - len(token.rstrip())} after): no request can send it, so "
+                "the token never matches.",
+                "Strip it where it is read, e.g. os.environ['CB_STATUS_TOKEN'].strip() or "
+                "Path(...).read_text().strip() (a file usually ends with a newline).",
+            )
+        )
+    elif token is not None and (not isinstance(token, str) or not token.strip()):
         found.append(
             _error(
                 13,
@@ -298,6 +310,7 @@ def _backend_checks(cache_alias: str, db_alias: str) -> list[Any]:
                 id="circuitbreaker_app.W001",
             )
         )
+    found.extend(_connect_timeout_checks(db_alias))
     if settings.DATABASES[db_alias].get("ATOMIC_REQUESTS"):
         found.append(
             Warning(
@@ -309,3 +322,53 @@ def _backend_checks(cache_alias: str, db_alias: str) -> list[Any]:
             )
         )
     return found
+
+
+#: Database engines whose driver waits for a connection without bound unless told, and the
+#: OPTIONS key that bounds it.
+CONNECT_TIMEOUT_OPTIONS = {
+    "postgresql": "connect_timeout",
+    "postgis": "connect_timeout",
+    "mysql": "connect_timeout",
+}
+
+
+def _connect_timeout_checks(db_alias: str) -> list[Any]:
+    """W031: the breaker's database alias has no connect timeout (PostgreSQL, MySQL)."""
+    database = settings.DATABASES[db_alias]
+    engine = str(database.get("ENGINE", "")).rsplit(".", 1)[-1]
+    option = CONNECT_TIMEOUT_OPTIONS.get(engine)
+    if option is None or (database.get("OPTIONS") or {}).get(option):
+        return []
+    return [
+        Warning(
+            f"DATABASES[{db_alias!r}] has no OPTIONS[{option!r}]: while the database accepts "
+            "connections but does not answer, opening a connection waits without bound, "
+            "and the breaker's first query after an outage starts with it.",
+            hint=f"Set DATABASES[{db_alias!r}]['OPTIONS'][{option!r}] to a few seconds "
+            "(e.g. 2), or point CIRCUITBREAKER['DATABASE'] at an alias that has it.",
+            id="circuitbreaker_app.W031",
+        )
+    ]
+
+
+class InvalidSettings(ImproperlyConfigured):
+    """Raised when the app loads with invalid ``CIRCUITBREAKER`` settings."""
+
+
+def validate_settings() -> None:
+    """Run :func:`check_settings` and raise :class:`InvalidSettings` on any error.
+
+    Called from ``AppConfig.ready()``, so a site with invalid settings fails at start —
+    runserver, gunicorn and Celery alike, none of which runs the system checks — and
+    never at a guarded call. Errors listed in ``SILENCED_SYSTEM_CHECKS`` are skipped.
+    """
+    silenced = set(getattr(settings, "SILENCED_SYSTEM_CHECKS", ()))
+    errors = [
+        message
+        for message in check_settings()
+        if message.level >= ERROR and message.id not in silenced
+    ]
+    if errors:
+        lines = "\n".join(f"  {message.id}: {message.msg}" for message in errors)
+        raise InvalidSettings(f"invalid CIRCUITBREAKER settings:\n{lines}")

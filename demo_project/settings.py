@@ -72,6 +72,9 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'demo.sqlite3'}"),
 }
+if DATABASES["default"]["ENGINE"].endswith(("postgresql", "mysql")):
+    # A database that accepts connections but never answers must not hang requests.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + IMMEDIATE transactions: web server, Celery worker and beat share the file
     # without "database is locked".

@@ -72,3 +72,29 @@ def test_locmem_with_celery_is_a_warning(settings):
 def test_atomic_requests_is_a_warning(settings, monkeypatch):
     monkeypatch.setitem(settings.DATABASES["default"], "ATOMIC_REQUESTS", True)
     assert ids(settings, {}) == ["circuitbreaker_app.W002"]
+
+
+@pytest.mark.parametrize(
+    "token", ["a-long-enough-random-token-value\n", " a-long-enough-random-token"]
+)
+def test_a_status_token_with_surrounding_whitespace_is_an_error(settings, token):
+    assert "circuitbreaker_app.E015" in ids(settings, {"STATUS_TOKEN": token})
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_a_database_without_connect_timeout_is_a_warning(settings):
+    postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "x", "HOST": "127.0.0.1"}
+    databases = {**settings.DATABASES, "breaker": postgres}
+    assert "circuitbreaker_app.W031" in ids(settings, {"DATABASE": "breaker"}, DATABASES=databases)
+    mysql = {"ENGINE": "django.db.backends.mysql", "NAME": "x", "OPTIONS": {}}
+    databases["breaker"] = mysql
+    assert "circuitbreaker_app.W031" in ids(settings, {"DATABASE": "breaker"}, DATABASES=databases)
+    databases["breaker"] = {**postgres, "OPTIONS": {"connect_timeout": 2}}
+    assert "circuitbreaker_app.W031" not in ids(
+        settings, {"DATABASE": "breaker"}, DATABASES=databases
+    )
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}
+    databases["breaker"] = sqlite
+    assert "circuitbreaker_app.W031" not in ids(
+        settings, {"DATABASE": "breaker"}, DATABASES=databases
+    )
