@@ -219,25 +219,39 @@ def _probe_host_checks(raw: dict[str, Any]) -> list[Any]:
 
 #: A Redis client timeout above this lets an outage add noticeable latency to calls (W020).
 SLOW_REDIS_TIMEOUT = 1.0
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _redis_checks(raw: dict[str, Any]) -> list[Any]:
-    """REDIS_URL (None or a redis://, rediss:// or unix:// URL, with redis-py installed)
+    """REDIS_URL (None, or a single-server, Cluster or Sentinel URL with redis-py installed)
     and REDIS_TIMEOUT (a positive number of seconds)."""
+    from circuitbreaker_app.redis_url import SCHEMES, RedisURLError, parse_redis_url
+    from circuitbreaker_app.store import mask_redis_url
+
     found: list[Any] = []
     url = raw.get("REDIS_URL")
-    if url is not None and (not isinstance(url, str) or not url.startswith(REDIS_SCHEMES)):
+    scheme = url.partition("://")[0].lower() if isinstance(url, str) else None
+    if url is not None and scheme not in SCHEMES:
         found.append(
             _error(
                 20,
                 "CIRCUITBREAKER['REDIS_URL'] must be None or a URL starting with "
-                f"{', '.join(REDIS_SCHEMES)}, but was {url!r}.",
+                f"{', '.join(name + '://' for name in SCHEMES)}, but was {url!r}.",
                 "For example 'redis://127.0.0.1:6379/0'; leave it unset to use the "
                 "CACHE's own Redis server.",
             )
         )
     elif url is not None:
+        try:
+            parse_redis_url(url)
+        except RedisURLError as exc:
+            found.append(
+                _error(
+                    30,
+                    f"CIRCUITBREAKER['REDIS_URL'] {mask_redis_url(url)!r} is malformed: {exc}.",
+                    "Cluster: 'redis+cluster://host1:6379,host2:6379/'; Sentinel: "
+                    "'redis+sentinel://host1:26379,host2:26379/SERVICE/0'.",
+                )
+            )
         try:
             import redis  # noqa: F401
         except ImportError:

@@ -6,6 +6,9 @@ Tests that need a real service carry a marker:
 - ``@pytest.mark.postgres``: PostgreSQL at 127.0.0.1:5432
 - ``@pytest.mark.services``: both of them
 - ``@pytest.mark.browser``: Debian's ``/usr/bin/chromium`` (driven by Playwright)
+- ``@pytest.mark.redis_topology``: Debian's ``redis-server``, ``redis-cli`` and
+  ``redis-sentinel``, with which the test starts its own Cluster or Sentinel group
+  (``tests/topologies.py``, fixture ``redis_topologies``)
 
 Such a test is skipped when its service is unreachable, unless ``REQUIRE_SERVICES=1`` (CI
 sets it): then it fails with a message naming the service. ``require_service()`` does the
@@ -97,6 +100,17 @@ def require_chromium() -> None:
         _unavailable(f"chromium is not installed ({CHROMIUM}; apt-get install chromium)")
 
 
+def require_redis_binaries(*extra: str) -> None:
+    """Skip (or fail under REQUIRE_SERVICES=1) unless redis-server, redis-cli and
+    ``extra`` are installed."""
+    from tests.topologies import binaries_missing
+
+    missing = binaries_missing("redis-server", "redis-cli", *extra)
+    if missing:
+        packages = "redis-sentinel" if missing == ["redis-sentinel"] else "redis-server"
+        _unavailable(f"{', '.join(missing)} not installed (apt-get install {packages})")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # The backends chosen with CB_DATABASE / CB_CACHE are needed by every test: say so once,
     # clearly, instead of failing hundreds of tests with connection errors.
@@ -148,6 +162,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 require_service(name)
     if item.get_closest_marker("browser") is not None:
         require_chromium()
+    if item.get_closest_marker("redis_topology") is not None:
+        require_redis_binaries()
+
+
+@pytest.fixture(scope="session")
+def redis_topologies():
+    """``redis_topologies(kind)``: a Redis deployment of ``kind`` (``single``, ``cluster``,
+    ``sentinel``) started on first use on spare ports, shared by the session, stopped at
+    its end (tests that break one, e.g. by killing a primary, start their own)."""
+    from tests import topologies
+
+    started: dict[str, topologies.Topology] = {}
+
+    def get(kind: str) -> topologies.Topology:
+        if kind not in started:
+            require_redis_binaries(*(("redis-sentinel",) if kind == "sentinel" else ()))
+            started[kind] = topologies.start(kind)
+        return started[kind]
+
+    try:
+        yield get
+    finally:
+        for topology in started.values():
+            topology.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,0 +1,95 @@
+"""``REDIS_URL`` names one server, a Redis Cluster or a Sentinel service (DESIGN §4c)."""
+
+from __future__ import annotations
+
+import pytest
+
+from circuitbreaker_app.checks import check_settings
+from circuitbreaker_app.redis_url import RedisTarget, RedisURLError, parse_redis_url
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://cache:6380/2", "unix:///run/redis.sock?db=1"]
+)
+def test_single_server_urls_are_left_to_redis_py(url):
+    assert parse_redis_url(url) == RedisTarget("single", url)
+
+
+def test_a_cluster_url_lists_its_start_nodes():
+    target = parse_redis_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001, [::1]:7002 ,node4/")
+    assert target.kind == "cluster"
+    assert target.hosts == (
+        ("10.0.0.1", 7000),
+        ("10.0.0.2", 7001),
+        ("::1", 7002),
+        ("node4", 6379),
+    )
+    assert parse_redis_url("redis+cluster://a:1").hosts == (("a", 1),)
+    assert parse_redis_url("redis+cluster://a:1/0").db == 0
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database():
+    target = parse_redis_url("redis+sentinel://s1:26379,s2,s3:26380/payments-cache/3")
+    assert target.kind == "sentinel"
+    assert target.hosts == (("s1", 26379), ("s2", 26379), ("s3", 26380))
+    assert (target.service, target.db) == ("payments-cache", 3)
+    assert parse_redis_url("redis+sentinel://s1/mymaster").db == 0
+
+
+def test_credentials_go_to_the_data_nodes_and_are_never_shown():
+    target = parse_redis_url("redis+sentinel://app:p%40ss@s1:26379/mymaster/0")
+    assert (target.username, target.password) == ("app", "p@ss")
+    assert "p@ss" not in repr(target)
+    assert parse_redis_url("redis+cluster://:secret@a:1/").password == "secret"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://cache:6379", "unknown scheme 'http://'"),
+        ("cache:6379", "is not a URL"),
+        (6379, "is not a URL"),
+        ("redis+cluster:///", "no hosts"),
+        ("redis+cluster://,/", "no hosts"),
+        ("redis+sentinel:///mymaster/0", "no hosts"),
+        ("redis+cluster://a:0/", "bad port '0'"),
+        ("redis+cluster://a:65536/", "bad port '65536'"),
+        ("redis+cluster://a:port/", "bad port 'port'"),
+        ("redis+cluster://:7000/", "host missing"),
+        ("redis+cluster://a:7000/2", "only database 0"),
+        ("redis+cluster://a:7000/?timeout=1", "no query string"),
+        ("redis+sentinel://s1:26379", "service name is missing"),
+        ("redis+sentinel://s1:26379/", "service name is missing"),
+        ("redis+sentinel://s1:26379/mymaster/x", "must be an integer"),
+        ("redis+sentinel://s1:26379/mymaster/0/1", "expected /SERVICE/DB"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url, says):
+    with pytest.raises(RedisURLError) as caught:
+        parse_redis_url(url)
+    assert says in str(caught.value)
+
+
+def _checks(settings, url):
+    settings.CIRCUITBREAKER = {"REDIS_URL": url}
+    return [(message.id, message.msg) for message in check_settings()]
+
+
+def test_the_system_check_accepts_every_topology(settings):
+    for url in (
+        "redis://127.0.0.1:6379/0",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/",
+        "redis+sentinel://127.0.0.1:26379/mymaster/0",
+    ):
+        assert _checks(settings, url) == []
+
+
+def test_the_system_check_reports_a_malformed_url_without_its_password(settings):
+    ((check_id, message),) = _checks(settings, "redis+sentinel://:hunter2@s1:26379")
+    assert check_id == "circuitbreaker_app.E030"
+    assert "service name is missing" in message
+    assert "hunter2" not in message
+    ((check_id, message),) = _checks(settings, "redis+cluster://a:99999/")
+    assert check_id == "circuitbreaker_app.E030" and "bad port '99999'" in message
+    ((check_id, message),) = _checks(settings, "memcached://a:11211/")
+    assert check_id == "circuitbreaker_app.E020" and "redis+cluster://" in message

@@ -1,0 +1,416 @@
+"""Redis deployments a test starts and stops itself: one server, a Cluster, a Sentinel group.
+
+Every server is Debian's ``redis-server`` (``redis-sentinel`` for the sentinels), run in the
+foreground as a child of the test process on spare random loopback ports, with its files in
+a temporary folder. Each child gets ``PR_SET_PDEATHSIG``, so even a test process that is
+killed leaves no server behind; ``stop()`` shuts them down and removes the folder, and the
+``with`` form calls it on any failure.
+
+* :class:`LocalRedis`: one server (``redis://``);
+* :class:`LocalCluster`: three masters, no replicas, slots spread by
+  ``redis-cli --cluster create`` (``redis+cluster://h1:p1,h2:p2,h3:p3/``);
+* :class:`LocalSentinel`: a primary, one replica and three sentinels watching them
+  (``redis+sentinel://h1:p1,h2:p2,h3:p3/SERVICE/0``), with :meth:`LocalSentinel.kill_primary`
+  and :meth:`LocalSentinel.wait_failover` for failover tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+#: Ports the servers are picked from at random (a cluster node also needs port + 10000).
+PORT_RANGE = range(20000, 29000)
+TOPOLOGIES = ("single", "cluster", "sentinel")
+SERVICE = "cbfleet"
+_PR_SET_PDEATHSIG = 1
+
+
+def binaries_missing(*names: str) -> list[str]:
+    """The programs among ``names`` that are not on PATH."""
+    return [name for name in names if shutil.which(name) is None]
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def spare_port(bus: bool = False, host: str = "127.0.0.1") -> int:
+    """A free port chosen at random (with ``bus``: port + 10000 is free too)."""
+    for _ in range(200):
+        port = random.choice(PORT_RANGE)
+        if _port_free(port, host) and (not bus or _port_free(port + 10000, host)):
+            return port
+    raise RuntimeError(f"no free port found in {PORT_RANGE}")
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: SIGKILL it when the test process dies.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 50 ms; raise TimeoutError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except (redis.RedisError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.05)
+
+
+class Server:
+    """One ``redis-server`` (or ``redis-sentinel``) child process on ``port``."""
+
+    def __init__(self, folder: Path, port: int, args: list[str], program: str = "redis-server"):
+        self.folder = folder
+        self.port = port
+        self.program = program
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        command = [self.program]
+        if self.program == "redis-sentinel":
+            command.append(str(self.folder / "sentinel.conf"))
+        command += [
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.folder),
+            "--logfile", str(self.folder / "server.log"),
+            "--daemonize", "no",
+            *self.args,
+        ]  # fmt: skip
+        if self.program == "redis-server":
+            command += ["--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(
+            command,
+            cwd=self.folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        wait_until(self.ping, 10, f"{self.program} on port {self.port}")
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, **kwargs)
+
+    def ping(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            log = (self.folder / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.program} on port {self.port} exited:\n{log}")
+        client = self.client()
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes as a crashed host would."""
+        if self.alive:
+            self.process.kill()  # type: ignore[union-attr]
+            self.process.wait(10)  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if not self.alive:
+            return
+        self.process.terminate()  # type: ignore[union-attr]  # redis shuts down on SIGTERM
+        try:
+            self.process.wait(10)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+class Topology:
+    """Servers started together and stopped together (also as a context manager)."""
+
+    kind = ""
+    url = ""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix=f"cb-{self.kind}-"))
+        self.servers: list[Server] = []
+
+    def __enter__(self) -> Topology:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError("subclasses of Topology must provide start()")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                server.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def flush(self) -> None:
+        """Empty every master (between tests)."""
+        raise NotImplementedError("subclasses of Topology must provide flush()")
+
+
+class LocalRedis(Topology):
+    """One server; ``bind`` adds addresses it listens on besides 127.0.0.1."""
+
+    kind = "single"
+
+    def __init__(self, bind: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.bind = bind
+        self.port = spare_port()
+        args = ["--bind", " ".join(("127.0.0.1", *bind))] if bind else []
+        self.server = Server(self.folder, self.port, args)
+        self.servers.append(self.server)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def url_on(self, host: str) -> str:
+        return f"redis://{host}:{self.port}/0"
+
+    def start(self) -> None:
+        self.server.start()
+
+    def flush(self) -> None:
+        client = self.server.client()
+        client.flushall()
+        client.close()
+
+
+class LocalCluster(Topology):
+    """Three cluster masters holding all 16,384 slots, no replicas."""
+
+    kind = "cluster"
+
+    def __init__(self, masters: int = 3) -> None:
+        super().__init__()
+        for index in range(masters):
+            port = spare_port(bus=True)
+            self.servers.append(
+                Server(
+                    self.folder / f"node{index}",
+                    port,
+                    [
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", "2000",
+                    ],
+                )
+            )  # fmt: skip
+        hosts = ",".join(f"127.0.0.1:{server.port}" for server in self.servers)
+        self.url = f"redis+cluster://{hosts}/"
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        subprocess.run(
+            [
+                "redis-cli", "--cluster", "create",
+                *(f"127.0.0.1:{server.port}" for server in self.servers),
+                "--cluster-replicas", "0", "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )  # fmt: skip
+        wait_until(self._ready, 20, "cluster_state:ok on every node")
+
+    def _ready(self) -> bool:
+        for server in self.servers:
+            client = server.client()
+            try:
+                info = client.cluster("info")
+            finally:
+                client.close()
+            if info.get("cluster_state") != "ok":
+                return False
+        return True
+
+    def flush(self) -> None:
+        for server in self.servers:
+            client = server.client()
+            client.flushall()
+            client.close()
+
+
+class LocalSentinel(Topology):
+    """A primary, one replica, and three sentinels (quorum 2) watching ``SERVICE``."""
+
+    kind = "sentinel"
+    #: How long a sentinel waits before it calls the primary down (ms), and failover pace.
+    DOWN_AFTER_MS = 500
+    FAILOVER_TIMEOUT_MS = 2000
+
+    def __init__(self, sentinels: int = 3) -> None:
+        super().__init__()
+        primary_port = spare_port()
+        self.primary = Server(self.folder / "primary", primary_port, [])
+        replica_port = spare_port()
+        self.replica = Server(
+            self.folder / "replica", replica_port, ["--replicaof", "127.0.0.1", str(primary_port)]
+        )
+        self.sentinels = []
+        for index in range(sentinels):
+            folder = self.folder / f"sentinel{index}"
+            folder.mkdir(parents=True)
+            (folder / "sentinel.conf").write_text(
+                f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} {self.DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {SERVICE} {self.FAILOVER_TIMEOUT_MS}\n"
+                f"sentinel parallel-syncs {SERVICE} 1\n"
+            )
+            self.sentinels.append(Server(folder, spare_port(), [], program="redis-sentinel"))
+        self.servers = [self.primary, self.replica, *self.sentinels]
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        self.url = f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        wait_until(self._replica_synced, 20, "replica in sync with the primary")
+        for sentinel in self.sentinels:
+            sentinel.start()
+        wait_until(self._sentinels_watch, 20, "every sentinel watches the primary")
+
+    def _sentinels_watch(self) -> bool:
+        for sentinel in self.sentinels:
+            client = sentinel.client()
+            try:
+                state = client.sentinel_master(SERVICE)
+            finally:
+                client.close()
+            if int(state["port"]) != self.primary.port:
+                return False
+        return True
+
+    def wait_agreed(self) -> None:
+        """Until every sentinel knows the replica and its two peers (they find each other
+        through hello messages every 2 s), as a failover needs."""
+        wait_until(self._sentinels_agree, 20, "every sentinel sees the replica and its peers")
+
+    def _replica_synced(self) -> bool:
+        client = self.replica.client()
+        try:
+            return client.info("replication").get("master_link_status") == "up"
+        finally:
+            client.close()
+
+    def _sentinels_agree(self) -> bool:
+        for sentinel in self.sentinels:
+            client = sentinel.client()
+            try:
+                state = client.sentinel_master(SERVICE)
+            finally:
+                client.close()
+            if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
+                return False
+        return True
+
+    def master_port(self) -> int:
+        """The port the sentinels currently name as primary."""
+        client = self.sentinels[0].client()
+        try:
+            _, port = client.sentinel_get_master_addr_by_name(SERVICE)
+        finally:
+            client.close()
+        return int(port)
+
+    def current_primary(self) -> Server:
+        port = self.master_port()
+        return next(server for server in (self.primary, self.replica) if server.port == port)
+
+    def kill_primary(self) -> Server:
+        """SIGKILL the current primary; returns the server that was killed."""
+        self.wait_agreed()
+        server = self.current_primary()
+        server.kill()
+        return server
+
+    def wait_failover(self, old: Server, timeout: float = 20) -> Server:
+        """Until every sentinel names another server as primary and it accepts writes."""
+
+        def promoted() -> bool:
+            for sentinel in self.sentinels:
+                client = sentinel.client()
+                try:
+                    _, port = client.sentinel_get_master_addr_by_name(SERVICE)
+                finally:
+                    client.close()
+                if int(port) == old.port:
+                    return False
+            client = self.current_primary().client()
+            try:
+                return client.info("replication").get("role") == "master"
+            finally:
+                client.close()
+
+        wait_until(promoted, timeout, f"failover away from port {old.port}")
+        return self.current_primary()
+
+    def flush(self) -> None:
+        client = self.current_primary().client()
+        client.flushall()
+        client.close()
+
+
+def start(kind: str) -> Topology:
+    """A started topology of ``kind`` (one of :data:`TOPOLOGIES`)."""
+    topology = {"single": LocalRedis, "cluster": LocalCluster, "sentinel": LocalSentinel}[kind]()
+    return topology.__enter__()
+
+
+@contextlib.contextmanager
+def running(kind: str) -> Iterator[Topology]:
+    """``with running("cluster") as cluster: ...`` — stopped on the way out, whatever happens."""
+    topology = start(kind)
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+__all__ = [
+    "LocalCluster",
+    "LocalRedis",
+    "LocalSentinel",
+    "SERVICE",
+    "TOPOLOGIES",
+    "Topology",
+    "binaries_missing",
+    "running",
+    "spare_port",
+    "start",
+]
