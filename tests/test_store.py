@@ -26,6 +26,7 @@ from circuitbreaker_app.store import (
     RedisCounters,
     state_key,
 )
+from circuitbreaker_app.store.runtime import RECHECK_INTERVAL
 from tests.helpers import FakeStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -202,6 +203,7 @@ def test_a_leaked_trial_permit_is_freed_after_its_lease(pair, monkeypatch, setti
         rb.acquire()
     if real_clock:  # a real server expires the permit on its own clock
         time.sleep(lease + 0.1)
+        a.advance(RECHECK_INTERVAL)  # B, refused, tries the permits again after this
     else:
         a.advance(4.9)
         with pytest.raises(CircuitOpenError):

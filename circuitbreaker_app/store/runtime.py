@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from circuitbreaker_app.core import (
     CircuitConfig,
+    CircuitOpenError,
     CircuitStatus,
     Outcome,
     Permit,
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 FREE_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED, State.DISABLED})
 #: Seconds a successful trial's mark lives (far longer than any half-open period).
 TRIAL_SUCCESS_TTL = 86_400
+#: Seconds a process that was refused a trial (every half-open permit taken, or a probe
+#: deciding) rejects calls without I/O before it re-reads the shared state: the fleet
+#: learns of the trial's outcome within this, not within ``STATE_TTL`` (DESIGN §3 asks
+#: for 0.2 s). Costs one refresh and one permit attempt per interval per waiting process.
+RECHECK_INTERVAL = 0.1
 
 
 class CircuitRuntime:
@@ -60,6 +66,9 @@ class CircuitRuntime:
         self.clock = store.clock
         self._success_can_open = False
         self._fresh_until = 0.0
+        #: Until then (on :attr:`clock`) a refused trial is not tried again (see
+        #: :data:`RECHECK_INTERVAL`); -inf when this process is not waiting.
+        self._recheck_at = -math.inf
         self._apply(entry)
         self._stale_at = store.clock() + store.ttl
         self._flush_at = self._stale_at
@@ -85,8 +94,13 @@ class CircuitRuntime:
           ``pending += 1`` (no slow-call timing, successes cannot open the circuit, not
           DISABLED), else -1;
         * ``reject_until``: until then a call is rejected outright (a fresh snapshot in
-          FORCED_OPEN, or OPEN before ``retry_at``), with ``reject_state``, and
-          ``retry_clock``: when (on :attr:`clock`) calls may pass again, None if unknown.
+          FORCED_OPEN, OPEN before ``retry_at``, or a half-open period whose trials are
+          taken until the next re-read), with ``reject_state``, and ``retry_clock``: when
+          (on :attr:`clock`) calls may pass again, None if unknown.
+
+        In OPEN the snapshot is trusted only until ``retry_at``: the first call after it
+        re-reads the shared state, so a process that another has beaten to HALF_OPEN
+        learns so from the cache instead of losing a compare-and-set on the database.
         """
         fresh = self._fresh_until
         status = self._status
@@ -98,8 +112,13 @@ class CircuitRuntime:
         if status.state is State.FORCED_OPEN:
             self.reject_until = fresh
         elif status.state is State.OPEN and status.retry_at is not None:
-            self.retry_clock = self.clock() + (status.retry_at - self.store.now())
+            now = self.clock()
+            self.retry_clock = now + (status.retry_at - self.store.now())
+            if now < self.retry_clock < fresh:
+                self._fresh_until = fresh = self.retry_clock
             self.reject_until = min(fresh, self.retry_clock)
+        if self._recheck_at > self.reject_until:  # waiting out a trial: see acquire()
+            self.reject_until = min(fresh, self._recheck_at)
 
     def _apply(self, entry: dict[str, Any]) -> None:
         status = status_from_entry(entry)
@@ -118,6 +137,7 @@ class CircuitRuntime:
         self.config = config
         self._slow_after = config.slow_call_duration
         self._status = status
+        self._recheck_at = -math.inf  # whatever we waited for, this is the news
         # Plain attributes for the fast path (enum hashing and lookups cost more).
         self._generation = status.generation
         self._free = status.state in FREE_STATES
@@ -242,8 +262,28 @@ class CircuitRuntime:
         return self.status.retry_after(self.now())
 
     def acquire(self) -> Permit:
-        """Admit a call or raise CircuitOpenError."""
-        return behaviour_for(self.status.state).acquire(self)
+        """Admit a call or raise CircuitOpenError.
+
+        Refused a trial (HALF_OPEN with every permit taken, or OPEN past ``retry_at``
+        while a probe decides), the process rejects calls without I/O for
+        :data:`RECHECK_INTERVAL` and then re-reads the state, so it admits calls at most
+        that long after the trial closed the circuit.
+        """
+        if self.clock() < self._recheck_at:
+            raise CircuitOpenError(self.name, self._status.state, None)
+        try:
+            return behaviour_for(self.status.state).acquire(self)
+        except CircuitOpenError as exc:
+            if exc.state is State.HALF_OPEN or (exc.state is State.OPEN and not exc.retry_after):
+                self._recheck_soon()
+            raise
+
+    def _recheck_soon(self) -> None:
+        """Reject without I/O until the next re-read, due in :data:`RECHECK_INTERVAL`."""
+        at = self.clock() + min(RECHECK_INTERVAL, self.store.ttl)
+        self._recheck_at = at
+        self._fresh_until = min(self._fresh_until, at)
+        self._plan_fast_paths()
 
     def on_result(self, permit: Permit, outcome: Outcome, duration: float) -> None:
         """Report the outcome of a call admitted by :meth:`acquire`."""
@@ -254,6 +294,8 @@ class CircuitRuntime:
         if self.store.clock() >= self._stale_at:
             return True
         status = self._status
+        if self.store.clock() < self._recheck_at:
+            return False  # waiting for the next re-read: rejected without I/O
         if status.state is State.HALF_OPEN:
             return True
         return status.state is State.OPEN and (status.retry_after(self.now()) or 0) <= 0
