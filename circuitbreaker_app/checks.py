@@ -224,8 +224,8 @@ SLOW_REDIS_TIMEOUT = 1.0
 def _redis_checks(raw: dict[str, Any]) -> list[Any]:
     """REDIS_URL (None, or a single-server, Cluster or Sentinel URL with redis-py installed)
     and REDIS_TIMEOUT (a positive number of seconds)."""
-    from circuitbreaker_app.redis_url import SCHEMES, RedisURLError, parse_redis_url
     from circuitbreaker_app.store import mask_redis_url
+    from circuitbreaker_app.store.backends.redis_url import SCHEMES, RedisURLError, parse_redis_url
 
     found: list[Any] = []
     url = raw.get("REDIS_URL")

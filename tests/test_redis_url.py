@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from circuitbreaker_app.checks import check_settings
-from circuitbreaker_app.redis_url import RedisTarget, RedisURLError, parse_redis_url
+from circuitbreaker_app.store.backends.redis_url import RedisTarget, RedisURLError, parse_redis_url
 
 
 @pytest.mark.parametrize(
