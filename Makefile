@@ -26,7 +26,7 @@ if down:
 endef
 export CHECK_SERVICES
 
-.PHONY: venv test test-default test-serverless test-services demo lint fmt bench clean
+.PHONY: venv docs test test-default test-serverless test-services demo lint fmt bench clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,7 @@ $(STAMP): pyproject.toml
 
 # Whole suite on the defaults (SQLite + LocMem), then on PostgreSQL + Redis.
 test: venv
+	$(MAKE) --no-print-directory docs
 	$(MAKE) --no-print-directory test-default
 	$(MAKE) --no-print-directory test-serverless
 	$(MAKE) --no-print-directory test-services
@@ -90,7 +91,17 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 bench: venv $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# The documentation site from docs/ and mkdocs.yml, into site/; warnings are errors.
+DOCS_STAMP := $(VENV)/.docs-extra.stamp
+
+$(DOCS_STAMP): pyproject.toml | venv
+	$(BIN)/python -m pip install -e '.[docs]'
+	touch $@
+
+docs: venv $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \
+	rm -rf $(VENV) site build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \
 		.hypothesis test-results .pytest-*.sqlite3* var
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from circuitbreaker_app import conf
 from circuitbreaker_app.core.config import check_name
 
-HINT = "See the configuration reference in README.md."
+HINT = "See the settings reference, docs/reference/settings.md."
 
 
 def _error(n: int, msg: str, hint: str = HINT) -> Error:
