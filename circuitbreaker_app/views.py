@@ -1,6 +1,7 @@
 """The JSON status endpoint: every circuit's state, retry_after, rates and counts.
 
-Staff only by default. ``CIRCUITBREAKER["STATUS_TOKEN"]`` lets monitoring systems read it
+Staff with the ``view_circuit`` permission (or ``change_circuit``, as in the admin) by
+default. ``CIRCUITBREAKER["STATUS_TOKEN"]`` lets monitoring systems read it
 with ``Authorization: Bearer <token>`` (compared in constant time). Query parameters:
 ``circuit=<name>`` (repeatable) limits the answer to those circuits; ``history=1`` adds
 each circuit's per-minute failure rate over the last hour. Anything else is ignored.
@@ -41,10 +42,24 @@ def token_matches(given: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+#: Either lets a staff user read the status (Django's admin: who may change may view).
+VIEW_PERMISSIONS = ("circuitbreaker_app.view_circuit", "circuitbreaker_app.change_circuit")
+
+
+def may_view(user: Any) -> bool:
+    """True for active staff with ``view_circuit`` (or ``change_circuit``)."""
+    return bool(
+        user is not None
+        and user.is_active
+        and user.is_staff
+        and any(user.has_perm(permission) for permission in VIEW_PERMISSIONS)
+    )
+
+
 def _denied(request: HttpRequest) -> HttpResponse | None:
     """None when the request may read the status; otherwise the 401/403 answer."""
     user = getattr(request, "user", None)
-    if user is not None and user.is_active and user.is_staff:
+    if may_view(user):
         return None
     if token_matches(_bearer_token(request)):
         return None
@@ -58,7 +73,13 @@ def _denied(request: HttpRequest) -> HttpResponse | None:
         )
         response["WWW-Authenticate"] = 'Bearer realm="circuitbreaker"'
         return response
-    return JsonResponse({"error": "forbidden", "detail": gettext("Staff only.")}, status=403)
+    return JsonResponse(
+        {
+            "error": "forbidden",
+            "detail": gettext("Staff with the permission to view circuits only."),
+        },
+        status=403,
+    )
 
 
 def status_payload(names: list[str] | None = None, with_history: bool = False) -> dict[str, Any]:

@@ -359,3 +359,23 @@ def test_probe_runs_the_real_task_in_eager_mode(circuits, monkeypatch):
     finally:
         current_app.conf.task_always_eager = previous
     assert Circuit.objects.get(name="payments").state == State.OPEN
+
+
+def test_show_escapes_control_characters_in_every_text(circuits):
+    """A description, reason or URL cannot clear the screen, retitle the terminal or hide
+    text with a carriage return or a bidirectional override."""
+    nasty = "\x1b[2J\x1b]0;pwned\x07visible\rhidden\u202etxt"
+    Circuit.objects.filter(name="search").update(
+        description=nasty, probe_url="https://status.example.com/\x1b[31mred"
+    )
+    get_store().move_to("search", State.FORCED_OPEN, f"reason {nasty}")
+    text = run("show", "search")
+    for char in ("\x1b", "\x07", "\r", "\u202e"):
+        assert char not in text
+    assert "\\x1b[2J\\x1b]0;pwned\\x07visible\\rhidden\\u202etxt" in text
+    assert text.count("\\x1b[2J") == 2  # the description and the event's reason
+    assert "\\x1b[31mred" in text or "%1B[31mred" in text
+    listed = run("list")
+    assert "\x1b" not in listed
+    # JSON output escapes them by itself
+    assert "\x1b" not in run("show", "search", "--json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -47,11 +47,41 @@ def circuits(fake):
     return {c.name: c for c in Circuit.objects.all()}
 
 
+def staff_with(*codenames: str) -> User:
+    user = User.objects.create_user("-".join(("staff", *codenames)), password="pw", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="circuitbreaker_app", codename__in=codenames
+        )
+    )
+    return User.objects.get(pk=user.pk)
+
+
 @pytest.fixture
 def staff(client):
-    user = User.objects.create_user("staff", password="pw", is_staff=True)
+    user = staff_with("view_circuit")
     client.force_login(user)
     return user
+
+
+def test_staff_without_a_circuit_permission_gets_403(client, circuits):
+    client.force_login(staff_with())
+    response = client.get(URL)
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+    assert "payments" not in response.content.decode()
+
+
+def test_staff_who_may_change_circuits_may_read_the_status(client, circuits):
+    client.force_login(staff_with("change_circuit"))
+    assert client.get(URL).status_code == 200
+
+
+def test_an_inactive_user_with_the_permission_gets_no_status(client, circuits):
+    user = staff_with("view_circuit")
+    client.force_login(user)
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    assert client.get(URL).status_code in (401, 403)
 
 
 def test_url_is_reversible():
@@ -164,12 +194,13 @@ def test_query_count_does_not_grow_with_circuits(
 ):
     Circuit.objects.bulk_create(Circuit(name=f"api-{i}") for i in range(extra))
     client.get(URL)  # records this minute's samples
-    # session, user, circuits (with trip numbers); samples are fresh: no query for them
-    with django_assert_num_queries(3 + store_queries()):
+    # session, user, the user's and their groups' permissions (view_circuit), circuits (with
+    # trip numbers); samples are fresh: no query for them
+    with django_assert_num_queries(5 + store_queries()):
         response = client.get(URL)
     assert len(response.json()["circuits"]) == 2 + extra
     # history adds one query
-    with django_assert_num_queries(4 + store_queries()):
+    with django_assert_num_queries(6 + store_queries()):
         client.get(URL, {"history": "1"})
 
 
@@ -190,7 +221,8 @@ def test_the_endpoint_samples_every_circuit_once_a_minute(
     assert CircuitSample.objects.count() == 2
     fake.advance(60)
     record("search", "SSFF")
-    with django_assert_num_queries(6 + store_queries()):  # + latest sample, insert, prune
+    # + permissions (2), latest sample, insert, prune
+    with django_assert_num_queries(8 + store_queries()):
         client.get(URL)
     assert CircuitSample.objects.count() == 4
     latest = CircuitSample.objects.filter(circuit__name="search").latest("minute")

@@ -38,9 +38,22 @@ EXIT_REJECTING = 3
 EVENTS_SHOWN = 10
 
 
+def printable(value: Any) -> str:
+    """``value`` as text safe to print on a terminal: control and format characters
+    (ESC, BEL, CR, newlines, bidirectional overrides…) are shown escaped (``\\x1b``), so
+    a description or reason cannot clear the screen, retitle the window or hide text."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain-text table with columns as wide as their widest cell."""
-    cells = [[str(value) for value in row] for row in rows]
+    cells = [[printable(value) for value in row] for row in rows]
     widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -249,7 +262,8 @@ class Command(BaseCommand):
         facts += [(key.replace("_", " "), value) for key, value in data["config"].items()]
         width = max(len(key) for key, _ in facts)
         lines = [
-            f"{key.ljust(width)}  {'-' if value in (None, '') else value}" for key, value in facts
+            f"{key.ljust(width)}  {'-' if value in (None, '') else printable(value)}"
+            for key, value in facts
         ]
         lines += ["", f"Latest events ({len(events)}):"]
         if events:
