@@ -199,7 +199,7 @@ def _status_and_metrics_checks(raw: dict[str, Any]) -> list[Any]:
 
 
 def _probe_host_checks(raw: dict[str, Any]) -> list[Any]:
-    """PROBE_HOSTS: None, or a list of host names / fnmatch patterns (E030)."""
+    """PROBE_HOSTS: None, or a list of host names / fnmatch patterns (E040)."""
     hosts = raw.get("PROBE_HOSTS")
     if hosts is None:
         return []
@@ -209,7 +209,7 @@ def _probe_host_checks(raw: dict[str, Any]) -> list[Any]:
         return []
     return [
         _error(
-            30,
+            40,
             "CIRCUITBREAKER['PROBE_HOSTS'] must be None or a list of host names or patterns "
             f"(non-empty strings without surrounding spaces), but was {hosts!r}.",
             "For example ['status.example.com', '*.svc.cluster.local'].",
@@ -348,7 +348,7 @@ CONNECT_TIMEOUT_OPTIONS = {
 
 
 def _connect_timeout_checks(db_alias: str) -> list[Any]:
-    """W031: the breaker's database alias has no connect timeout (PostgreSQL, MySQL)."""
+    """W040: the breaker's database alias has no connect timeout (PostgreSQL, MySQL)."""
     database = settings.DATABASES[db_alias]
     engine = str(database.get("ENGINE", "")).rsplit(".", 1)[-1]
     option = CONNECT_TIMEOUT_OPTIONS.get(engine)
@@ -361,7 +361,7 @@ def _connect_timeout_checks(db_alias: str) -> list[Any]:
             "and the breaker's first query after an outage starts with it.",
             hint=f"Set DATABASES[{db_alias!r}]['OPTIONS'][{option!r}] to a few seconds "
             "(e.g. 2), or point CIRCUITBREAKER['DATABASE'] at an alias that has it.",
-            id="circuitbreaker_app.W031",
+            id="circuitbreaker_app.W040",
         )
     ]
 

@@ -57,7 +57,7 @@ elif CB_DATABASE in ("postgres", "postgresql"):
             "PASSWORD": "",
             "HOST": "127.0.0.1",
             "PORT": "5432",
-            # Bounded connection waits (system check circuitbreaker_app.W031).
+            # Bounded connection waits (system check circuitbreaker_app.W040).
             "OPTIONS": {"connect_timeout": 5},
             # Overridable so two suites can run against one server at the same time.
             "TEST": {"NAME": os.environ.get("CB_POSTGRES_TEST_NAME", "test_circuitbreaker")},

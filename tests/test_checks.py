@@ -38,10 +38,10 @@ def test_valid_and_empty_settings_pass(settings):
         ({"CIRCUITS": {"payments": {"window_size": -3}}}, "circuitbreaker_app.E009"),
         ({"CIRCUITS": ["payments"]}, "circuitbreaker_app.E009"),
         ({"AUTO_CREATE": "yes"}, "circuitbreaker_app.E010"),
-        ({"PROBE_HOSTS": "status.example.com"}, "circuitbreaker_app.E030"),
-        ({"PROBE_HOSTS": ["ok.example", ""]}, "circuitbreaker_app.E030"),
-        ({"PROBE_HOSTS": [" ok.example"]}, "circuitbreaker_app.E030"),
-        ({"PROBE_HOSTS": [None]}, "circuitbreaker_app.E030"),
+        ({"PROBE_HOSTS": "status.example.com"}, "circuitbreaker_app.E040"),
+        ({"PROBE_HOSTS": ["ok.example", ""]}, "circuitbreaker_app.E040"),
+        ({"PROBE_HOSTS": [" ok.example"]}, "circuitbreaker_app.E040"),
+        ({"PROBE_HOSTS": [None]}, "circuitbreaker_app.E040"),
         (
             {"CIRCUITS": {"p": {"probe_url": "http://169.254.169.254/latest/"}}},
             "circuitbreaker_app.E009",
@@ -85,16 +85,16 @@ def test_a_status_token_with_surrounding_whitespace_is_an_error(settings, token)
 def test_a_database_without_connect_timeout_is_a_warning(settings):
     postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "x", "HOST": "127.0.0.1"}
     databases = {**settings.DATABASES, "breaker": postgres}
-    assert "circuitbreaker_app.W031" in ids(settings, {"DATABASE": "breaker"}, DATABASES=databases)
+    assert "circuitbreaker_app.W040" in ids(settings, {"DATABASE": "breaker"}, DATABASES=databases)
     mysql = {"ENGINE": "django.db.backends.mysql", "NAME": "x", "OPTIONS": {}}
     databases["breaker"] = mysql
-    assert "circuitbreaker_app.W031" in ids(settings, {"DATABASE": "breaker"}, DATABASES=databases)
+    assert "circuitbreaker_app.W040" in ids(settings, {"DATABASE": "breaker"}, DATABASES=databases)
     databases["breaker"] = {**postgres, "OPTIONS": {"connect_timeout": 2}}
-    assert "circuitbreaker_app.W031" not in ids(
+    assert "circuitbreaker_app.W040" not in ids(
         settings, {"DATABASE": "breaker"}, DATABASES=databases
     )
     sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}
     databases["breaker"] = sqlite
-    assert "circuitbreaker_app.W031" not in ids(
+    assert "circuitbreaker_app.W040" not in ids(
         settings, {"DATABASE": "breaker"}, DATABASES=databases
     )
