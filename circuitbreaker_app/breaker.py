@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 
 from circuitbreaker_app.core import CircuitOpenError, Outcome, Permit, State
 from circuitbreaker_app.core.config import check_name
+from circuitbreaker_app.fallbacks import CallFallback
 from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime, get_store
 from circuitbreaker_app.store import registry as store_module
@@ -88,6 +89,15 @@ class Breaker:
         self.ignore = self._ignore_test or self._ignore_types
         self.is_failure = is_failure
         self.fallback = fallback
+        #: A fallback that sees successes (last_good), else None.
+        self._memory = fallback if isinstance(fallback, CallFallback) else None
+        #: A closed success is one count: no result check, no fallback that sees it.
+        self._plain = is_failure is None and self._memory is None
+        #: When a fallback sees successes (and no is_failure judges them): its table of
+        #: ``(fn, args) -> time`` before which a success needs no call to it.
+        self._due = (
+            self._memory.due_for(name) if self._memory is not None and is_failure is None else None
+        )
         self._store: object = None
         self._cached: CircuitRuntime | None = None
         self._permits: contextvars.ContextVar[tuple[tuple[Permit, float], ...]] = (
@@ -163,7 +173,7 @@ class Breaker:
 
     def _settle_result(
         self, runtime: CircuitRuntime, permit: Permit, result: Any, started: float
-    ) -> None:
+    ) -> Outcome:
         """Settle a returned call; an ``is_failure`` that raises still hands the permit back."""
         try:
             outcome = self._result_outcome(result)
@@ -171,6 +181,47 @@ class Breaker:
             self._settle(runtime, permit, Outcome.IGNORED, started)
             raise
         self._settle(runtime, permit, outcome, started)
+        return outcome
+
+    def _closed_result(
+        self,
+        runtime: CircuitRuntime,
+        token: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any,
+        now: float,
+    ) -> None:
+        """Settle the result of a call admitted on the hot path that needs a look:
+        ``is_failure``, or a fallback that sees successes."""
+        if self.is_failure is None and runtime.count_token == token:
+            runtime.pending += 1  # as on the hot path: only a fallback wants to see it
+            self._memory.succeeded(self.name, fn, args, kwargs, result, now)  # type: ignore[union-attr]
+            return
+        try:
+            outcome = self._result_outcome(result)
+        except BaseException:
+            self._settle(runtime, Permit(runtime.status.state, token), Outcome.IGNORED, UNTIMED)
+            raise
+        if outcome is Outcome.SUCCESS and runtime.count_token == token:
+            runtime.pending += 1
+        else:
+            self._settle(runtime, Permit(runtime.status.state, token), outcome, UNTIMED)
+        if outcome is Outcome.SUCCESS and self._memory is not None:
+            self._memory.succeeded(self.name, fn, args, kwargs, result, now)
+
+    def _fall_back(
+        self,
+        exc: BaseException,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The fallback's answer to a rejection or a recorded failure."""
+        if self._memory is not None:
+            return self._memory.answer(self.name, exc, fn, args, kwargs)
+        return self.fallback(exc)  # type: ignore[misc]
 
     # -- sync ------------------------------------------------------------------------------
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -193,19 +244,33 @@ class Breaker:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                return self._failed(runtime, Permit(runtime.status.state, token), exc, UNTIMED)
-            if self.is_failure is None and runtime.count_token == token:
+                return self._failed(
+                    runtime, Permit(runtime.status.state, token), exc, UNTIMED, fn, args, kwargs
+                )
+            if self._plain and runtime.count_token == token:
                 runtime.pending += 1  # flushed with the next refresh or failure
                 return result
-            self._settle_result(runtime, Permit(runtime.status.state, token), result, UNTIMED)
+            due = self._due
+            if due is not None and not kwargs and runtime.count_token == token:
+                # last_good: most successes come within its refresh period; they cost a
+                # dict lookup here, not a call.
+                runtime.pending += 1
+                try:
+                    if now < due.get((fn, args), -1e308):
+                        return result
+                except TypeError:  # unhashable arguments: the fallback keys them itself
+                    pass
+                self._memory.succeeded(self.name, fn, args, kwargs, result, now)  # type: ignore[union-attr]
+                return result
+            self._closed_result(runtime, token, fn, args, kwargs, result, now)
             return result
         if now < runtime.reject_until:
             if OBSERVERS:
                 notify(self.name, "rejected", None)
             retry = None if runtime.retry_clock is None else runtime.retry_clock - now
             if self.fallback is not None:
-                return self.fallback(  # type: ignore[no-any-return]
-                    CircuitOpenError(self.name, runtime.reject_state, retry)
+                return self._fall_back(  # type: ignore[no-any-return]
+                    CircuitOpenError(self.name, runtime.reject_state, retry), fn, args, kwargs
                 )
             # Raised without a name in this frame: a local holding it would make a cycle
             # (error → traceback → frame → error) that only the garbage collector frees.
@@ -229,14 +294,21 @@ class Breaker:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            return self._failed(runtime, Permit(runtime.status.state, generation), exc, started)
+            return self._failed(
+                runtime, Permit(runtime.status.state, generation), exc, started, fn, args, kwargs
+            )
         if self.is_failure is None or not self.is_failure(result):
             duration = perf_counter() - started if started != UNTIMED else 0.0
             if runtime.fast_success(generation, duration):
                 if OBSERVERS:
                     notify(self.name, "success", duration)
+                if self._memory is not None:
+                    self._memory.succeeded(self.name, fn, args, kwargs, result, runtime.clock())
                 return result
-        self._settle_result(runtime, Permit(runtime.status.state, generation), result, started)
+        permit = Permit(runtime.status.state, generation)
+        outcome = self._settle_result(runtime, permit, result, started)
+        if outcome is Outcome.SUCCESS and self._memory is not None:
+            self._memory.succeeded(self.name, fn, args, kwargs, result, runtime.clock())
         return result
 
     def _call_with_permit(
@@ -252,24 +324,33 @@ class Breaker:
             if OBSERVERS:
                 notify(self.name, "rejected", None)
             if self.fallback is not None:
-                return self.fallback(exc)  # type: ignore[no-any-return]
+                return self._fall_back(exc, fn, args, kwargs)  # type: ignore[no-any-return]
             raise
         started = perf_counter()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            return self._failed(runtime, permit, exc, started)
-        self._settle_result(runtime, permit, result, started)
+            return self._failed(runtime, permit, exc, started, fn, args, kwargs)
+        outcome = self._settle_result(runtime, permit, result, started)
+        if outcome is Outcome.SUCCESS and self._memory is not None:
+            self._memory.succeeded(self.name, fn, args, kwargs, result, runtime.clock())
         return result
 
     def _failed(
-        self, runtime: CircuitRuntime, permit: Permit, exc: BaseException, started: float
+        self,
+        runtime: CircuitRuntime,
+        permit: Permit,
+        exc: BaseException,
+        started: float,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         """Record an exception's outcome; answer with the fallback or re-raise it."""
         outcome, error = self._outcome_of(exc)
         self._settle(runtime, permit, outcome, started)
         if outcome is Outcome.FAILURE and self.fallback is not None:
-            return self.fallback(exc)
+            return self._fall_back(exc, fn, args, kwargs)
         try:
             raise exc if error is None else error
         finally:
@@ -347,7 +428,7 @@ class Breaker:
             permit = await self._aacquire(runtime)
         except CircuitOpenError as exc:
             if self.fallback is not None:
-                return await _maybe_await(self.fallback(exc))
+                return await self._afall_back(exc, fn, args, kwargs)  # type: ignore[no-any-return]
             raise
         started = time.perf_counter()
         try:
@@ -356,7 +437,7 @@ class Breaker:
             outcome, error = self._outcome_of(exc)
             await self._asettle(runtime, permit, outcome, time.perf_counter() - started)
             if outcome is Outcome.FAILURE and self.fallback is not None:
-                return await _maybe_await(self.fallback(exc))
+                return await self._afall_back(exc, fn, args, kwargs)  # type: ignore[no-any-return]
             if error is not None:
                 raise error  # noqa: B904 - chained to exc by _outcome_of
             raise
@@ -366,7 +447,21 @@ class Breaker:
             await self._asettle(runtime, permit, Outcome.IGNORED, time.perf_counter() - started)
             raise
         await self._asettle(runtime, permit, outcome, time.perf_counter() - started)
+        if outcome is Outcome.SUCCESS and self._memory is not None:
+            await self._memory.asucceeded(self.name, fn, args, kwargs, result, runtime.clock())
         return result
+
+    async def _afall_back(
+        self,
+        exc: BaseException,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """:meth:`_fall_back` for ``acall``: an async fallback is awaited."""
+        if self._memory is not None:
+            return await self._memory.aanswer(self.name, exc, fn, args, kwargs)
+        return await _maybe_await(self.fallback(exc))  # type: ignore[misc]
 
     async def __aenter__(self) -> Breaker:
         permit = await self._aacquire(await self._aruntime())

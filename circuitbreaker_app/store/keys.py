@@ -9,6 +9,8 @@ misses, reloaded from the database.
 
 from __future__ import annotations
 
+import hashlib
+
 #: Bumped from ``circuitbreaker/1`` when the ``{name}`` hash tags were added.
 KEY_PREFIX = "circuitbreaker/2"
 
@@ -26,3 +28,9 @@ def state_key(name: str) -> str:
 def generation_prefix(name: str, generation: int) -> str:
     """Prefix of the keys that belong to one period (generation) of a circuit."""
     return f"{circuit_prefix(name)}/g{generation}"
+
+
+def answer_key(name: str, key: str) -> str:
+    """Cache key of the answer ``last_good`` keeps for one call key of a circuit."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{circuit_prefix(name)}/answer/{digest}"

@@ -19,6 +19,7 @@ from django.db import transaction
 from circuitbreaker_app import conf
 from circuitbreaker_app.core import Snapshot
 from circuitbreaker_app.store import backends
+from circuitbreaker_app.store.answers import RememberedAnswers
 from circuitbreaker_app.store.entry import PROVISIONAL_ID, entry_from_row, provisional_entry
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
@@ -27,7 +28,7 @@ from circuitbreaker_app.store.runtime import CircuitRuntime
 from circuitbreaker_app.store.windows import BucketAdd, CountAdd
 
 
-class CircuitStore(CircuitPersistence):
+class CircuitStore(CircuitPersistence, RememberedAnswers):
     """This process's view of every circuit, and all reads and writes behind it."""
 
     def __init__(

@@ -1,0 +1,276 @@
+"""``last_good``: serve the last successful answer of the same call while a dependency is down.
+
+Real ``breaker()`` handles on the test store (fake clock, counted cache); the answers live
+in the store's shared cache, written through ``store.remember``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from circuitbreaker_app import CircuitOpenError, State, breaker
+from circuitbreaker_app.fallbacks import LastGood, last_good
+from circuitbreaker_app.models import Circuit
+from circuitbreaker_app.store import get_store
+from circuitbreaker_app.store.keys import answer_key
+from tests.helpers import FakeStore
+from tests.test_httpx import watch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def fake():
+    Circuit.objects.create(
+        name="stock",
+        window_type="count",
+        window_size=2,
+        minimum_calls=2,
+        failure_rate_threshold=100,
+        wait_duration=30,
+    )
+    return FakeStore().install()
+
+
+class Upstream:
+    """A partner whose answers and failures the test sets; counts the calls that reach it."""
+
+    def __init__(self) -> None:
+        self.level = 7
+        self.down = False
+        self.calls = 0
+
+    def stock(self, sku: str) -> dict[str, object]:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("partner down")
+        return {"sku": sku, "level": self.level}
+
+
+def count_answer_writes(fake: FakeStore) -> list[str]:
+    """The keys of every answer written to the shared cache from now on."""
+    written: list[str] = []
+    remember = fake.store.remember_pickled
+
+    def counted(name: str, key: str, data: bytes, ttl: float) -> bool:
+        written.append(key)
+        return remember(name, key, data, ttl)
+
+    fake.store.remember_pickled = counted
+    return written
+
+
+def test_a_rejection_is_answered_with_the_last_good_result_of_the_same_call(fake):
+    partner = Upstream()
+    stock = breaker("stock", fallback=last_good(ttl=300))(partner.stock)
+    assert stock("A1") == {"sku": "A1", "level": 7}
+    assert stock("B2") == {"sku": "B2", "level": 7}
+    partner.down, partner.level = True, 0
+    for _ in range(2):  # recorded failures: answered from the last good results
+        assert stock("A1") == {"sku": "A1", "level": 7}
+    assert breaker("stock").state is State.OPEN
+    calls = partner.calls
+    assert stock("B2") == {"sku": "B2", "level": 7}  # a rejection, answered
+    assert partner.calls == calls  # the open circuit sent nothing
+    with pytest.raises(CircuitOpenError):
+        stock("C3")  # never succeeded: nothing to serve, the original error
+
+
+def test_without_a_kept_answer_the_original_failure_is_raised(fake):
+    guarded = breaker("stock", fallback=last_good())
+
+    def down() -> None:
+        raise ConnectionError("partner down")
+
+    with pytest.raises(ConnectionError, match="partner down"):
+        guarded.call(down)
+
+
+def test_answers_expire_after_ttl_and_stale_reports_their_age(fake):
+    partner = Upstream()
+    served = []
+    fallback = last_good(ttl=60, refresh=5, stale=lambda value, age: served.append(age) or value)
+    stock = breaker("stock", fallback=fallback)(partner.stock)
+    stock("A1")
+    partner.down = True
+    fake.advance(20)
+    assert stock("A1")["level"] == 7
+    fake.advance(3)  # within refresh: this process reuses what it read, aged
+    assert stock("A1")["level"] == 7
+    assert served == [pytest.approx(20), pytest.approx(23)]
+    fake.advance(40)  # 63 s old: too old to serve
+    with pytest.raises((ConnectionError, CircuitOpenError)):
+        stock("A1")
+
+
+def test_a_success_is_stored_at_most_once_per_refresh_per_key(fake):
+    partner = Upstream()
+    written = count_answer_writes(fake)
+    stock = breaker("stock", fallback=last_good(ttl=300, refresh=10))(partner.stock)
+    for _ in range(50):
+        stock("A1")
+    assert len(written) == 1  # 50 successes inside refresh: one write
+    stock("B2")
+    assert len(written) == 2  # another key
+    fake.advance(9.9)
+    stock("A1")
+    assert len(written) == 2
+    fake.advance(0.1)
+    partner.level = 9
+    stock("A1")
+    assert written == [
+        f"tests.test_fallbacks.Upstream.stock({sku!r},)[]" for sku in "A1 B2 A1".split()
+    ]
+    partner.down = True
+    assert stock("A1")["level"] == 9  # the renewed answer
+
+
+def test_ignored_errors_and_errors_outside_record_are_not_answered(fake):
+    stock = breaker("stock", record=(ConnectionError,), ignore=(KeyError,), fallback=last_good())
+    assert stock.call(lambda: 1) == 1
+    with pytest.raises(KeyError):
+        stock.call(lambda: {}["x"])
+    with pytest.raises(ValueError):
+        stock.call(lambda: int("x"))
+
+
+def test_keys_decide_which_calls_are_the_same(fake):
+    partner = Upstream()
+    by_sku = last_good(key=lambda sku, **options: sku)
+    stock = breaker("stock", fallback=by_sku)(partner.stock)
+    stock("A1")
+    partner.down = True
+    assert stock("A1")["sku"] == "A1"
+    assert by_sku.shared_key(partner.stock, ("A1",), {}) == "A1"
+    default = last_good()
+    assert default.shared_key(partner.stock, ("A1",), {"b": 2, "a": 1}) == (
+        "tests.test_fallbacks.Upstream.stock('A1',)[('a', 1), ('b', 2)]"
+    )
+
+
+def test_unhashable_arguments_still_have_a_key(fake):
+    answered = []
+
+    def total(items: list[int]) -> int:
+        if answered:
+            raise ConnectionError("down")
+        answered.append(items)
+        return sum(items)
+
+    guarded = breaker("stock", fallback=last_good())
+    assert guarded.call(total, [1, 2]) == 3
+    assert guarded.call(total, [1, 2]) == 3  # failed: answered by the kept result
+    with pytest.raises(ConnectionError):
+        guarded.call(total, [3])  # another key: nothing kept
+
+
+def test_unpicklable_results_are_never_stored_and_warned_about_once(fake, caplog):
+    guarded = breaker("stock", fallback=last_good(refresh=0))
+    lock = threading.Lock()
+    with caplog.at_level(logging.WARNING, logger="circuitbreaker_app"):
+        for _ in range(3):
+            assert guarded.call(lambda: lock) is lock
+    warnings = [r for r in caplog.records if "cannot keep" in r.getMessage()]
+    assert len(warnings) == 1
+
+    def down() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        guarded.call(down)
+
+
+def test_garbage_under_an_answer_key_is_a_miss(fake):
+    fallback = last_good()
+    guarded = breaker("stock", fallback=fallback)
+
+    def level() -> int:
+        return 5
+
+    guarded.call(level)
+    key = answer_key("stock", fallback.shared_key(level, (), {}))
+    for garbage in ("junk", {"at": "x", "v": "y"}, {"at": 0, "v": "!!"}, [1, 2], None):
+        get_store().cache.set(key, garbage)
+        assert get_store().recall("stock", fallback.shared_key(level, (), {}), 300) is None
+    fresh = breaker("stock", fallback=last_good())  # a new process's view: reads the cache
+
+    def down() -> int:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        fresh.call(down)
+
+
+def test_another_process_serves_what_one_stored(fake):
+    partner = Upstream()
+    breaker("stock", fallback=last_good())(partner.stock)("A1")
+    other = breaker("stock", fallback=LastGood())(partner.stock)  # no memory of its own
+    partner.down = True
+    assert other("A1") == {"sku": "A1", "level": 7}
+
+
+def test_a_rejection_flood_reads_the_cache_once_per_refresh(fake):
+    partner = Upstream()
+    writer = breaker("stock", fallback=last_good())(partner.stock)
+    writer("A1")
+    partner.down = True
+    reader = breaker("stock", fallback=LastGood(refresh=10))(partner.stock)
+    for _ in range(2):
+        reader("A1")  # failures, answered; the circuit opens
+    assert breaker("stock").state is State.OPEN
+    reads = fake.cache.calls["get"]
+    for _ in range(100):
+        assert reader("A1")["level"] == 7
+    assert fake.cache.calls["get"] == reads
+
+
+def test_async_acall_stores_and_serves_off_the_event_loop(fake):
+    cache = watch(fake)
+    partner = Upstream()
+
+    @breaker("stock", fallback=last_good())
+    async def stock(sku: str) -> dict[str, object]:
+        return partner.stock(sku)
+
+    async def scenario() -> list[object]:
+        seen = [await stock("A1")]
+        partner.down = True
+        seen += [await stock("A1") for _ in range(3)]  # 2 failures, then a rejection
+        try:
+            await stock("Z9")
+        except CircuitOpenError as exc:
+            seen.append(exc.state.value)
+        return seen
+
+    assert async_to_sync(scenario)() == [{"sku": "A1", "level": 7}] * 4 + ["open"]
+    assert cache.on_loop == []
+    assert "set" in cache.ops
+
+
+def test_breakers_without_last_good_keep_the_plain_hot_path():
+    assert breaker("plain")._plain
+    assert breaker("plain", fallback=lambda exc: None)._plain
+    assert not breaker("plain", fallback=last_good())._plain
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"ttl": 0}, ValueError, "'ttl'"),
+        ({"ttl": -1}, ValueError, "'ttl'"),
+        ({"ttl": float("nan")}, ValueError, "'ttl'"),
+        ({"ttl": "300"}, TypeError, "'ttl'"),
+        ({"refresh": -1}, ValueError, "'refresh'"),
+        ({"refresh": True}, TypeError, "'refresh'"),
+        ({"ttl": 5, "refresh": 10}, ValueError, "must not exceed"),
+        ({"key": "sku"}, TypeError, "'key'"),
+        ({"stale": 1}, TypeError, "'stale'"),
+    ],
+)
+def test_bad_options_name_the_option(options, error, match):
+    with pytest.raises(error, match=match):
+        last_good(**options)
