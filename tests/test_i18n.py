@@ -190,7 +190,7 @@ def operator(client, db):
     user.user_permissions.add(
         *Permission.objects.filter(
             content_type__app_label="circuitbreaker_app",
-            codename__in=["view_circuit", "change_circuit", "force_circuit"],
+            codename__in=["view_circuit", "change_circuit", "force_circuit", "view_circuitevent"],
         )
     )
     client.force_login(user)
@@ -229,7 +229,7 @@ def get(client, url: str) -> str:
 
 @pytest.mark.parametrize(
     ("view", "minimum"),
-    [("changelist", 30), ("change", 50), ("dashboard", 20)],
+    [("changelist", 30), ("change", 50), ("dashboard", 20), ("events", 15)],
 )
 def test_admin_pages_in_german_show_none_of_our_english_labels(
     client, operator, circuits, settings, view, minimum
@@ -240,6 +240,7 @@ def test_admin_pages_in_german_show_none_of_our_english_labels(
             "admin:circuitbreaker_app_circuit_change", args=[circuits["payments"].pk]
         ),
         "dashboard": reverse("admin:circuitbreaker_app_circuit_dashboard"),
+        "events": reverse("admin:circuitbreaker_app_circuitevent_changelist"),
     }
     english = render_in("en", settings, lambda: get(client, urls[view]))
     german_html = render_in("de", settings, lambda: get(client, urls[view]))
