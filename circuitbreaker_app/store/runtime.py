@@ -49,6 +49,13 @@ class CircuitRuntime:
     ``STATE_TTL``. Successes are counted in memory and flushed with the next failure or
     at most once per ``STATE_TTL``; failures and slow calls are added to the shared
     window at once (one ``incr``).
+
+    Batching never changes a decision (DESIGN §3): in a time window the snapshot is
+    trusted only until the bucket its batched successes belong to closes (so they are
+    written to the second they happened in, and leave the window on time), and the
+    totals a decision or an operator reads are those the window will hold once the batch
+    is written (:meth:`SharedWindow.estimate_with`), never more than ``window_size``
+    calls in a count window.
     """
 
     def __init__(self, store: CircuitStore, name: str, entry: dict[str, Any]) -> None:
@@ -69,6 +76,9 @@ class CircuitRuntime:
         #: Until then (on :attr:`clock`) a refused trial is not tried again (see
         #: :data:`RECHECK_INTERVAL`); -inf when this process is not waiting.
         self._recheck_at = -math.inf
+        #: Shared time (:meth:`now`) at or after which the batched successes were made;
+        #: they all fall in the window slot holding this time.
+        self._pending_at = store.now()
         self._apply(entry)
         self._stale_at = store.clock() + store.ttl
         self._flush_at = self._stale_at
@@ -81,7 +91,12 @@ class CircuitRuntime:
 
     @_stale_at.setter
     def _stale_at(self, value: float) -> None:
-        self._fresh_until = value
+        now = self.store.now()
+        if not self.pending:
+            self._pending_at = now
+        # Successes batched from now on belong to the slot of ``_pending_at``: stop trusting
+        # the plan when that slot closes, so the next call writes them (time windows).
+        self._fresh_until = min(value, self.clock() + self.window.slot_left(self._pending_at, now))
         self._plan_fast_paths()
 
     def _plan_fast_paths(self) -> None:
@@ -174,7 +189,7 @@ class CircuitRuntime:
         self.pending += 1
         if self.clock() >= self._flush_at:
             return self._push(Snapshot())
-        estimate = self.window.estimate(self.now()) + Snapshot(self.pending)
+        estimate = self.window.estimate_with(self.pending, self._pending_at, self.now())
         if evaluate(estimate, self.config).opens:
             # Our own successes could tip the window (S F F F S): check the real totals.
             return self._push(Snapshot())
@@ -184,10 +199,23 @@ class CircuitRuntime:
         """Add pending successes, then ``outcome``, to the shared window: one round trip."""
         pending, self.pending = self.pending, 0
         now = self.now()
+        at, self._pending_at = self._pending_at, now
         self._flush_at = self.clock() + self.store.ttl
+        if pending and self.window.slot_left(at, now) <= 0:
+            # Batched in a slot that has closed: written there (if still in the window),
+            # not with ``outcome``, so they leave the window when they would have.
+            if self.window.holds(at, now):
+                generation = self._generation
+                self._write(self.window.change(Snapshot(), pending, at), now)
+                if self._generation != generation:
+                    return self.window.estimate(now)  # the circuit moved on meanwhile
+            pending = 0
         if not (pending or outcome.calls):
             return self.window.estimate(now)
-        change = self.window.change(outcome, pending, now)
+        return self._write(self.window.change(outcome, pending, now), now)
+
+    def _write(self, change: Any, now: float) -> Snapshot:
+        """Send one change to the shared window; return the window's totals after it."""
         generation = self._generation
         value = self.store.add_outcome(self, change, change.key in self._written)
         if self._generation != generation:
@@ -319,5 +347,6 @@ class CircuitRuntime:
         self.store.refresh(self)
 
     def snapshot(self) -> Snapshot:
-        """The window's totals as this process last saw them (plus its pending successes)."""
-        return self.window.estimate(self.now()) + Snapshot(self.pending)
+        """The window the decision uses: its totals as this process last saw them, with
+        this process's batched successes in the place they will take."""
+        return self.window.estimate_with(self.pending, self._pending_at, self.now())

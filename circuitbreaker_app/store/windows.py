@@ -168,6 +168,8 @@ class BucketAdd:
     key: str
     ttl: float
     delta: int
+    #: The bucket the key belongs to (seconds since the epoch // bucket width).
+    bucket: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,21 @@ class SharedWindow:
         """The window's totals as last known, without I/O."""
         raise NotImplementedError("subclasses of SharedWindow must provide estimate()")
 
+    def slot_left(self, at: float, now: float) -> float:
+        """Seconds from ``now`` until the slot holding time ``at`` closes: batched successes
+        made at ``at`` must be written to that slot, so a process batches only until then.
+        Infinite for windows that hold calls, not time."""
+        return math.inf
+
+    def holds(self, at: float, now: float) -> bool:
+        """True while an outcome of time ``at`` is still in the window at ``now``."""
+        return True
+
+    def estimate_with(self, successes: int, at: float, now: float) -> Snapshot:
+        """The totals once ``successes`` batched at time ``at`` are written: the window the
+        decision uses and operators read (DESIGN §3, "Batching never changes a decision")."""
+        raise NotImplementedError("subclasses of SharedWindow must provide estimate_with()")
+
 
 class TimeBuckets(SharedWindow):
     """The last ``window_size`` seconds in at most 60 buckets of whole seconds."""
@@ -238,16 +255,18 @@ class TimeBuckets(SharedWindow):
         return total
 
     def change(self, outcome: Snapshot, successes: int, now: float) -> BucketAdd:
-        key = self._key(self._bucket(now))
-        return BucketAdd(key, self.width * (self.count + 1) + 60, pack(outcome) + successes)
+        bucket = self._bucket(now)
+        ttl = self.width * (self.count + 1) + 60
+        return BucketAdd(self._key(bucket), ttl, pack(outcome) + successes, bucket)
 
     def added(self, change: BucketAdd, value: int, now: float) -> Snapshot:
         current = self._bucket(now)
-        self.known[current] = unpack(value)
+        if change.bucket > current - self.count:
+            self.known[change.bucket] = unpack(value)
         return self._total(current)
 
     def add_locally(self, change: BucketAdd, now: float) -> Snapshot:
-        mine = self.known.get(self._bucket(now), Snapshot())
+        mine = self.known.get(change.bucket, Snapshot())
         return self.added(change, pack(mine) + change.delta, now)
 
     def read_keys(self, now: float) -> list[str]:
@@ -262,6 +281,18 @@ class TimeBuckets(SharedWindow):
 
     def estimate(self, now: float) -> Snapshot:
         return self._total(self._bucket(now))
+
+    def slot_left(self, at: float, now: float) -> float:
+        return (self._bucket(at) + 1) * self.width - now
+
+    def holds(self, at: float, now: float) -> bool:
+        return self._bucket(at) > self._bucket(now) - self.count
+
+    def estimate_with(self, successes: int, at: float, now: float) -> Snapshot:
+        total = self.estimate(now)
+        if successes and self.holds(at, now):
+            total = total + Snapshot(successes)
+        return total
 
 
 class CountRuns(SharedWindow):
@@ -305,6 +336,12 @@ class CountRuns(SharedWindow):
 
     def estimate(self, now: float) -> Snapshot:
         return count_totals(self.window)
+
+    def estimate_with(self, successes: int, at: float, now: float) -> Snapshot:
+        totals = count_totals(self.window)
+        if totals.calls + successes <= self.size:  # nothing leaves the window
+            return totals + Snapshot(successes)
+        return count_totals(apply_count(self.window, successes, 0, self.seen, self.size))
 
 
 def window_for(prefix: str, config: CircuitConfig) -> SharedWindow:
