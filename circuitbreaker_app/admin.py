@@ -21,13 +21,13 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join, json_script
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from circuitbreaker_app import views
+from circuitbreaker_app.ago import ago_labels, time_tag
 from circuitbreaker_app.audit import FORCE_PERMISSION, OPERATOR_STATES
 from circuitbreaker_app.core import State
 from circuitbreaker_app.live import LiveStatus, live_statuses, with_trip
@@ -89,6 +89,8 @@ def js_labels() -> dict[str, Any]:
         "due": gettext("due"),
         # "%(threshold)s" is replaced in the browser.
         "opens_at": gettext("(opens at %(threshold)s %%)"),
+        # "12 s ago": the words, and the server's clock (the browser's may be off).
+        "time": {**ago_labels(), "now": get_store().now()},
     }
 
 
@@ -200,12 +202,15 @@ def changes_text(changes: dict[str, Any] | None) -> str:
 
 
 class CircuitEventInline(admin.TabularInline):
+    """The latest events, read-only, one table row each (a template of its own: Django's
+    tabular inline would print every event's ``__str__`` once more above its fields)."""
+
     model = CircuitEvent
     formset = LatestEventsFormSet
+    template = "admin/circuitbreaker_app/circuit/events_inline.html"
     fields = (
-        "created_at",
-        "from_state",
-        "to_state",
+        "when",
+        "transition",
         "reason",
         "failure_rate",
         "calls",
@@ -218,6 +223,18 @@ class CircuitEventInline(admin.TabularInline):
     can_delete = False
     show_change_link = False
     verbose_name_plural = _("latest events (newest first)")
+
+    @admin.display(description=_("time"))
+    def when(self, obj: CircuitEvent) -> SafeString | str:
+        return time_tag(obj.created_at, get_store().now())
+
+    @admin.display(description=_("transition"))
+    def transition(self, obj: CircuitEvent) -> SafeString:
+        return format_html(
+            '<span class="cb-transition">{} → {}</span>',
+            obj.get_from_state_display(),
+            obj.get_to_state_display(),
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CircuitEvent]:
         return super().get_queryset(request).select_related("actor")
@@ -251,14 +268,13 @@ class CircuitAdmin(admin.ModelAdmin):
         "name",
         "state_column",
         "failure_rate_column",
-        "slow_call_rate_column",
         "calls_column",
         "retry_column",
-        "changed_at",
+        "changed_column",
     )
     list_filter = ("state", "window_type", "trial_mode")
     search_fields = ("name", "description")
-    sortable_by = ("name", "state_column", "retry_column", "changed_at")
+    sortable_by = ("name", "state_column", "retry_column", "changed_column")
     list_per_page = 50
     actions = ("force_open", "force_closed", "disable", "reset", "probe_now")
     inlines = (CircuitEventInline,)
@@ -367,19 +383,19 @@ class CircuitAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("failure rate"))
     def failure_rate_column(self, obj: Circuit) -> SafeString | str:
+        """The failure rate, and below it the slow-call rate when slow calls count (one
+        column for both keeps the list within 1280 px)."""
         status = self._status_of(obj)
         if status.trip is not None:
-            return at_trip(percent(status.trip.failure_rate))
-        return percent(status.failure_rate)
-
-    @admin.display(description=_("slow-call rate"))
-    def slow_call_rate_column(self, obj: Circuit) -> SafeString | str:
+            failure: SafeString | str = at_trip(percent(status.trip.failure_rate))
+            slow: SafeString | str = at_trip(percent(status.trip.slow_call_rate))
+        else:
+            failure, slow = percent(status.failure_rate), percent(status.slow_call_rate)
         if obj.slow_call_duration is None:
-            return "–"
-        status = self._status_of(obj)
-        if status.trip is not None:
-            return at_trip(percent(status.trip.slow_call_rate))
-        return percent(status.slow_call_rate)
+            return failure
+        return format_html(
+            '{}<span class="cb-sub">{} {}</span>', failure, gettext("slow calls:"), slow
+        )
 
     @admin.display(description=_("calls in window"))
     def calls_column(self, obj: Circuit) -> SafeString | int:
@@ -391,6 +407,10 @@ class CircuitAdmin(admin.ModelAdmin):
     @admin.display(description=_("trial in"), ordering="retry_at")
     def retry_column(self, obj: Circuit) -> SafeString | str:
         return countdown(self._status_of(obj).retry_after)
+
+    @admin.display(description=_("last transition"), ordering="changed_at")
+    def changed_column(self, obj: Circuit) -> SafeString | str:
+        return time_tag(self._status_of(obj).changed_at, get_store().now())
 
     def _status_of(self, obj: Circuit) -> LiveStatus:
         """The live status the change list read for ``obj`` (or one read now)."""
@@ -487,7 +507,7 @@ class CircuitAdmin(admin.ModelAdmin):
             (
                 gettext("last transition"),
                 "changed_at",
-                date_format(obj.changed_at, "DATETIME_FORMAT") if obj.changed_at else "–",
+                time_tag(status.changed_at, get_store().now()),
                 "",
             ),
         ]

@@ -103,7 +103,13 @@ def test_change_list_shows_badge_rates_calls_and_countdown(client, operator, cir
     assert seconds and 29.0 <= float(seconds.group(1)) <= 30.0
     assert 'cb-badge--closed" data-state="closed" style="background:#2e7d32' in rows["search"]
     assert "25.0 %" in rows["search"]
-    assert '<td class="field-slow_call_rate_column">0.0 %</td>' in rows["search"]
+    assert "slow calls: 0.0 %</span>" in rows["search"]  # slow calls count on search only
+    assert "slow calls:" not in rows["payments"]
+    # the last transition, relative with seconds; the exact time on hover
+    changed = re.search(
+        r'<time class="cb-ago" datetime="([^"]+)" title="\1">(\d+) s ago</time>', rows["payments"]
+    )
+    assert changed, rows["payments"]
     assert (
         'cb-badge--forced_open" data-state="forced_open" style="background:#616161'
         in (rows["mail"])
@@ -149,7 +155,7 @@ def test_filter_by_state_search_and_sort(client, operator, circuits):
     response = client.get(reverse(CHANGELIST), {"o": "2"})
     assert [c.name for c in response.context["cl"].result_list] == ["search", "mail", "payments"]
     # last transition (search has none: where NULLs go depends on the database)
-    for order, expected in (("7", ["payments", "mail"]), ("-7", ["mail", "payments"])):
+    for order, expected in (("6", ["payments", "mail"]), ("-6", ["mail", "payments"])):
         response = client.get(reverse(CHANGELIST), {"o": order})
         names = [c.name for c in response.context["cl"].result_list if c.changed_at]
         assert names == expected
@@ -229,6 +235,22 @@ def test_events_inline_is_read_only_newest_first_and_bounded(client, operator, c
     assert "round 11 &lt;b&gt;closed&lt;/b&gt;" in html  # reasons are escaped
     assert "<b>closed</b>" not in html
     assert 'name="events-0-reason"' not in html  # read-only: no inputs
+
+
+def test_events_inline_shows_each_event_once(client, operator, circuits):
+    """One table row per event: no "1: closed → open" line from the event's __str__."""
+    payments = circuits["payments"]
+    response = client.get(change_url(payments))
+    html = response.content.decode()
+    inline = html[html.index('<div class="js-inline-admin-formset') :]
+    inline = inline[: inline.index("</fieldset>")]
+    assert inline.count('<tr class="cb-event">') == 1
+    assert inline.count("closed → open") == 1
+    assert str(CircuitEvent.objects.get(circuit=payments)) not in inline
+    assert re.search(
+        r'<time class="cb-ago" datetime="[^"]+" title="[^"]+">\d+ s ago</time>', inline
+    )
+    assert '"time": {"d": "%(n)s d"' in html  # admin.js re-counts it with these words
 
 
 def test_saving_the_definition_never_touches_state(client, operator, circuits):

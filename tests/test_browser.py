@@ -9,6 +9,7 @@ ones ``test_screenshots_for_the_readme`` takes.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -214,3 +215,23 @@ def test_screenshots_for_the_readme(page: Page, live_server, operator, results):
     expect(page.locator(".cb-card")).to_have_count(5)
     expect(page.locator('.cb-card[data-circuit="search"] polyline')).to_have_count(1)
     page.screenshot(path=str(results / "dashboard.png"), full_page=True)
+
+
+def test_change_list_fits_at_1280_px(page: Page, live_server, operator):
+    """Every column, "Last transition" included, without a horizontal scroll (1280×800)."""
+    Circuit.objects.create(name="payments", description="card payments gateway", **TRIP_FAST)
+    Circuit.objects.create(name="search", slow_call_duration=1.0, **TRIP_FAST)
+    Circuit.objects.create(name="http:maps.example.com")
+    record("payments", "SFSFF")  # open: its figures are the ones at trip
+    record("search", "SSSSSSSF")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    log_in(page, live_server, "/admin/circuitbreaker_app/circuit/")
+    header = page.locator("#result_list thead th.column-changed_column")
+    expect(header).to_contain_text("Last transition")
+    expect(header).to_be_in_viewport()
+    results = page.locator("#changelist .results")
+    overflow = results.evaluate("node => node.scrollWidth - node.clientWidth")
+    assert overflow <= 0, f"the change list scrolls sideways by {overflow} px"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    changed = page.locator("#result_list tr", has=page.get_by_role("link", name="payments"))
+    expect(changed.locator("time.cb-ago")).to_have_text(re.compile(r"^\d+ s ago$"))

@@ -58,7 +58,62 @@
     return span;
   }
 
+  /* "12 s ago" with the exact time on hover, as circuitbreaker_app/ago.py renders it. The
+     words come translated from the page (cb-labels' "time", with the server's clock). */
+  var TIME_WORDS = {
+    d: "%(n)s d", h: "%(n)s h", min: "%(n)s min", s: "%(n)s s",
+    ago: "%(time)s ago", "in": "in %(time)s"
+  };
+  var UNITS = [[86400, "d"], [3600, "h"], [60, "min"], [1, "s"]];
+  var skew = 0;  // server clock minus browser clock, in ms
+
+  function fill(template, name, value) { return template.replace("%(" + name + ")s", value); }
+
+  function duration(seconds) {
+    var left = Math.max(0, Math.round(seconds)), first = UNITS.length - 1;
+    for (var i = 0; i < UNITS.length; i++) {
+      if (left >= UNITS[i][0]) { first = i; break; }
+    }
+    var parts = [];
+    UNITS.slice(first, first + 2).forEach(function (unit) {
+      parts.push(fill(TIME_WORDS[unit[1]], "n", Math.floor(left / unit[0])));
+      left %= unit[0];
+    });
+    return parts.join(" ");
+  }
+
+  function relative(epochMs) {
+    var seconds = (epochMs - (Date.now() + skew)) / 1000;
+    if (seconds > 0.5) { return fill(TIME_WORDS["in"], "time", duration(seconds)); }
+    return fill(TIME_WORDS.ago, "time", duration(-seconds));
+  }
+
+  function timeTag(iso) {
+    if (!iso) { return document.createTextNode("\u2013"); }
+    var node = document.createElement("time");
+    var exact = new Date(iso).toISOString().replace(/\.\d+Z$/, "+00:00");
+    node.className = "cb-ago";
+    node.setAttribute("datetime", exact);
+    node.title = exact;
+    node.textContent = relative(Date.parse(iso));
+    return node;
+  }
+
+  function tickTimes() {
+    var nodes = document.querySelectorAll("time.cb-ago[datetime]");
+    for (var i = 0; i < nodes.length; i++) {
+      nodes[i].textContent = relative(Date.parse(nodes[i].getAttribute("datetime")));
+    }
+  }
+
+  function loadLabels() {
+    var given = labels().time || {};
+    for (var key in TIME_WORDS) { if (given[key]) { TIME_WORDS[key] = given[key]; } }
+    if (given.now) { skew = given.now * 1000 - Date.now(); }
+  }
+
   function tick() {
+    tickTimes();
     var nodes = document.querySelectorAll(".cb-countdown[data-seconds]");
     for (var i = 0; i < nodes.length; i++) {
       var left = Math.max(0, parseFloat(nodes[i].getAttribute("data-seconds")) - 1);
@@ -93,9 +148,7 @@
         cell("calls").textContent = String(trip ? trip.calls : c.calls) + (trip ? atTrip() : "");
         cell("open_count").textContent = String(c.open_count);
         cell("generation").textContent = String(c.generation);
-        if (c.changed_at) {
-          cell("changed_at").textContent = new Date(c.changed_at).toLocaleString();
-        }
+        replace(cell("changed_at"), timeTag(c.changed_at));
       })
       .catch(function () { /* keep the last values; the next poll retries */ });
   }
@@ -104,7 +157,10 @@
   window.circuitbreakerLabels = labels;
   window.circuitbreakerStateLabel = stateLabel;
   window.circuitbreakerCountdown = countdown;
+  window.circuitbreakerTime = { tag: timeTag, relative: relative, duration: duration };
   document.addEventListener("DOMContentLoaded", function () {
+    loadLabels();
+    tickTimes();
     window.setInterval(tick, 1000);
     var panels = document.querySelectorAll(".cb-live[data-status-url]");
     Array.prototype.forEach.call(panels, function (panel) {
