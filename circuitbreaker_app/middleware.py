@@ -109,4 +109,7 @@ class CircuitBreakerMiddleware:
             request.path,
             "unknown" if seconds is None else f"{seconds} s",
         )
-        return circuit_open_response(request, exception)
+        response = circuit_open_response(request, exception)
+        # Logged above, once: Django would log this 503 again as "Service Unavailable".
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response

@@ -34,6 +34,7 @@ from requests.adapters import HTTPAdapter
 
 from circuitbreaker_app import probe_targets
 from circuitbreaker_app.core.config import check_name
+from circuitbreaker_app.text import shorten
 
 logger = logging.getLogger("circuitbreaker_app")
 
@@ -41,6 +42,8 @@ ProbeFunction = Callable[[], Any]
 F = TypeVar("F", bound=ProbeFunction)
 
 USER_AGENT = "circuitbreaker-probe"
+#: Characters of a failed probe's detail kept (cut on a word boundary, with "…").
+DETAIL_MAX = 200
 
 _registry: dict[str, ProbeFunction] = {}
 _running: dict[str, threading.Thread] = {}
@@ -238,7 +241,7 @@ def _bounded(name: str, target: Callable[[], ProbeResult], timeout: float) -> Pr
             del _running[name]
     error = box.get("error")
     if error is not None:
-        return ProbeResult(False, f"{type(error).__name__}: {str(error)[:200]}")
+        return ProbeResult(False, shorten(f"{type(error).__name__}: {error}", DETAIL_MAX))
     result: ProbeResult = box["result"]
     return result
 

@@ -135,3 +135,16 @@ def test_refused_connections_and_slow_answers_are_failures(shop):
     assert hits() == 0  # a refused connection never reached the upstream view
     response = client.get("/api/charge/", headers={"accept": "application/json"})
     assert response.status_code == 503
+
+
+def test_the_demo_log_lines_carry_a_timestamp():
+    import logging
+    import re
+
+    from demo_project import settings as demo
+
+    handler = demo.LOGGING["handlers"]["console"]
+    formatter = logging.Formatter(demo.LOGGING["formatters"][handler["formatter"]]["format"])
+    record = logging.LogRecord("circuitbreaker_app", logging.INFO, __file__, 1, "hello", (), None)
+    line = formatter.format(record)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO circuitbreaker_app: hello$", line)

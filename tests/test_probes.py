@@ -250,3 +250,15 @@ def test_a_refused_loopback_connection_is_a_failed_probe():
         port = sock.getsockname()[1]
     result = probes.run_probe("refused", f"http://127.0.0.1:{port}/health", 2.0)
     assert result.ok is False and "ConnectionError" in result.detail
+
+
+def test_a_long_failure_detail_is_cut_between_words():
+    words = " ".join(f"word{i}" for i in range(100))  # 690 characters
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, URL, body=requests.ConnectionError(words))
+        result = probes.run_probe("payments", URL, 1.0)
+    assert result.ok is False
+    assert len(result.detail) <= probes.DETAIL_MAX
+    assert result.detail.endswith("…")
+    last = result.detail[:-1].split()[-1]
+    assert last.startswith("word") and f"{last} " in words  # a whole word, not "wor"

@@ -26,11 +26,15 @@ from circuitbreaker_app.store.backends.base import Counters
 from circuitbreaker_app.store.entry import entry_from_row, entry_with, to_datetime
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
+from circuitbreaker_app.text import shorten
 
 if TYPE_CHECKING:
     from circuitbreaker_app.store.runtime import CircuitRuntime
 
 logger = logging.getLogger("circuitbreaker_app")
+
+#: An event's reason is at most this long (``CircuitEvent.reason``'s max_length).
+REASON_MAX = 200
 
 
 class UnknownCircuitError(LookupError):
@@ -255,7 +259,7 @@ class CircuitPersistence:
                 created_at=to_datetime(new.changed_at),
                 from_state=old.state.value,
                 to_state=new.state.value,
-                reason=move.reason[:200],
+                reason=shorten(move.reason, REASON_MAX),
                 generation=new.generation,
                 failure_rate=snapshot.failure_rate if snapshot else None,
                 slow_call_rate=snapshot.slow_call_rate if snapshot else None,
