@@ -18,18 +18,21 @@ from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, models, transaction
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join, json_script
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from circuitbreaker_app import views
+from circuitbreaker_app import dashboard, samples, views
 from circuitbreaker_app.ago import ago_labels, time_tag
 from circuitbreaker_app.audit import FORCE_PERMISSION, OPERATOR_STATES
 from circuitbreaker_app.core import State
+from circuitbreaker_app.dashboard import DashboardFilter
 from circuitbreaker_app.live import LiveStatus, live_statuses, with_trip
 from circuitbreaker_app.models import (
     DECISION_FIELDS,
@@ -533,6 +536,7 @@ class CircuitAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("dashboard/", wrap(self.dashboard_view), name=f"{info}_dashboard"),
+            path("dashboard/feed/", wrap(self.feed_view), name=f"{info}_feed"),
             path("status/", wrap(self.status_view), name=f"{info}_status"),
             *super().get_urls(),
         ]
@@ -543,23 +547,74 @@ class CircuitAdmin(admin.ModelAdmin):
             raise PermissionDenied
         return views.status(request)
 
+    def _dashboard_filter(self, request: HttpRequest) -> DashboardFilter:
+        return DashboardFilter(request.GET or None)
+
+    def _dashboard_circuits(self, form: DashboardFilter) -> QuerySet[Circuit]:
+        circuits = Circuit.objects.using(get_store().db_alias).all()
+        return form.apply(circuits) if form.is_bound and form.is_valid() else circuits
+
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
-        """Every circuit as a card, refreshed every few seconds by dashboard.js."""
+        """The circuits as cards, trouble first; dashboard.js polls :meth:`feed_view`."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         info = f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}"
+        form = self._dashboard_filter(request)
+        circuits = self._dashboard_circuits(form)
+        data = dashboard.first_page(circuits)
+        samples.maybe_record_samples(stale_after=samples.STALE_AFTER)  # no worker sampled
+        query = form.data.urlencode() if form.is_bound and form.is_valid() else ""
+        dashboard_url = reverse(f"{info}_dashboard")
+        counts = [
+            (
+                state_label(state),
+                state.value,
+                data["counts"].get(state.value, 0),
+                f"{dashboard_url}?{urlencode({'state': state.value})}",
+            )
+            for state in dashboard.STATES
+        ]
         context = {
             **self.admin_site.each_context(request),
             "title": gettext("Circuit dashboard"),
             "opts": self.opts,
-            "status_url": reverse(f"{info}_status"),
+            "form": form,
+            "filtered": bool(query),
+            "counts": counts,
+            "dashboard_url": dashboard_url,
+            "feed_url": f"{reverse(f'{info}_feed')}?{query}" if query else reverse(f"{info}_feed"),
             "changelist_url": reverse(f"{info}_changelist"),
             "change_url_template": reverse(f"{info}_change", args=[0]),
-            "initial": views.status_payload(with_history=True),
+            "initial": data,
+            "shown": len(data["circuits"]),
             "refresh_seconds": 5,
             "cb_labels": js_labels_script(),
         }
         return TemplateResponse(request, "admin/circuitbreaker_app/circuit/dashboard.html", context)
+
+    def feed_view(self, request: HttpRequest) -> HttpResponse:
+        """What dashboard.js polls: with ``cursor``, only what changed since (see
+        :mod:`circuitbreaker_app.dashboard`); without, the first page."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = self._dashboard_filter(request)
+        if form.is_bound and not form.is_valid():
+            return JsonResponse({"error": "bad_filter", "detail": form.errors}, status=400)
+        circuits = self._dashboard_circuits(form)
+        text = request.GET.get("cursor", "")
+        try:
+            cursor = dashboard.Cursor.parse(text) if text else None
+        except ValueError as exc:
+            return JsonResponse({"error": "bad_cursor", "detail": str(exc)}, status=400)
+        samples.maybe_record_samples(stale_after=samples.STALE_AFTER)  # no worker sampled
+        data = (
+            dashboard.first_page(circuits)
+            if cursor is None
+            else dashboard.changes(circuits, cursor)
+        )
+        response = JsonResponse(data, json_dumps_params={"separators": (",", ":")})
+        add_never_cache_headers(response)
+        return response
 
     # -- actions --------------------------------------------------------------------------
     def _move(self, request: HttpRequest, queryset: QuerySet[Circuit], action: str) -> None:

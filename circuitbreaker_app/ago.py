@@ -28,8 +28,8 @@ def ago_labels() -> dict[str, str]:
         "h": gettext("%(n)s h"),
         "min": gettext("%(n)s min"),
         "s": gettext("%(n)s s"),
-        "ago": gettext("%(time)s ago"),
-        "in": gettext("in %(time)s"),
+        "ago": gettext("%(span)s ago"),
+        "in": gettext("in %(span)s"),
     }
 
 
@@ -49,8 +49,8 @@ def relative(moment: float, now: float) -> str:
     """``moment`` (epoch seconds) relative to ``now``: "12 s ago", or "in 12 s"."""
     labels = ago_labels()
     if moment > now + 0.5:
-        return labels["in"] % {"time": duration(moment - now)}
-    return labels["ago"] % {"time": duration(now - moment)}
+        return labels["in"] % {"span": duration(moment - now)}
+    return labels["ago"] % {"span": duration(now - moment)}
 
 
 def epoch(moment: datetime | float | None) -> float | None:

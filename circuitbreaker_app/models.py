@@ -396,17 +396,18 @@ class CircuitCounter(models.Model):
 
 
 class CircuitSample(models.Model):
-    """A circuit's state and window totals at one minute, for the dashboard's sparklines.
+    """A circuit's state and window totals in one 10-second period, for the dashboard.
 
-    Written off the hot path by :func:`circuitbreaker_app.samples.record_samples` (called
-    by the status endpoint when the latest sample is a minute old, and by the beat task);
-    rows older than ``samples.RETENTION`` are deleted when new ones are written.
+    Written off the hot path by :func:`circuitbreaker_app.samples.record_samples` (the
+    beat task calls it every period; the status endpoint and the dashboard too, when no
+    worker did); rows older than ``samples.RETENTION`` are deleted when new ones are
+    written, so the table holds at most ``RETENTION / INTERVAL`` rows per circuit.
     """
 
     circuit = models.ForeignKey(
         Circuit, on_delete=models.CASCADE, related_name="samples", verbose_name=_("circuit")
     )
-    minute = models.DateTimeField(_("minute"), db_index=True)
+    at = models.DateTimeField(_("period start"), db_index=True)
     calls = models.PositiveIntegerField(_("calls in window"), default=0)
     failures = models.PositiveIntegerField(_("failures in window"), default=0)
     slow = models.PositiveIntegerField(_("slow calls in window"), default=0)
@@ -418,15 +419,15 @@ class CircuitSample(models.Model):
     )
 
     class Meta:
-        ordering = ["circuit", "minute"]
+        ordering = ["circuit", "at"]
         verbose_name = _("circuit sample")
         verbose_name_plural = _("circuit samples")
         constraints = [
-            models.UniqueConstraint(fields=["circuit", "minute"], name="circuitsample_per_minute")
+            models.UniqueConstraint(fields=["circuit", "at"], name="circuitsample_per_period")
         ]
 
     def __str__(self) -> str:
-        return f"{self.circuit_id}@{self.minute:%Y-%m-%d %H:%M}: {self.failures}/{self.calls}"
+        return f"{self.circuit_id}@{self.at:%Y-%m-%d %H:%M:%S}: {self.failures}/{self.calls}"
 
     @property
     def failure_rate(self) -> float:

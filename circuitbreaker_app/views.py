@@ -4,7 +4,8 @@ Staff with the ``view_circuit`` permission (or ``change_circuit``, as in the adm
 default. ``CIRCUITBREAKER["STATUS_TOKEN"]`` lets monitoring systems read it
 with ``Authorization: Bearer <token>`` (compared in constant time). Query parameters:
 ``circuit=<name>`` (repeatable) limits the answer to those circuits; ``history=1`` adds
-each circuit's per-minute failure rate over the last hour. Anything else is ignored.
+each circuit's failure rate every 10 seconds over the last 15 minutes. Anything else is
+ignored.
 Probe URLs appear only with their credentials masked.
 """
 
@@ -99,8 +100,13 @@ def status_payload(names: list[str] | None = None, with_history: bool = False) -
         found = samples.history([status.circuit.pk for status in statuses])
         for entry in entries:
             entry["history"] = [
-                {"t": iso(minute), "failure_rate": rate, "calls": calls, "state": state}
-                for minute, rate, calls, state in found[entry["id"]]
+                {
+                    "t": iso(point.at),
+                    "failure_rate": point.failure_rate,
+                    "calls": point.calls,
+                    "state": point.state,
+                }
+                for point in found[entry["id"]]
             ]
     return {"generated_at": iso(store.now()), "circuits": entries}
 

@@ -468,20 +468,20 @@ def test_probe_now_with_the_broker_down_says_so(client, operator, circuits):
 # -- dashboard ---------------------------------------------------------------------------------
 
 
-def test_dashboard_renders_every_circuit_for_the_script(client, viewer, circuits):
+def test_dashboard_renders_every_circuit_for_the_script_trouble_first(client, viewer, circuits):
     response = client.get(reverse("admin:circuitbreaker_app_circuit_dashboard"))
     assert response.status_code == 200
     html = response.content.decode()
     assert "circuitbreaker_app/dashboard.js" in html
-    status_url = reverse("admin:circuitbreaker_app_circuit_status")
-    assert f'data-status-url="{status_url}?history=1"' in html
+    feed_url = reverse("admin:circuitbreaker_app_circuit_feed")
+    assert f'data-feed-url="{feed_url}"' in html
     initial = response.context["initial"]
-    assert [c["name"] for c in initial["circuits"]] == ["mail", "payments", "search"]
-    assert all("history" in c for c in initial["circuits"])
+    assert [c["name"] for c in initial["circuits"]] == ["payments", "mail", "search"]
+    assert all("points" in c for c in initial["circuits"])
 
 
 def test_dashboard_and_admin_status_need_a_staff_login(client, circuits):
-    for name in ("dashboard", "status"):
+    for name in ("dashboard", "feed", "status"):
         response = client.get(reverse(f"admin:circuitbreaker_app_circuit_{name}"))
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
@@ -489,10 +489,9 @@ def test_dashboard_and_admin_status_need_a_staff_login(client, circuits):
 
 def test_dashboard_needs_view_permission(client, circuits):
     client.force_login(staff_user("nobody"))
-    response = client.get(reverse("admin:circuitbreaker_app_circuit_dashboard"))
-    assert response.status_code == 403
-    response = client.get(reverse("admin:circuitbreaker_app_circuit_status"))
-    assert response.status_code == 403
+    for name in ("dashboard", "feed", "status"):
+        response = client.get(reverse(f"admin:circuitbreaker_app_circuit_{name}"))
+        assert response.status_code == 403
 
 
 def test_admin_status_answers_json_for_the_live_panel(client, viewer, circuits):

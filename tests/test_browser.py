@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from circuitbreaker_app import State
 from circuitbreaker_app.models import Circuit, CircuitEvent, CircuitSample
-from circuitbreaker_app.samples import minute_of
+from circuitbreaker_app.samples import INTERVAL, period_of
 from circuitbreaker_app.store import get_store
 from tests.helpers import record
 
@@ -157,22 +157,24 @@ def test_dashboard_follows_state_changes(page: Page, live_server, operator, resu
     get_store().move_to("payments", State.FORCED_OPEN, "maintenance")
     expect(card).to_have_attribute("data-state", "forced_open", timeout=15_000)
     expect(card.locator(".cb-badge")).to_have_text("● FORCED OPEN")
-    expect(page.locator("#cb-summary-text")).to_have_text("1 forced open")
+    expect(page.locator('.cb-count[data-state="forced_open"]')).to_have_text("1 forced open")
+    expect(page.locator('.cb-count[data-state="closed"]')).to_be_hidden()
     page.screenshot(path=str(results / "browser-dashboard.png"), full_page=True)
 
 
 def _history(circuit: Circuit, now: float, rate_of_minute, state_of_minute=None) -> None:
-    """An hour of per-minute samples ending now."""
+    """15 minutes of 10-second samples ending now (the functions take minutes ago)."""
     rows = []
-    for ago in range(59, 0, -1):
-        state = state_of_minute(ago) if state_of_minute else "closed"
+    for ago in range(89, 0, -1):
+        minutes = ago * INTERVAL / 60
+        state = state_of_minute(minutes) if state_of_minute else "closed"
         calls = 0 if state in ("open", "forced_open") else 20  # rejected calls are not counted
         rows.append(
             CircuitSample(
                 circuit=circuit,
-                minute=minute_of(now) - timedelta(minutes=ago),
+                at=period_of(now) - timedelta(seconds=ago * INTERVAL),
                 calls=calls,
-                failures=round(calls * rate_of_minute(ago) / 100),
+                failures=round(calls * rate_of_minute(minutes) / 100),
                 state=state,
             )
         )
@@ -192,13 +194,13 @@ def test_screenshots_for_the_readme(page: Page, live_server, operator, results):
     _history(
         payments,
         now,
-        lambda ago: 5 if ago > 20 else min(90, 5 + (21 - ago) * 8),
-        lambda ago: "open" if ago <= 12 else "closed",
+        lambda ago: 5 if ago > 9 else min(90, 5 + (10 - ago) * 12),
+        lambda ago: "open" if ago <= 4 else "closed",
     )
-    _history(search, now, lambda ago: 10 + 8 * math.sin(ago / 5))
-    _history(inventory, now, lambda ago: 40 if 15 < ago < 30 else 8)
+    _history(search, now, lambda ago: 10 + 8 * math.sin(ago))
+    _history(inventory, now, lambda ago: 40 if 6 < ago < 10 else 8)
     _history(geo, now, lambda ago: 2)
-    _history(mail, now, lambda ago: 0, lambda ago: "forced_open" if ago < 25 else "closed")
+    _history(mail, now, lambda ago: 0, lambda ago: "forced_open" if ago < 8 else "closed")
     record("payments", "SFSFF")
     record("search", "SSSSSSSF")
     record("inventory-api", "SSFSFSSS")

@@ -1,7 +1,8 @@
-"""The JSON status endpoint, and the per-minute samples it records off the hot path."""
+"""The JSON status endpoint, and the 10-second samples it records off the hot path."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +14,14 @@ from django.urls import reverse
 
 from circuitbreaker_app import State
 from circuitbreaker_app.models import Circuit, CircuitSample
-from circuitbreaker_app.samples import RETENTION, maybe_record_samples, record_samples
+from circuitbreaker_app.samples import (
+    HISTORY,
+    INTERVAL,
+    RETENTION,
+    STALE_AFTER,
+    maybe_record_samples,
+    record_samples,
+)
 from circuitbreaker_app.store import get_store
 from tests.helpers import FakeStore, record, store_queries
 
@@ -193,7 +201,7 @@ def test_query_count_does_not_grow_with_circuits(
     client, staff, circuits, extra, django_assert_num_queries
 ):
     Circuit.objects.bulk_create(Circuit(name=f"api-{i}") for i in range(extra))
-    client.get(URL)  # records this minute's samples
+    client.get(URL)  # records this period's samples
     # session, user, the user's and their groups' permissions (view_circuit), circuits (with
     # trip numbers); samples are fresh: no query for them
     with django_assert_num_queries(5 + store_queries()):
@@ -207,7 +215,7 @@ def test_query_count_does_not_grow_with_circuits(
 # -- samples ------------------------------------------------------------------------------
 
 
-def test_the_endpoint_samples_every_circuit_once_a_minute(
+def test_the_endpoint_samples_every_circuit_every_ten_seconds(
     client, staff, circuits, fake, django_assert_num_queries
 ):
     client.get(URL)
@@ -216,35 +224,39 @@ def test_the_endpoint_samples_every_circuit_once_a_minute(
     assert (search.calls, search.failures, search.slow, search.state) == (4, 1, 0, "closed")
     payments = CircuitSample.objects.get(circuit__name="payments")
     assert (payments.calls, payments.state) == (0, "open")
-    fake.advance(10)  # same minute (the fake clock starts 40 s into one): nothing more
+    fake.advance(INTERVAL - 0.5 - fake.clock() % INTERVAL)  # same period: nothing more
     client.get(URL)
     assert CircuitSample.objects.count() == 2
-    fake.advance(60)
+    fake.advance(1.0)  # the next period
     record("search", "SSFF")
-    # + permissions (2), latest sample, insert, prune
-    with django_assert_num_queries(8 + store_queries()):
+    # + permissions (2), latest sample, then insert and prune in one transaction (a
+    # savepoint and its release in a test)
+    with django_assert_num_queries(10 + store_queries()):
         client.get(URL)
     assert CircuitSample.objects.count() == 4
-    latest = CircuitSample.objects.filter(circuit__name="search").latest("minute")
+    latest = CircuitSample.objects.filter(circuit__name="search").latest("at")
     assert (latest.calls, latest.failures) == (8, 3)
 
 
-def test_history_lists_the_last_hour_oldest_first(client, staff, circuits, fake):
-    for _ in range(70):  # 70 minutes of samples
+def test_history_lists_the_last_15_minutes_every_10_s_oldest_first(client, staff, circuits, fake):
+    for _ in range(120):  # 20 minutes of samples
         maybe_record_samples()
-        fake.advance(60)
+        fake.advance(INTERVAL)
     data = client.get(URL, {"history": "1", "circuit": "search"}).json()
     history = data["circuits"][0]["history"]
-    assert len(history) == 60
+    assert len(history) == HISTORY // timedelta(seconds=INTERVAL)  # 90
     times = [datetime.fromisoformat(h["t"]) for h in history]
     assert times == sorted(times)
-    assert times[-1] - times[0] == timedelta(minutes=59)
+    assert {b - a for a, b in itertools.pairwise(times)} == {timedelta(seconds=INTERVAL)}
     assert history[0] == {
         "t": history[0]["t"],
         "failure_rate": 25.0,
         "calls": 4,
         "state": "closed",
     }
+    # bounded: what is older than RETENTION is gone
+    per_circuit = CircuitSample.objects.filter(circuit__name="search").count()
+    assert per_circuit == RETENTION // timedelta(seconds=INTERVAL)
 
 
 def test_a_filtered_request_still_samples_every_circuit(client, staff, circuits):
@@ -255,24 +267,32 @@ def test_a_filtered_request_still_samples_every_circuit(client, staff, circuits)
     }
 
 
-def test_record_samples_is_idempotent_within_a_minute_and_prunes_old_rows(circuits, fake):
+def test_record_samples_is_idempotent_within_a_period_and_prunes_old_rows(circuits, fake):
     payments = circuits["payments"]
     old = datetime.fromtimestamp(fake.clock(), tz=UTC) - RETENTION - timedelta(minutes=5)
-    CircuitSample.objects.create(circuit=payments, minute=old, calls=1, failures=1)
+    CircuitSample.objects.create(circuit=payments, at=old, calls=1, failures=1)
     assert record_samples() == 2
     assert record_samples() == 2  # conflicts ignored
     assert CircuitSample.objects.count() == 2
-    assert not CircuitSample.objects.filter(minute=old).exists()
+    assert not CircuitSample.objects.filter(at=old).exists()
 
 
-def test_maybe_record_samples_checks_the_database_once_a_minute(
+def test_maybe_record_samples_checks_the_database_once_a_period(
     circuits, fake, django_assert_num_queries
 ):
     assert maybe_record_samples() is True
     with django_assert_num_queries(0):
         assert maybe_record_samples() is False
-    fake.advance(61)
+    fake.advance(INTERVAL + 1)
     assert maybe_record_samples() is True
+
+
+def test_the_dashboards_fallback_samples_only_when_no_worker_did(circuits, fake):
+    assert maybe_record_samples() is True
+    fake.advance(INTERVAL + 1)
+    assert maybe_record_samples(stale_after=STALE_AFTER) is False  # a worker would have
+    fake.advance(STALE_AFTER)
+    assert maybe_record_samples(stale_after=STALE_AFTER) is True
 
 
 def test_samples_follow_the_window_not_the_hot_path(circuits, fake):

@@ -62,7 +62,7 @@
      words come translated from the page (cb-labels' "time", with the server's clock). */
   var TIME_WORDS = {
     d: "%(n)s d", h: "%(n)s h", min: "%(n)s min", s: "%(n)s s",
-    ago: "%(time)s ago", "in": "in %(time)s"
+    ago: "%(span)s ago", "in": "in %(span)s"
   };
   var UNITS = [[86400, "d"], [3600, "h"], [60, "min"], [1, "s"]];
   var skew = 0;  // server clock minus browser clock, in ms
@@ -84,8 +84,8 @@
 
   function relative(epochMs) {
     var seconds = (epochMs - (Date.now() + skew)) / 1000;
-    if (seconds > 0.5) { return fill(TIME_WORDS["in"], "time", duration(seconds)); }
-    return fill(TIME_WORDS.ago, "time", duration(-seconds));
+    if (seconds > 0.5) { return fill(TIME_WORDS["in"], "span", duration(seconds)); }
+    return fill(TIME_WORDS.ago, "span", duration(-seconds));
   }
 
   function timeTag(iso) {

@@ -1,10 +1,18 @@
-/* circuitbreaker_app dashboard: one card per circuit, redrawn from the status endpoint
-   every few seconds, with an inline-SVG sparkline of the failure rate over the last hour.
-   Plain JavaScript, no build step; text goes in with textContent (never innerHTML). */
+/* circuitbreaker_app dashboard: one card per circuit, trouble first (open, half-open,
+   forced, then by failure rate), with a sparkline of the failure rate every 10 s over the
+   last 15 minutes. The page carries the first page of circuits and a cursor; every few
+   seconds the feed answers only what changed since that cursor (circuits that moved or
+   were edited, and the new 10-second samples), which is merged here and redrawn.
+   Plain JavaScript, no build step; text goes in with textContent (never innerHTML);
+   colours come from CSS classes (admin.css, dark mode included). */
 "use strict";
 (function () {
   var SVG = "http://www.w3.org/2000/svg";
-  var WIDTH = 240, HEIGHT = 40, HOUR_MS = 3600 * 1000;
+  var WIDTH = 240, HEIGHT = 40;
+  var REJECTING = { open: true, half_open: true, forced_open: true };
+  var ORDER = { open: 0, half_open: 1, forced_open: 2, forced_closed: 3, disabled: 4, closed: 5 };
+
+  var model = { circuits: {}, states: [], interval: 10, span: 900, now: 0, cursor: "" };
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -21,9 +29,43 @@
 
   function y(rate) { return (HEIGHT - 2 - (Math.min(100, Math.max(0, rate)) / 100) * (HEIGHT - 4)).toFixed(1); }
 
-  /* The failure rate of the window, one point a minute: a gap where the window held no
-     calls, the minutes in which calls were rejected shaded red, the threshold dashed. */
-  function sparkline(circuit, now, label) {
+  /* Sample points arrive as [period index from origin, calls, failures, state index]. */
+  function addPoints(circuit, origin, points) {
+    var known = {};
+    circuit.points.forEach(function (p) { known[p.t] = true; });
+    points.forEach(function (p) {
+      var t = (origin + p[0] * model.interval) * 1000;
+      if (known[t]) { return; }
+      circuit.points.push({ t: t, calls: p[1], failures: p[2], state: model.states[p[3]] });
+    });
+    circuit.points.sort(function (a, b) { return a.t - b.t; });
+    var oldest = model.now - model.span * 1000;
+    circuit.points = circuit.points.filter(function (p) { return p.t > oldest; });
+    var last = circuit.points[circuit.points.length - 1];
+    if (last && last.t >= circuit.seenAt) {  // the newest sample is newer than the entry
+      circuit.calls = last.calls;
+      circuit.failure_rate = last.calls ? 100 * last.failures / last.calls : 0;
+    }
+  }
+
+  function merge(entry) {
+    var circuit = model.circuits[entry.id] || { points: [] };
+    for (var key in entry) { if (key !== "points") { circuit[key] = entry[key]; } }
+    circuit.seenAt = model.now;
+    model.circuits[entry.id] = circuit;
+    return circuit;
+  }
+
+  function rateOf(circuit) { return (circuit.at_trip || circuit).failure_rate; }
+
+  function compare(a, b) {
+    return (ORDER[a.state] - ORDER[b.state]) || (rateOf(b) - rateOf(a)) ||
+      (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  }
+
+  /* The failure rate of the window, one point every 10 s: a gap where the window held no
+     calls, the periods in which calls were rejected shaded, the threshold dashed. */
+  function sparkline(circuit, label) {
     var chart = svg("svg", {
       "class": "cb-spark", viewBox: "0 0 " + WIDTH + " " + HEIGHT,
       preserveAspectRatio: "none", role: "img", "aria-label": label
@@ -31,31 +73,24 @@
     var title = svg("title", {});
     title.textContent = label;
     chart.appendChild(title);
-    chart.appendChild(svg("rect", { x: 0, y: 0, width: WIDTH, height: HEIGHT, fill: "#f7f7f7" }));
-    var threshold = y(circuit.config.failure_rate_threshold);
+    chart.appendChild(svg("rect", { "class": "cb-spark-bg", x: 0, y: 0, width: WIDTH, height: HEIGHT }));
+    var threshold = y(circuit.threshold);
     chart.appendChild(svg("line", {
-      x1: 0, x2: WIDTH, y1: threshold, y2: threshold,
-      stroke: "#c62828", "stroke-width": 1, "stroke-dasharray": "3 3", opacity: 0.6
+      "class": "cb-spark-threshold", x1: 0, x2: WIDTH, y1: threshold, y2: threshold
     }));
-    var REJECTING = { open: true, half_open: true, forced_open: true };
-    var points = (circuit.history || []).map(function (p) {
-      return { t: Date.parse(p.t), rate: p.failure_rate, calls: p.calls, state: p.state };
-    });
-    points.push({ t: now, rate: circuit.failure_rate, calls: circuit.calls, state: circuit.state });
-    var x = function (t) { return WIDTH - ((now - t) / HOUR_MS) * WIDTH; };
-    var minute = WIDTH / 60;
+    var span = model.span * 1000, step = WIDTH * model.interval * 1000 / span;
+    var x = function (t) { return WIDTH - ((model.now - t) / span) * WIDTH; };
     var segments = [], current = [];
-    points.forEach(function (p) {
-      if (now - p.t > HOUR_MS) { return; }
-      if (REJECTING[p.state]) {  // shade the minutes in which calls were rejected
+    circuit.points.forEach(function (p) {
+      if (REJECTING[p.state]) {
         var left = Math.max(0, x(p.t));
         chart.appendChild(svg("rect", {
-          x: left.toFixed(1), y: 0, width: Math.max(1, Math.min(minute, WIDTH - left)).toFixed(1),
-          height: HEIGHT, fill: "#ef9a9a", opacity: 0.6
+          "class": "cb-spark-rejecting", x: left.toFixed(1), y: 0,
+          width: Math.max(1, Math.min(step, WIDTH - left)).toFixed(1), height: HEIGHT
         }));
       }
       if (p.calls > 0) {
-        current.push(x(p.t).toFixed(1) + "," + y(p.rate));
+        current.push(x(p.t).toFixed(1) + "," + y(100 * p.failures / p.calls));
       } else if (current.length) {  // no calls in the window: a gap, not a 0 % rate
         segments.push(current);
         current = [];
@@ -65,18 +100,15 @@
     segments.forEach(function (coords) {
       if (coords.length === 1) {
         var only = coords[0].split(",");
-        chart.appendChild(svg("circle", { cx: only[0], cy: only[1], r: 1.5, fill: "#1565c0" }));
+        chart.appendChild(svg("circle", { "class": "cb-spark-dot", cx: only[0], cy: only[1], r: 1.5 }));
         return;
       }
-      chart.appendChild(svg("polyline", {
-        points: coords.join(" "), fill: "none", stroke: "#1565c0", "stroke-width": 1.5,
-        "stroke-linejoin": "round"
-      }));
+      chart.appendChild(svg("polyline", { "class": "cb-spark-line", points: coords.join(" ") }));
     });
     return chart;
   }
 
-  function card(circuit, now, root) {
+  function card(circuit, root) {
     var labels = root.dataset;
     var node = el("article", "cb-card");
     node.setAttribute("data-state", circuit.state);
@@ -84,6 +116,7 @@
     var head = el("div", "cb-card-head");
     var name = el("a", "cb-card-name", circuit.name);
     name.href = labels.changeUrl.replace("/0/", "/" + circuit.id + "/");
+    name.title = circuit.name;
     head.appendChild(name);
     head.appendChild(window.circuitbreakerBadge(circuit.state));
     node.appendChild(head);
@@ -96,52 +129,86 @@
     };
     var trip = circuit.at_trip, suffix = trip ? " " + labels.labelAtTrip : "";
     var opensAt = (window.circuitbreakerLabels().opens_at || "(opens at %(threshold)s %%)")
-      .replace("%(threshold)s", String(circuit.config.failure_rate_threshold)).replace("%%", "%");
-    add(labels.labelFailure, (trip || circuit).failure_rate.toFixed(1) + " %" + suffix + " " + opensAt);
-    if (circuit.config.slow_call_duration !== null) {
+      .replace("%(threshold)s", String(circuit.threshold)).replace("%%", "%");
+    add(labels.labelFailure, rateOf(circuit).toFixed(1) + " %" + suffix + " " + opensAt);
+    if (circuit.slow_call_rate !== null && circuit.slow_call_rate !== undefined) {
       add(labels.labelSlow, (trip || circuit).slow_call_rate.toFixed(1) + " %" + suffix);
     }
     add(labels.labelCalls, String((trip || circuit).calls) + suffix);
     add(labels.labelTrial, window.circuitbreakerCountdown(circuit.retry_after));
-    add(labels.labelChanged, circuit.changed_at ? new Date(circuit.changed_at).toLocaleString() : "\u2013");
+    add(labels.labelChanged, window.circuitbreakerTime.tag(circuit.changed_at));
     node.appendChild(facts);
     node.appendChild(el("div", "cb-spark-label", labels.labelHistory));
-    node.appendChild(sparkline(circuit, now, circuit.name + ": " + labels.labelHistory));
+    node.appendChild(sparkline(circuit, circuit.name + ": " + labels.labelHistory));
     return node;
   }
 
-  function render(root, data) {
-    var now = Date.parse(data.generated_at);
+  function matches(circuit, text) {
+    return !text || circuit.name.toLowerCase().indexOf(text) !== -1;
+  }
+
+  function render(root) {
+    var text = document.getElementById("cb-filter").value.trim().toLowerCase();
+    var all = Object.keys(model.circuits).map(function (id) { return model.circuits[id]; });
+    var shown = all.filter(function (circuit) { return matches(circuit, text); }).sort(compare);
     var fragment = document.createDocumentFragment();
-    var counts = {};
-    data.circuits.forEach(function (circuit) {
-      counts[circuit.state] = (counts[circuit.state] || 0) + 1;
-      fragment.appendChild(card(circuit, now, root));
-    });
-    if (!data.circuits.length) { fragment.appendChild(el("p", null, root.dataset.labelEmpty)); }
+    shown.forEach(function (circuit) { fragment.appendChild(card(circuit, root)); });
+    if (!shown.length) {
+      fragment.appendChild(el("p", "cb-empty", all.length ? root.dataset.labelNoMatch : root.dataset.labelEmpty));
+    }
     while (root.firstChild) { root.removeChild(root.firstChild); }
     root.appendChild(fragment);
-    document.getElementById("cb-summary-text").textContent = Object.keys(counts).sort().map(
-      function (state) { return counts[state] + " " + window.circuitbreakerStateLabel(state); }
-    ).join(" \u00b7 ");
-    document.getElementById("cb-updated-at").textContent = new Date(now).toLocaleTimeString();
+    document.getElementById("cb-shown").textContent = String(shown.length);
+  }
+
+  function showCounts(counts) {
+    var links = document.querySelectorAll(".cb-count[data-state]");
+    Array.prototype.forEach.call(links, function (link) {
+      var n = counts[link.getAttribute("data-state")] || 0;
+      link.querySelector(".cb-count-n").textContent = String(n);
+      link.hidden = n === 0;
+    });
+  }
+
+  function apply(data, first) {
+    model.now = Date.parse(data.generated_at);
+    model.cursor = data.cursor;
+    if (first) {
+      model.states = data.states;
+      model.interval = data.interval;
+      model.span = data.span;
+      data.circuits.forEach(function (entry) { addPoints(merge(entry), data.origin, entry.points); });
+    } else {
+      data.changed.forEach(merge);
+      Object.keys(data.samples).forEach(function (id) {
+        if (model.circuits[id]) { addPoints(model.circuits[id], data.origin, data.samples[id]); }
+      });
+    }
+    showCounts(data.counts);
+    var updated = document.getElementById("cb-updated-at");
+    while (updated.firstChild) { updated.removeChild(updated.firstChild); }
+    updated.appendChild(window.circuitbreakerTime.tag(data.generated_at));
   }
 
   function poll(root) {
     var error = document.getElementById("cb-error");
-    fetch(root.dataset.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    var url = root.dataset.feedUrl;
+    url += (url.indexOf("?") === -1 ? "?" : "&") + "cursor=" + encodeURIComponent(model.cursor);
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
         if (!response.ok) { throw new Error("HTTP " + response.status); }
         return response.json();
       })
-      .then(function (data) { error.hidden = true; render(root, data); })
+      .then(function (data) { error.hidden = true; apply(data, false); render(root); })
       .catch(function (exc) { error.hidden = false; error.textContent = String(exc.message || exc); });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     var root = document.getElementById("cb-dashboard");
     if (!root) { return; }
-    render(root, JSON.parse(document.getElementById("cb-initial").textContent));
+    apply(JSON.parse(document.getElementById("cb-initial").textContent), true);
+    render(root);
+    document.getElementById("cb-filter").addEventListener("input", function () { render(root); });
     var every = 1000 * (parseFloat(root.dataset.refreshSeconds) || 5);
     window.setInterval(function () { poll(root); }, every);
   });
