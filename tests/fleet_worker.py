@@ -16,6 +16,11 @@ answers each with one JSON line on stdout:
   ``X-Generation`` and ``X-Trial`` so the upstream can count each half-open period's trials;
 * ``{"cmd": "closed_costs", "circuit": C, "seconds": S}``: successful calls for S seconds,
   counting database queries and Redis round trips;
+* ``{"cmd": "paced", "circuit": C, "pace": P, "go": FILE, "stop": FILE}``: one call through
+  ``breaker(C)`` every P seconds until STOP exists, each sending ``X-Circuit``,
+  ``X-Generation`` and ``X-Trial`` for the state it was admitted in; answers with the
+  ``time.monotonic()`` of the first call admitted in each generation (one clock for every
+  process of the machine, network namespaces included);
 * ``{"cmd": "quit"}``.
 
 Every answer carries ``signals``: the ``state_changed`` signals this process has sent
@@ -206,12 +211,50 @@ def main() -> None:
             time.sleep(0.005)
         return {"state": guarded.state.value}
 
+    def paced(command: dict) -> dict:
+        name = command["circuit"]
+        guarded = breaker(name, record=(UpstreamError, OSError))
+        runtime = get_store().runtime(name)
+        first: dict[str, float] = {}
+        counts = {"success": 0, "failure": 0, "rejected": 0}
+        unexpected: list[str] = []
+
+        def call() -> int:
+            status = runtime._status  # the state this call was admitted in
+            first.setdefault(str(status.generation), time.monotonic())
+            trial = status.state is State.HALF_OPEN
+            headers = {
+                "X-Circuit": name,
+                "X-Generation": str(status.generation),
+                "X-Trial": str(int(trial)),
+            }
+            return upstream.get(headers)
+
+        pace = float(command["pace"])
+        wait_for(command["go"])
+        deadline = time.monotonic() + 2 * DEADLINE
+        while not os.path.exists(command["stop"]) and time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                guarded.call(call)
+                counts["success"] += 1
+            except CircuitOpenError:
+                counts["rejected"] += 1
+            except UpstreamError:
+                counts["failure"] += 1
+            except Exception as exc:  # anything else is a bug the test reports
+                unexpected.append(repr(exc))
+                break
+            time.sleep(max(0.0, pace - (time.monotonic() - started)))
+        return {"first_admitted": first, **counts, "unexpected": unexpected}
+
     handlers = {
         "load": lambda c: {"state": breaker(c["circuit"]).state.value},
         "wait_state": wait_state,
         "hammer": hammer,
         "trials": trials,
         "closed_costs": closed_costs,
+        "paced": paced,
     }
     print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:

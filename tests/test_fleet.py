@@ -7,120 +7,47 @@ belongs to. The bounds asserted are the ones docs/architecture.md promises:
 * a dead dependency with "5 consecutive failures": at most 5 + W calls reach it;
 * HALF_OPEN with ``half_open_max_calls = N``: exactly N trials per period, 20 periods;
 * 8 threads × 4 processes failing at once: one event row and one signal per transition;
-* a closed success: 0 queries and on average 0 Redis round trips, in every process.
+* a closed success: 0 queries and on average 0 Redis round trips, in every process;
+* after a successful trial every process admits calls within ``RECOVERY_BOUND`` (DESIGN §3).
+
+Every fleet test runs on the three Redis topologies of DESIGN §4c (the ``topology``
+parameter): the suite's own server (``single``), and a 3-master Cluster and a Sentinel
+group that the tests start on spare ports (``tests/topologies.py``).
 
 Set ``CB_FLEET_REPORT=/path/file.jsonl`` to collect the figures of a run.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import queue
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connections
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import get_store
+from tests.fleet import (
+    Upstream,
+    assert_one_chain,
+    events,
+    kind,
+    make_circuit,
+    recovery_cycle,
+    report,
+    require_fleet_variant,
+    running_fleet,
+    worker_env,
+)
 from tests.loopback import serving
+from tests.topologies import TOPOLOGIES
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 PERIODS = 20
-FIVE_STRAIGHT = {
-    "window_type": "count",
-    "window_size": 5,
-    "minimum_calls": 5,
-    "failure_rate_threshold": 100,
-}
-
-
-def report(name: str, **figures: object) -> None:
-    """Print a test's figures, and append them to ``CB_FLEET_REPORT`` when set."""
-    line = json.dumps({"test": name, **figures})
-    print(line)
-    path = os.environ.get("CB_FLEET_REPORT")
-    if path:
-        with open(path, "a") as out:
-            out.write(line + "\n")
-
-
-# -- the upstream --------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Upstream
-    protocol_version = "HTTP/1.1"
-    # One packet per response, sent at once (no Nagle + delayed-ACK 40 ms stalls).
-    wbufsize = 65536
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        trial = self.headers.get("X-Trial") == "1"
-        period = (self.headers.get("X-Circuit", ""), int(self.headers.get("X-Generation") or -1))
-        self.server.arrived(period, trial)
-        mode = self.server.mode
-        status = 500
-        if mode == "ok":
-            status = 200
-        elif trial and mode in ("trial_ok", "trial_fail"):
-            time.sleep(self.server.trial_seconds)  # trials overlap, as slow real calls do
-            status = 200 if mode == "trial_ok" else 500
-        if status >= 500:
-            self.server.failed()
-        self.send_response(status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-
-class Upstream(ThreadingHTTPServer):
-    """Counts requests; ``mode``: ok, fail, or trial_ok / trial_fail (trials are slow and
-    succeed / fail, other requests fail)."""
-
-    daemon_threads = True
-
-    def __init__(self, port: int) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.mode = "fail"
-        self.trial_seconds = 0.15
-        self.hits = 0
-        self.failed_hits = 0  # requests answered 500 (the dependency was dead)
-        # (circuit, half-open generation) -> trial requests
-        self.trials: Counter[tuple[str, int]] = Counter()
-        self._lock = threading.Lock()
-
-    def arrived(self, period: tuple[str, int], trial: bool) -> None:
-        with self._lock:
-            self.hits += 1
-            if trial:
-                self.trials[period] += 1
-
-    def failed(self) -> None:
-        with self._lock:
-            self.failed_hits += 1
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/"
+#: Half-open periods checked on Cluster and Sentinel (the single server checks PERIODS).
+PERIODS_ELSEWHERE = 10
 
 
 @pytest.fixture(scope="module")
@@ -129,129 +56,35 @@ def upstream():
         yield server
 
 
-# -- the fleet -----------------------------------------------------------------------------
+@pytest.fixture(
+    scope="module",
+    params=[
+        kind if kind == "single" else pytest.param(kind, marks=pytest.mark.redis_topology)
+        for kind in TOPOLOGIES
+    ],
+)
+def topology(request, redis_topologies):
+    """The Redis deployment of the fleet: None for the suite's own server (``single``),
+    else a Cluster or a Sentinel group shared by the session."""
+    require_fleet_variant()
+    return None if request.param == "single" else redis_topologies(request.param)
 
 
-class Fleet:
-    """W worker processes; ``ask`` sends one command to all and returns their answers."""
-
-    def __init__(self, processes: list[subprocess.Popen[str]]) -> None:
-        self.processes = processes
-        self.lines: list[queue.Queue[str]] = []
-        for process in processes:
-            lines: queue.Queue[str] = queue.Queue()
-            threading.Thread(target=self._read, args=(process, lines), daemon=True).start()
-            self.lines.append(lines)
-        for index in range(len(processes)):
-            ready = self._answer(index, 60)
-            assert ready.get("ready") is True, ready
-
-    @staticmethod
-    def _read(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
-        for line in process.stdout:  # type: ignore[union-attr]
-            lines.put(line)
-        lines.put("")
-
-    def _answer(self, index: int, timeout: float) -> dict:
-        try:
-            line = self.lines[index].get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"worker {index} did not answer in {timeout} s") from None
-        if not line:
-            process = self.processes[index]
-            process.wait(5)
-            raise AssertionError(f"worker {index} died: {process.stderr.read()}")  # type: ignore[union-attr]
-        return json.loads(line)
-
-    def send(self, command: dict) -> None:
-        for process in self.processes:
-            process.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
-            process.stdin.flush()  # type: ignore[union-attr]
-
-    def collect(self, timeout: float = 60) -> list[dict]:
-        return [self._answer(index, timeout) for index in range(len(self.processes))]
-
-    def ask(self, command: dict, timeout: float = 60) -> list[dict]:
-        self.send(command)
-        return self.collect(timeout)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            try:
-                process.stdin.write('{"cmd": "quit"}\n')  # type: ignore[union-attr]
-                process.stdin.flush()  # type: ignore[union-attr]
-            except OSError:
-                pass
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-
-def require_fleet_variant() -> None:
-    database = settings.DATABASES["default"]["ENGINE"]
-    cache = settings.CACHES["default"]["BACKEND"]
-    if not (database.endswith("postgresql") and cache.endswith("RedisCache")):
-        pytest.skip("fleet tests run in the PostgreSQL + Redis variant (make test-services)")
-
-
-def worker_env(**circuitbreaker: object) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CB_DATABASE": "postgres", "CB_CACHE": "redis"}
-    env["CB_POSTGRES_NAME"] = settings.DATABASES["default"]["NAME"]
-    env["CB_FLEET_SETTINGS"] = json.dumps(circuitbreaker)
-    return env
+@pytest.fixture(autouse=True)
+def _the_test_process_uses_the_fleets_redis(request, settings):
+    if "fleet" in request.fixturenames:
+        topology = request.getfixturevalue("topology")
+        if topology is not None:
+            settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, "REDIS_URL": topology.url}
 
 
 @pytest.fixture(scope="module")
-def fleet(upstream, django_db_setup):
-    """The worker processes, started once for the module (each test uses new circuits)."""
+def fleet(upstream, django_db_setup, topology):
+    """The worker processes, started once per topology (each test uses new circuits)."""
     require_fleet_variant()
-    env = worker_env()
-    processes = []
-    try:
-        for _ in range(WORKERS):
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "tests.fleet_worker", upstream.url],
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        fleet = Fleet(processes)
+    env = worker_env(**({"REDIS_URL": topology.url} if topology is not None else {}))
+    with running_fleet(upstream.url, env, WORKERS) as fleet:
         yield fleet
-        fleet.stop()
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(5)
-
-
-def make_circuit(**fields: object) -> str:
-    name = f"fleet-{uuid.uuid4().hex[:8]}"
-    Circuit.objects.create(name=name, **{**FIVE_STRAIGHT, **fields})
-    return name
-
-
-def events(name: str) -> list[tuple[str, str, int]]:
-    return list(
-        CircuitEvent.objects.filter(circuit__name=name)
-        .order_by("id")
-        .values_list("from_state", "to_state", "generation")
-    )
-
-
-def assert_one_chain(rows: list[tuple[str, str, int]]) -> None:
-    """Generations 1, 2, 3… each once, every event starting where the previous ended."""
-    assert [generation for _, _, generation in rows] == list(range(1, len(rows) + 1))
-    for (_, previous_to, _), (from_state, _, _) in zip(rows, rows[1:], strict=False):
-        assert from_state == previous_to
 
 
 # -- the tests ------------------------------------------------------------------------------
@@ -260,7 +93,7 @@ def assert_one_chain(rows: list[tuple[str, str, int]]) -> None:
 @pytest.mark.services
 @pytest.mark.multiprocess
 @pytest.mark.django_db(transaction=True)
-def test_a_dead_dependency_gets_at_most_5_plus_w_calls(fleet, upstream, tmp_path):
+def test_a_dead_dependency_gets_at_most_5_plus_w_calls(fleet, upstream, tmp_path, topology):
     upstream.mode = "fail"
     figures = []
     for repetition in range(3):
@@ -278,14 +111,16 @@ def test_a_dead_dependency_gets_at_most_5_plus_w_calls(fleet, upstream, tmp_path
         assert sum(a["failures"] for a in answers) == hits
         assert events(name) == [("closed", "open", 1)]
         assert sum(len(a["signals"]) for a in answers) == 1
-    report("dead_dependency", workers=WORKERS, calls_reaching_upstream=figures)
+    report(
+        "dead_dependency", topology=kind(topology), workers=WORKERS, calls_reaching_upstream=figures
+    )
 
 
 @pytest.mark.services
 @pytest.mark.multiprocess
 @pytest.mark.django_db(transaction=True)
 def test_a_dependency_dying_under_healthy_load_gets_at_most_5_plus_w_failing_calls(
-    fleet, upstream, tmp_path
+    fleet, upstream, tmp_path, topology
 ):
     """The bound again, but with every process holding a batch of successes when the
     dependency dies (each flushes ~1,000 successes per STATE_TTL)."""
@@ -313,6 +148,7 @@ def test_a_dependency_dying_under_healthy_load_gets_at_most_5_plus_w_failing_cal
         upstream.mode = "fail"
     report(
         "dead_dependency_after_healthy_load",
+        topology=kind(topology),
         workers=WORKERS,
         successes_before=successes,
         calls_reaching_dead_upstream=figures,
@@ -324,8 +160,9 @@ def test_a_dependency_dying_under_healthy_load_gets_at_most_5_plus_w_failing_cal
 @pytest.mark.multiprocess
 @pytest.mark.django_db(transaction=True)
 def test_half_open_admits_exactly_n_trials_across_the_fleet(
-    fleet, upstream, tmp_path, trial_result
+    fleet, upstream, tmp_path, trial_result, topology
 ):
+    periods = PERIODS if topology is None else PERIODS_ELSEWHERE
     n = 3
     name = make_circuit(
         wait_duration=0.3, backoff_multiplier=1, max_wait_duration=0.3, half_open_max_calls=n
@@ -339,7 +176,7 @@ def test_half_open_admits_exactly_n_trials_across_the_fleet(
     try:
         deadline = time.monotonic() + 90
         half_open = CircuitEvent.objects.filter(circuit__name=name, to_state="half_open")
-        while half_open.count() <= PERIODS and time.monotonic() < deadline:
+        while half_open.count() <= periods and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         stop.touch()
@@ -348,21 +185,22 @@ def test_half_open_admits_exactly_n_trials_across_the_fleet(
     assert [a["unexpected"] for a in answers] == [[]] * WORKERS
     rows = events(name)
     assert_one_chain(rows)
-    periods = [generation for _, to_state, generation in rows if to_state == "half_open"]
-    assert len(periods) > PERIODS, f"only {len(periods)} half-open periods in {seconds:.0f} s"
-    complete = periods[:PERIODS]  # the last one may have been cut short by the stop
+    half_opens = [generation for _, to_state, generation in rows if to_state == "half_open"]
+    assert len(half_opens) > periods, f"only {len(half_opens)} half-open periods in {seconds:.0f} s"
+    complete = half_opens[:periods]  # the last one may have been cut short by the stop
     trials = {g: count for (circuit, g), count in upstream.trials.items() if circuit == name}
     counts = [trials.get(generation, 0) for generation in complete]
-    assert counts == [n] * PERIODS, f"trials per half-open period: {counts}"
-    assert set(trials) <= set(periods)  # no trial outside a half-open period
+    assert counts == [n] * periods, f"trials per half-open period: {counts}"
+    assert set(trials) <= set(half_opens)  # no trial outside a half-open period
     ends = {to for (_, to, g) in rows if g - 1 in complete}
     assert ends == ({"open"} if trial_result == "fail" else {"closed"})
     assert sum(a["trials"] for a in answers) == sum(trials.values())
     assert sum(len(a["signals"]) for a in answers) == len(rows)
     report(
         f"half_open_trials_{trial_result}",
+        topology=kind(topology),
         n=n,
-        periods=PERIODS,
+        periods=periods,
         trials_per_period=sorted(set(counts)),
         events=len(rows),
         seconds=round(seconds, 1),
@@ -373,7 +211,7 @@ def test_half_open_admits_exactly_n_trials_across_the_fleet(
 @pytest.mark.multiprocess
 @pytest.mark.django_db(transaction=True)
 def test_eight_threads_in_four_processes_failing_at_once_make_one_transition(
-    fleet, upstream, tmp_path
+    fleet, upstream, tmp_path, topology
 ):
     upstream.mode = "fail"
     name = make_circuit(wait_duration=60)
@@ -399,13 +237,13 @@ def test_eight_threads_in_four_processes_failing_at_once_make_one_transition(
     rows = events(name)
     assert_one_chain(rows)
     assert Circuit.objects.get(name=name).generation == len(rows) == 2 * rounds - 1
-    report("contention_8x4", calls_reaching_upstream_per_trip=figures)
+    report("contention_8x4", topology=kind(topology), calls_reaching_upstream_per_trip=figures)
 
 
 @pytest.mark.services
 @pytest.mark.multiprocess
 @pytest.mark.django_db(transaction=True)
-def test_a_closed_success_costs_no_query_and_on_average_no_round_trip(fleet, upstream):
+def test_a_closed_success_costs_no_query_and_on_average_no_round_trip(fleet, upstream, topology):
     upstream.mode = "ok"
     name = make_circuit()
     answers = fleet.ask({"cmd": "closed_costs", "circuit": name, "seconds": 2.5})
@@ -415,10 +253,21 @@ def test_a_closed_success_costs_no_query_and_on_average_no_round_trip(fleet, ups
         assert answer["round_trips"] / answer["calls"] < 0.01, answer
     report(
         "closed_success_costs",
+        topology=kind(topology),
         calls=[a["calls"] for a in answers],
         queries=[a["queries"] for a in answers],
         round_trips=[a["round_trips"] for a in answers],
     )
+
+
+@pytest.mark.services
+@pytest.mark.multiprocess
+@pytest.mark.django_db(transaction=True)
+def test_the_fleet_recovers_together_after_a_successful_trial(fleet, upstream, tmp_path, topology):
+    """DESIGN §3: processes refused a trial re-read the state within 0.2 s, so every one
+    admits calls within ``wait + trial duration + 0.25 s`` (peers: one ``STATE_TTL``)."""
+    figures = recovery_cycle(fleet, upstream, tmp_path)
+    report("recovery", topology=kind(topology), **figures)
 
 
 # -- the same races between threads of one process (any variant, no services) -------------

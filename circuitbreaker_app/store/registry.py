@@ -186,7 +186,8 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         else:
             self.outages.recovered("cache")
         entry = values.get(key)
-        if entry is None:
+        outdated = entry is not None and _older(entry, runtime)
+        if entry is None or outdated:
             try:
                 entry = self.load_entry(runtime.name)
             except DjangoDatabaseError as exc:
@@ -195,6 +196,11 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
                 return
             if entry.get("name_override"):
                 return
+            if outdated:
+                # An earlier generation than one this process saw written: a publish was
+                # lost (Redis was down, or a Sentinel failover promoted a replica that had
+                # not received it). The database is the truth: rewrite the shared entry.
+                self._publish_entry(key, entry)
         if runtime._unsaved:
             self._adopt(runtime, entry)  # only a later state than our own offline moves
         else:
@@ -274,6 +280,19 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         for runtime in list(self._runtimes.values()):
             if runtime.pending:
                 runtime._push(Snapshot())
+
+
+def _older(entry: Any, runtime: CircuitRuntime) -> bool:
+    """True when ``entry`` is an earlier generation of the circuit ``runtime`` holds, whose
+    state is saved (a runtime with transitions not yet written keeps its own rules)."""
+    try:
+        return bool(
+            entry["id"] == runtime.circuit_id
+            and entry["generation"] < runtime._generation
+            and not runtime._unsaved
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 # -- the process's store ------------------------------------------------------------------

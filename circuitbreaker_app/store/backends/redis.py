@@ -19,6 +19,7 @@ from typing import Any
 
 from circuitbreaker_app import conf
 from circuitbreaker_app.store.backends.base import Counters, Watch, decode, encode
+from circuitbreaker_app.store.backends.redis_url import parse_redis_url, redis_client
 from circuitbreaker_app.store.windows import MAX_RUNS, BucketAdd, CountAdd, parse_count
 
 
@@ -86,6 +87,12 @@ class RedisLink:
     operation fails at once without touching the network, so an outage (even a server
     that hangs) costs each process at most one timeout per ``retry_after``, never one per
     call. Also reads Redis's ``TIME`` now and then, for the store's shared clock.
+
+    The client is made from the URL on first use (:func:`.redis_url.redis_client`): one
+    server, a Redis Cluster or a Sentinel service. A cluster client reads the slot map
+    when it is made, so a cluster that is down then is an outage like any other, not an
+    error at start. After a Sentinel failover the first round trip that fails marks Redis
+    down; the next one (``retry_after`` later) asks the sentinels for the new primary.
     """
 
     def __init__(
@@ -97,24 +104,23 @@ class RedisLink:
         wall: Callable[[], float] = time.time,
     ) -> None:
         import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        from redis.exceptions import RedisClusterException
 
         self.url = url
         self.label = f"Redis ({mask_redis_url(url)})"
         self.make_key = make_key
         self.timeout = timeout
-        # No retries and no backoff: redis-py's defaults retry with growing sleeps, which
-        # would turn an outage into seconds per call.
-        self.client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
+        #: ``single``, ``cluster`` or ``sentinel`` (see :mod:`.redis_url`).
+        self.kind = parse_redis_url(url).kind
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._connecting = threading.Lock()
+        self._abandoned: list[Any] = []  # clients of a parent process (never closed here)
+        self.errors: tuple[type[BaseException], ...] = (
+            redis.RedisError,
+            RedisClusterException,
+            OSError,
         )
-        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self.retry_after = 1.0
         self.round_trips = 0
         self._down_until = 0.0
@@ -122,6 +128,34 @@ class RedisLink:
         self._clock_sink = clock_sink
         self._wall = wall
         self._sync_at = 0.0  # time.monotonic() of the next TIME reading
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client, made on first use; while that fails, Redis is down."""
+        client = self._client
+        if client is None:
+            with self._connecting:
+                client = self._client
+                if client is None:
+                    self._check_down()
+                    try:
+                        client = self._client = redis_client(self.url, self.timeout)
+                    except self.errors:
+                        self._down_until = time.monotonic() + self.retry_after
+                        raise
+        return client
+
+    def script(self, source: str) -> Any:
+        """The Lua script ``source`` registered with the current client."""
+        client = self.client
+        script = self._scripts.get(source)
+        if script is None or script.registered_client is not client:
+            script = self._scripts[source] = client.register_script(source)
+        return script
+
+    def _check_down(self) -> None:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise RedisUnavailable(f"{self.label} failed less than {self.retry_after:g} s ago")
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One round trip: ``fn(*args)``, or :class:`RedisUnavailable` while Redis is down.
@@ -147,26 +181,55 @@ class RedisLink:
         return result
 
     def mget(self, keys: list[str]) -> list[Any]:
-        """``MGET`` of store keys; with Redis's ``TIME`` in the same round trip when due."""
+        """``MGET`` of store keys; with Redis's ``TIME`` in the same round trip when due.
+
+        In a cluster, keys of several circuits sit in several slots: they are read with
+        one ``MGET`` per slot, pipelined per node (the keys of one circuit share a slot,
+        so a refresh stays one ``MGET``), and ``TIME`` is a round trip of its own.
+        """
         redis_keys = [self.make_key(key) for key in keys]
-        if self._clock_sink is None or time.monotonic() < self._sync_at:
-            return list(self.run(self.client.mget, redis_keys))
-        pipe = self.client.pipeline(transaction=False)
+        clock_due = self._clock_sink is not None and time.monotonic() >= self._sync_at
+        client = self.client
+        if self.kind == "cluster":
+            values = self.run(client.mget_nonatomic, redis_keys)
+            if clock_due:
+                # One node's clock (the default node's) for every reading, as on one server.
+                node = client.get_default_node()
+                self._read_clock(lambda: self.run(client.time, target_nodes=node))
+            return list(values)
+        if not clock_due:
+            return list(self.run(client.mget, redis_keys))
+        pipe = client.pipeline(transaction=False)
         pipe.mget(redis_keys)
         pipe.time()
+        found: list[Any] = []
+
+        def read() -> tuple[int, int]:
+            values, now = self.run(pipe.execute)
+            found.extend(values)
+            return now  # type: ignore[no-any-return]
+
+        self._read_clock(read)
+        return found
+
+    def _read_clock(self, read: Callable[[], tuple[int, int]]) -> None:
+        """Pass the offset of Redis's clock (``read()`` returns ``TIME``) to the store."""
         before = self._wall()
-        values, (seconds, micros) = self.run(pipe.execute)
+        seconds, micros = read()
         after = self._wall()
         self._sync_at = time.monotonic() + CLOCK_SYNC_INTERVAL
         offset = seconds + micros / 1e6 - (before + after) / 2
-        if abs(offset) < 86_400:  # ignore nonsense, as for the database clock
+        if abs(offset) < 86_400 and self._clock_sink is not None:  # ignore nonsense
             self._clock_sink(offset)
-        return list(values)
 
     def reset_after_fork(self) -> None:
         """Forget the parent's connections in a forked child (never close them: the parent
-        still uses the sockets)."""
-        self.client.connection_pool.reset()
+        still uses the sockets); the child makes a client of its own on first use."""
+        if self._client is not None:
+            self._abandoned.append(self._client)
+        self._client = None
+        self._scripts = {}
+        self._connecting = threading.Lock()
         self._probe = threading.Lock()
         self._down_until = 0.0
         self._sync_at = 0.0
@@ -183,7 +246,6 @@ class RedisStateCache:
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
-        self._publish = link.client.register_script(PUBLISH_LUA)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.get_many([key]).get(key, default)
@@ -225,7 +287,7 @@ class RedisStateCache:
         """Write a state entry unless a later generation of the circuit is already there."""
         return bool(
             self.link.run(
-                self._publish,
+                self.link.script(PUBLISH_LUA),
                 keys=[self.link.make_key(key)],
                 args=[encode(entry), entry["id"], entry["generation"]],
             )
@@ -247,9 +309,6 @@ class RedisCounters(Counters):
         #: Called with the name of the cache call each operation replaces ("incr", "add",
         #: "delete", "get_many"), before it is sent: lets tests count round trips.
         self.on_call: Callable[[str], None] | None = None
-        self._record = link.client.register_script(RECORD_LUA)
-        self._count = link.client.register_script(COUNT_LUA)
-        self._release = link.client.register_script(RELEASE_LUA)
 
     def _note(self, operation: str) -> None:
         if self.on_call is not None:
@@ -273,7 +332,9 @@ class RedisCounters(Counters):
         link = self.link
         keys = [link.make_key(key)] + ([link.make_key(watch)] if watch else [])
         result = link.run(
-            self._record, keys=keys, args=[delta, max(1, int(ttl * 1000)), generation, circuit_id]
+            link.script(RECORD_LUA),
+            keys=keys,
+            args=[delta, max(1, int(ttl * 1000)), generation, circuit_id],
         )
         entry = decode(result[1]) if len(result) > 1 and watch else None
         return int(result[0]), entry if isinstance(entry, dict) else None
@@ -298,7 +359,7 @@ class RedisCounters(Counters):
             generation,
             circuit_id,
         ]
-        result = link.run(self._count, keys=keys, args=args)
+        result = link.run(link.script(COUNT_LUA), keys=keys, args=args)
         entry = decode(result[1]) if len(result) > 1 and watch else None
         window = parse_count(decode(result[0]))
         return window, entry if isinstance(entry, dict) else None
@@ -314,13 +375,13 @@ class RedisCounters(Counters):
 
     def release(self, key: str, value: int) -> None:
         self._note("delete")
-        self.link.run(self._release, keys=[self.link.make_key(key)], args=[value])
+        self.link.run(self.link.script(RELEASE_LUA), keys=[self.link.make_key(key)], args=[value])
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         if not keys:
             return {}
         self._note("get_many")
-        values = self.link.run(self.link.client.mget, [self.link.make_key(k) for k in keys])
+        values = self.link.mget(keys)
         found = {key: decode(raw) for key, raw in zip(keys, values, strict=True)}
         return {key: value for key, value in found.items() if value is not None}
 

@@ -1,0 +1,317 @@
+"""What the fleet tests share: the counting upstream, the worker processes, the checks.
+
+``tests/test_fleet.py`` runs four workers on each Redis topology; ``tests/test_hosts.py``
+runs sixteen split over two network namespaces. Both drive ``tests/fleet_worker.py`` and
+count the requests that reach :class:`Upstream`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from circuitbreaker_app.models import Circuit, CircuitEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+FIVE_STRAIGHT = {
+    "window_type": "count",
+    "window_size": 5,
+    "minimum_calls": 5,
+    "failure_rate_threshold": 100,
+}
+#: After the last trial of a half-open period succeeds, every process admits calls within
+#: this (DESIGN §3: ``wait + trial duration + 0.25 s`` from the open).
+RECOVERY_BOUND = 0.25
+
+
+def report(name: str, **figures: object) -> None:
+    """Print a test's figures, and append them to ``CB_FLEET_REPORT`` when set."""
+    line = json.dumps({"test": name, **figures})
+    print(line)
+    path = os.environ.get("CB_FLEET_REPORT")
+    if path:
+        with open(path, "a") as out:
+            out.write(line + "\n")
+
+
+# -- the upstream --------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Upstream
+    protocol_version = "HTTP/1.1"
+    # One packet per response, sent at once (no Nagle + delayed-ACK 40 ms stalls).
+    wbufsize = 65536
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        trial = self.headers.get("X-Trial") == "1"
+        period = (self.headers.get("X-Circuit", ""), int(self.headers.get("X-Generation") or -1))
+        self.server.arrived(period, trial)
+        mode = self.server.mode
+        status = 500
+        if mode == "ok" or (mode == "healed" and not trial):
+            status = 200
+        elif trial and mode in ("trial_ok", "trial_fail", "healed"):
+            time.sleep(self.server.trial_seconds)  # trials overlap, as slow real calls do
+            status = 500 if mode == "trial_fail" else 200
+            self.server.trial_answered(period)
+        if status >= 500:
+            self.server.failed()
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
+class Upstream(ThreadingHTTPServer):
+    """Counts requests; ``mode``: ok, fail, trial_ok / trial_fail (trials are slow and
+    succeed / fail, other requests fail), or healed (trials are slow, all succeed)."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        super().__init__((host, port), _Handler)
+        self.mode = "fail"
+        self.trial_seconds = 0.15
+        self.hits = 0
+        self.failed_hits = 0  # requests answered 500 (the dependency was dead)
+        # (circuit, half-open generation) -> trial requests
+        self.trials: Counter[tuple[str, int]] = Counter()
+        #: (circuit, half-open generation) -> time.monotonic() its last trial was answered
+        self.trials_answered: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+
+    def arrived(self, period: tuple[str, int], trial: bool) -> None:
+        with self._lock:
+            self.hits += 1
+            if trial:
+                self.trials[period] += 1
+
+    def failed(self) -> None:
+        with self._lock:
+            self.failed_hits += 1
+
+    def trial_answered(self, period: tuple[str, int]) -> None:
+        with self._lock:
+            self.trials_answered[period] = time.monotonic()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+
+class Fleet:
+    """W worker processes; ``ask`` sends one command to all and returns their answers."""
+
+    def __init__(self, processes: list[subprocess.Popen[str]]) -> None:
+        self.processes = processes
+        self.lines: list[queue.Queue[str]] = []
+        for process in processes:
+            lines: queue.Queue[str] = queue.Queue()
+            threading.Thread(target=self._read, args=(process, lines), daemon=True).start()
+            self.lines.append(lines)
+        for index in range(len(processes)):
+            ready = self._answer(index, 60)
+            assert ready.get("ready") is True, ready
+
+    @staticmethod
+    def _read(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+        lines.put("")
+
+    def _answer(self, index: int, timeout: float) -> dict:
+        try:
+            line = self.lines[index].get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"worker {index} did not answer in {timeout} s") from None
+        if not line:
+            process = self.processes[index]
+            process.wait(5)
+            raise AssertionError(f"worker {index} died: {process.stderr.read()}")  # type: ignore[union-attr]
+        return json.loads(line)
+
+    def send(self, command: dict) -> None:
+        for process in self.processes:
+            process.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
+            process.stdin.flush()  # type: ignore[union-attr]
+
+    def collect(self, timeout: float = 60) -> list[dict]:
+        return [self._answer(index, timeout) for index in range(len(self.processes))]
+
+    def ask(self, command: dict, timeout: float = 60) -> list[dict]:
+        self.send(command)
+        return self.collect(timeout)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            try:
+                process.stdin.write('{"cmd": "quit"}\n')  # type: ignore[union-attr]
+                process.stdin.flush()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def require_fleet_variant() -> None:
+    database = settings.DATABASES["default"]["ENGINE"]
+    cache = settings.CACHES["default"]["BACKEND"]
+    if not (database.endswith("postgresql") and cache.endswith("RedisCache")):
+        pytest.skip("fleet tests run in the PostgreSQL + Redis variant (make test-services)")
+
+
+def worker_env(**circuitbreaker: object) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CB_DATABASE": "postgres", "CB_CACHE": "redis"}
+    env["CB_POSTGRES_NAME"] = settings.DATABASES["default"]["NAME"]
+    env["CB_FLEET_SETTINGS"] = json.dumps(circuitbreaker)
+    return env
+
+
+@contextlib.contextmanager
+def running_fleet(
+    url: str, env: dict[str, str], workers: int, prefixes: Sequence[Sequence[str]] = ((),)
+) -> Iterator[Fleet]:
+    """``workers`` worker processes calling ``url``; worker i runs under
+    ``prefixes[i % len(prefixes)]`` (e.g. ``ip netns exec NS``). Stopped on the way out."""
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        for index in range(workers):
+            prefix = list(prefixes[index % len(prefixes)])
+            processes.append(
+                subprocess.Popen(
+                    [*prefix, sys.executable, "-m", "tests.fleet_worker", url],
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        fleet = Fleet(processes)
+        yield fleet
+        fleet.stop()
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+
+
+def kind(topology: object) -> str:
+    """The topology's name for reports (``single`` for the suite's own server)."""
+    return getattr(topology, "kind", "single")
+
+
+def make_circuit(**fields: object) -> str:
+    name = f"fleet-{uuid.uuid4().hex[:8]}"
+    Circuit.objects.create(name=name, **{**FIVE_STRAIGHT, **fields})
+    return name
+
+
+def events(name: str) -> list[tuple[str, str, int]]:
+    return list(
+        CircuitEvent.objects.filter(circuit__name=name)
+        .order_by("id")
+        .values_list("from_state", "to_state", "generation")
+    )
+
+
+def assert_one_chain(rows: list[tuple[str, str, int]]) -> None:
+    """Generations 1, 2, 3… each once, every event starting where the previous ended."""
+    assert [generation for _, _, generation in rows] == list(range(1, len(rows) + 1))
+    for (_, previous_to, _), (from_state, _, _) in zip(rows, rows[1:], strict=False):
+        assert from_state == previous_to
+
+
+def recovery_cycle(
+    fleet: Fleet, upstream: Upstream, folder: Path, *, n: int = 2, wait: float = 1.0
+) -> dict[str, object]:
+    """Kill the dependency under paced load from every worker, let it heal, and check the
+    whole cycle: at most 5 + W calls reach it dead, exactly ``n`` trials, one event row and
+    one signal per transition, and every worker admitting calls within
+    :data:`RECOVERY_BOUND` of the last trial's success. Returns the figures."""
+    workers = len(fleet.processes)
+    name = make_circuit(
+        wait_duration=wait, backoff_multiplier=1, max_wait_duration=wait, half_open_max_calls=n
+    )
+    assert {a["state"] for a in fleet.ask({"cmd": "load", "circuit": name})} == {"closed"}
+    upstream.mode = "fail"
+    before = upstream.failed_hits
+    go, stop = folder / f"go-{name}", folder / f"stop-{name}"
+    fleet.send({"cmd": "paced", "circuit": name, "pace": 0.01, "go": str(go), "stop": str(stop)})
+    go.touch()
+    try:
+        opened = wait_for_event(name, "open", 30)
+        time.sleep(0.3)  # calls that were in flight at the trip have come back
+        dead_hits = upstream.failed_hits - before
+        upstream.mode = "healed"
+        wait_for_event(name, "closed", 30 + wait)
+        time.sleep(2 * RECOVERY_BOUND)
+    finally:
+        stop.touch()
+    answers = fleet.collect()
+    assert [a["unexpected"] for a in answers] == [[]] * workers
+    rows = events(name)
+    assert [(f, t) for f, t, _ in rows] == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
+    assert_one_chain(rows)
+    assert sum(len(a["signals"]) for a in answers) == len(rows)
+    assert 5 <= dead_hits <= 5 + workers, f"{dead_hits} calls reached the dead dependency"
+    half_open, closed = rows[1][2], rows[2][2]
+    assert upstream.trials[(name, half_open)] == n
+    assert not any(circuit == name and g != half_open for circuit, g in upstream.trials)
+    healed = upstream.trials_answered[(name, half_open)]
+    admitted = [a["first_admitted"].get(str(closed)) for a in answers]
+    assert None not in admitted, "a worker never admitted a call after the close"
+    delays = [round(t - healed, 3) for t in admitted]
+    assert max(delays) <= RECOVERY_BOUND, f"seconds from the last trial to each admit: {delays}"
+    return {
+        "workers": workers,
+        "dead_hits": dead_hits,
+        "trials": upstream.trials[(name, half_open)],
+        "first_recovered_s": min(delays),
+        "all_recovered_s": max(delays),
+        "open_s": round(healed - opened, 3),
+        "events": len(rows),
+    }
+
+
+def wait_for_event(name: str, to_state: str, timeout: float) -> float:
+    """``time.monotonic()`` once the circuit has an event into ``to_state``."""
+    deadline = time.monotonic() + timeout
+    rows = CircuitEvent.objects.filter(circuit__name=name, to_state=to_state)
+    while not rows.exists():
+        assert time.monotonic() < deadline, f"{name}: no move to {to_state} in {timeout} s"
+        time.sleep(0.02)
+    return time.monotonic()
