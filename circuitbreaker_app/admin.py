@@ -28,7 +28,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from circuitbreaker_app import dashboard, samples, views
+from circuitbreaker_app import dashboard, extras, samples, views
 from circuitbreaker_app.ago import ago_labels, time_tag
 from circuitbreaker_app.audit import FORCE_PERMISSION, OPERATOR_STATES
 from circuitbreaker_app.core import State
@@ -678,8 +678,16 @@ class CircuitAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Probe now (enqueue the probe task)"), permissions=["force"])
     def probe_now(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
-        from circuitbreaker_app.tasks import probe_circuit  # Celery is only needed here
-
+        try:
+            from circuitbreaker_app.tasks import probe_circuit  # Celery is only needed here
+        except ImportError:
+            self.message_user(
+                request,
+                gettext("Probing needs Celery, which is not installed: %(command)s")
+                % {"command": extras.install_hint("celery")},
+                messages.ERROR,
+            )
+            return
         names = list(queryset.order_by("name").values_list("name", flat=True))
         enqueued, failed = [], []
         for name in names:

@@ -24,7 +24,9 @@ so the breaker counts nothing for it either. Called directly (``sync_order(1)``,
 through a worker or ``apply()``), the task raises the ``CircuitOpenError`` unchanged.
 
 This module is named ``celery`` inside the package; it imports the real Celery with
-absolute imports, so ``from celery import ...`` keeps meaning the Celery library.
+absolute imports, so ``from celery import ...`` keeps meaning the Celery library. It needs
+Celery (the ``[celery]`` extra); without it, importing this module raises an ImportError
+that says how to install it.
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import Task
-from celery.exceptions import Retry
+from circuitbreaker_app import extras
+
+try:
+    from celery import Task
+    from celery.exceptions import Retry
+except ImportError as exc:  # Celery is the [celery] extra
+    raise extras.missing_celery(__name__) from exc
 
 from circuitbreaker_app.core import CircuitOpenError
 from circuitbreaker_app.core.config import DEFAULT_WAIT_DURATION

@@ -3,9 +3,10 @@
 Beat runs :func:`~circuitbreaker_app.tasks.probe_circuits` every ``PROBE_INTERVAL``
 seconds (the safety net). On top of that, the process that trips a circuit sends one
 ``probe_circuit`` task with ``countdown`` = the wait (from a background thread), so recovery
-does not wait for the next beat tick. Nothing here needs a broker: without a configured
-Celery app (or with ``task_always_eager``) no task is sent, and a broker that refuses a
-task is logged once per outage and never delays or raises into the guarded call.
+does not wait for the next beat tick. Nothing here needs a broker, or Celery itself:
+without a configured Celery app (or with ``task_always_eager``) no task is sent, and a
+broker that refuses a task is logged once per outage and never delays or raises into the
+guarded call.
 
 This module imports nothing from Django models, so settings files may use
 :func:`beat_schedule`.
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from typing import Any
@@ -71,7 +73,14 @@ def celery_app() -> Any | None:
     it has a ``broker_url`` (``CELERY_BROKER_URL``), and it is not ``task_always_eager``
     (where sending would run the probe right away, inside the guarded call). An app that
     merely exists, say imported by a test without a broker configured, sends nothing.
+
+    A project's Celery app is created by importing Celery (``proj/celery.py``), so when
+    nothing in this process imported Celery there is no app to send with: return None
+    without importing it. A project without Celery (it is the ``[celery]`` extra) never
+    loads it this way.
     """
+    if "celery" not in sys.modules:
+        return None
     from celery import current_app
 
     app = current_app._get_current_object()

@@ -16,6 +16,9 @@ Called without ``generation`` (the admin's "probe now", ``circuits probe``), a p
 OPEN circuit whose wait has not passed runs at once: success closes the circuit (OPEN →
 HALF_OPEN → CLOSED, reasons ``probe_requested`` and ``probe_succeeded``); failure leaves it
 OPEN with its ``retry_at`` and backoff unchanged.
+
+Needs Celery (the ``[celery]`` extra); importing this module without it raises an
+ImportError that says how to install it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import shared_task
+from circuitbreaker_app import extras
+
+try:
+    from celery import shared_task
+except ImportError as exc:  # Celery is the [celery] extra
+    raise extras.missing_celery(__name__) from exc
 from django.db import DatabaseError
 from django.db.models import Q
 from django.db.models.functions import Now

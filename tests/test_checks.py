@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from circuitbreaker_app import checks
 from circuitbreaker_app.checks import check_settings
+from circuitbreaker_app.models import Circuit
 
 
 def ids(settings, value, **extra) -> list[str]:
@@ -98,3 +100,49 @@ def test_a_database_without_connect_timeout_is_a_warning(settings):
     assert "circuitbreaker_app.W040" not in ids(
         settings, {"DATABASE": "breaker"}, DATABASES=databases
     )
+
+
+# -- W030: probes need Celery (the [celery] extra) -------------------------------------------
+
+
+@pytest.fixture
+def no_celery(monkeypatch):
+    monkeypatch.setattr(checks, "celery_installed", lambda: False)
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"PROBE_INTERVAL": 10}, "PROBE_INTERVAL"),
+        ({"DEFAULTS": {"trial_mode": "probe"}}, "DEFAULTS"),
+        ({"CIRCUITS": {"payments": {"probe_url": "https://pay.example/health"}}}, "payments"),
+    ],
+)
+def test_probes_without_celery_are_a_warning(settings, no_celery, value, where):
+    settings.CIRCUITBREAKER = value
+    (message,) = checks.check_celery()
+    assert message.id == "circuitbreaker_app.W030"
+    assert where in message.msg
+    assert "pip install 'django-circuitbreaker-app[celery]'" in message.hint
+
+
+def test_no_probe_asked_for_without_celery_is_fine(settings, no_celery):
+    settings.CIRCUITBREAKER = {"CIRCUITS": {"payments": {"trial_mode": "live"}}}
+    assert checks.check_celery() == []
+
+
+def test_probes_with_celery_installed_are_fine(settings):
+    settings.CIRCUITBREAKER = {"PROBE_INTERVAL": 10, "DEFAULTS": {"trial_mode": "probe"}}
+    assert checks.check_celery() == []
+
+
+@pytest.mark.django_db
+def test_probe_circuits_in_the_database_without_celery_are_a_warning(settings, no_celery):
+    settings.CIRCUITBREAKER = {}
+    Circuit.objects.create(name="inventory")
+    Circuit.objects.create(name="payments", trial_mode="probe")
+    Circuit.objects.create(name="search", probe_url="https://search.example/health")
+    assert checks.check_celery() == []  # without databases=, checks must not query
+    (message,) = checks.check_celery(databases=["default"])
+    assert message.id == "circuitbreaker_app.W030"
+    assert "'payments', 'search'" in message.msg and "inventory" not in message.msg
