@@ -1,14 +1,27 @@
-# Developer entry points. Everything runs from the virtualenv in .venv, which
-# `make venv` creates and refreshes whenever pyproject.toml changes.
-
-PYTHON ?= python3
+# Developer entry points. Everything runs from the virtualenv in .venv, which `make demo`
+# and `make venv` create and refresh whenever pyproject.toml changes.
+#
+# .venv is the main combination of the supported matrix: Python 3.13 + the newest Django it
+# takes (6.1). PYTHON picks another interpreter (make venv PYTHON=python3.12); by default the
+# first Python 3.13 found in pyenv's versions or on PATH, else python3. A .venv that exists
+# keeps its interpreter (rm -rf .venv to change it).
+define FIND_PYTHON
+for p in "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.13.*/bin/python3.13 python3.13; do \
+	if "$$p" -c "" >/dev/null 2>&1; then echo "$$p"; exit 0; fi; \
+done; echo python3
+endef
+PYTHON ?= $(shell $(FIND_PYTHON))
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Passed to nox by test-matrix, e.g. NOX_ARGS="--error-on-missing-interpreters" (CI).
+NOX_ARGS ?=
 
-# The stamp name records whether the package existed at install time, so the
-# editable install is redone once when circuitbreaker_app/ first appears.
-STAMP := $(VENV)/.installed-$(if $(wildcard circuitbreaker_app/__init__.py),pkg,nopkg).stamp
+# Two stamps in the one virtualenv: `make demo` installs the package with the `demo` extra
+# only (what the demo runs on); `make venv`/`make test` add the `dev` extra (test tools,
+# linters, nox, build, twine).
+DEMO_STAMP := $(VENV)/.installed-demo.stamp
+DEV_STAMP := $(VENV)/.installed-dev.stamp
 
 # Exit 0 when PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) both accept
 # a TCP connection; otherwise name the unreachable ones and exit 1.
@@ -26,23 +39,37 @@ if down:
 endef
 export CHECK_SERVICES
 
-.PHONY: venv docs test test-default test-serverless test-services demo lint fmt bench clean
+.PHONY: venv demo-venv docs test test-default test-serverless test-services test-matrix dist \
+	demo lint fmt bench clean
 
-venv: $(STAMP)
+venv: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+demo-venv: $(DEMO_STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev,demo]'
-	rm -f $(VENV)/.installed-*.stamp
+
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -e '.[demo]'
 	touch $@
 
-# Whole suite on the defaults (SQLite + LocMem), then on PostgreSQL + Redis.
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -e '.[dev,demo]'
+	touch $@
+
+# What CI runs: the whole suite on the main combination (.venv) on SQLite + LocMem, the
+# storage tests on the database cache, the whole suite on PostgreSQL + Redis; then the fast
+# suite on every other supported Python x Django (noxfile.py) and a virtualenv without
+# Celery; then the wheel and the sdist, checked by twine.
 test: venv
+	@$(BIN)/python -c "import django, sys; print('main combination: Python', sys.version.split()[0], '+ Django', django.get_version())"
 	$(MAKE) --no-print-directory docs
 	$(MAKE) --no-print-directory test-default
 	$(MAKE) --no-print-directory test-serverless
 	$(MAKE) --no-print-directory test-services
+	$(MAKE) --no-print-directory test-matrix
+	$(MAKE) --no-print-directory dist
 
 test-default: venv
 	CB_DATABASE=sqlite CB_CACHE=locmem $(BIN)/pytest $(PYTEST_ARGS)
@@ -54,11 +81,23 @@ SERVERLESS_TESTS := tests/test_store.py tests/test_hot_path.py tests/test_breake
 test-serverless: venv
 	CB_DATABASE=sqlite CB_CACHE=database $(BIN)/pytest $(PYTEST_ARGS) $(SERVERLESS_TESTS)
 
-# Skipped with a message when a service is down, unless REQUIRE_SERVICES=1.
+# The fast suite on every other supported combination, and the no-Celery virtualenv.
+test-matrix: venv
+	$(BIN)/nox -t matrix $(NOX_ARGS)
+
+# The wheel and sdist in dist/, checked by twine (README renders as the long description).
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# Skipped with a message when a service is down, unless REQUIRE_SERVICES=1. The packaging
+# tests do not depend on the backends: test-default ran them.
+SERVICES_ARGS ?= -m "not packaging" $(PYTEST_ARGS)
 test-services: venv
 	@if $(BIN)/python -c "$$CHECK_SERVICES"; then \
-		echo "CB_DATABASE=postgres CB_CACHE=redis $(BIN)/pytest $(PYTEST_ARGS)"; \
-		CB_DATABASE=postgres CB_CACHE=redis $(BIN)/pytest $(PYTEST_ARGS); \
+		echo "CB_DATABASE=postgres CB_CACHE=redis $(BIN)/pytest $(SERVICES_ARGS)"; \
+		CB_DATABASE=postgres CB_CACHE=redis $(BIN)/pytest $(SERVICES_ARGS); \
 	elif [ "$${REQUIRE_SERVICES:-}" = "1" ]; then \
 		echo "test-services: REQUIRE_SERVICES=1 but a service is down" >&2; \
 		exit 1; \
@@ -66,7 +105,7 @@ test-services: venv
 		echo "test-services: skipped (set REQUIRE_SERVICES=1 to make this an error)"; \
 	fi
 
-demo: venv
+demo: demo-venv
 	$(BIN)/python -m demo_project.launcher
 
 lint: venv
@@ -84,7 +123,7 @@ fmt: venv
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-extra.stamp
 
-$(BENCH_STAMP): pyproject.toml $(STAMP)
+$(BENCH_STAMP): pyproject.toml $(DEV_STAMP)
 	$(BIN)/python -m pip install -e '.[dev,demo,bench]'
 	touch $@
 
@@ -102,6 +141,6 @@ docs: venv $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) site build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \
+	rm -rf $(VENV) .nox site build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \
 		.hypothesis test-results .pytest-*.sqlite3* var
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -131,7 +131,8 @@ def test_no_probe_asked_for_without_celery_is_fine(settings, no_celery):
     assert checks.check_celery() == []
 
 
-def test_probes_with_celery_installed_are_fine(settings):
+def test_probes_with_celery_installed_are_fine(settings, monkeypatch):
+    monkeypatch.setattr(checks, "celery_installed", lambda: True)
     settings.CIRCUITBREAKER = {"PROBE_INTERVAL": 10, "DEFAULTS": {"trial_mode": "probe"}}
     assert checks.check_celery() == []
 
