@@ -25,7 +25,7 @@ MAIN = ("3.13", "6.1")
 #: Django series -> the Pythons it supports (of those this project supports).
 SUPPORTED = {"5.2": ("3.11", "3.12", "3.13"), "6.0": ("3.12", "3.13"), "6.1": ("3.12", "3.13")}
 #: The fast suite: everything but the tests that start processes, browsers, workers or builds.
-FAST = "not multiprocess and not browser and not celery and not packaging"
+FAST = "not multiprocess and not browser and not celery and not redis_topology and not packaging"
 #: What the suite's settings read; the matrix runs on the server-less defaults.
 SQLITE_LOCMEM = {"CB_DATABASE": "sqlite", "CB_CACHE": "locmem"}
 
