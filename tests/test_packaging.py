@@ -3,26 +3,26 @@
 The wheel and the sdist are built once per run (``python -m build``, as ``make dist`` does).
 Then, for each supported Django, a fresh virtualenv on a Python that Django supports gets that
 Django, a project made by ``django-admin startproject``, and README's "Install into your
-project" section followed word for word: its ``sh`` blocks are run line by line (``pip install
-django-circuitbreaker-app[...]`` takes the built wheel instead of the index, with the same
-extras) and its ``python`` blocks are applied to the file their first line names (``[...,
-"x"]`` means: add ``"x"`` to the list the file already has). If README changes, this test
-follows it, or says which line it cannot follow. The project then passes ``check`` and trips
-a circuit into ``CircuitOpenError``, with the wheel, not the checkout, on its path, and the
-Django it had before the install.
+project" section followed word for word: its ``sh`` blocks are run command by command
+(``pip install django-circuitbreaker-app[...]`` takes the built wheel instead of the index,
+with the same extras) and each ``python`` block is appended to the file the text before it
+names ("Append to your project's `settings.py`"). If README changes, this test follows it,
+or says which step it cannot follow. The project passes ``check``, README's last command
+prints what README says it prints (a circuit tripped into ``CircuitOpenError``), and the
+project runs the wheel, not the checkout, on the Django it had before the install.
 
 Needs PyPI (or pip's cache) and Python 3.11, 3.12 and 3.13 (pyenv's, or on ``PATH``).
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shlex
 import subprocess
 import sys
 import tarfile
+import textwrap
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -39,26 +39,11 @@ DISTRIBUTION = "django-circuitbreaker-app"
 DJANGO_PYTHONS = {"5.2": "3.11", "6.0": "3.12", "6.1": "3.13"}
 README_SECTION = "## Install into your project"
 
-TRIP_SCRIPT = """
+#: What the project runs after README's steps: its Django, and where the package came from.
+WHERE_SCRIPT = """
 import circuitbreaker_app, django
-from django.conf import settings
-from circuitbreaker_app import CircuitOpenError, breaker
-
 print("django", django.get_version())
 print("package", circuitbreaker_app.__file__)
-name = next(iter(settings.CIRCUITBREAKER["CIRCUITS"]))
-
-def fail():
-    raise ConnectionError("upstream down")
-
-for calls in range(1, 1001):
-    try:
-        breaker(name).call(fail)
-    except CircuitOpenError as exc:
-        print("rejected", exc.circuit, "after", calls - 1, "failures")
-        break
-    except ConnectionError:
-        pass
 """
 
 
@@ -172,12 +157,37 @@ def test_the_changelog_keeps_a_changelog():
 # -- README's install section, followed word for word ----------------------------------------
 
 
-def readme_steps(readme: str) -> list[tuple[str, str]]:
-    """The fenced blocks of README's install section, in order, as (language, text)."""
+def readme_steps(readme: str) -> list[tuple[str, str, str]]:
+    """The fenced blocks of README's install section, in order: (prose before, language, code).
+
+    Blocks may be indented (inside a numbered list); their code is dedented.
+    """
     start = readme.index(README_SECTION)
     end = readme.find("\n## ", start + len(README_SECTION))
     section = readme[start : end if end != -1 else None]
-    return re.findall(r"^```(\w+)\n(.*?)^```", section, flags=re.M | re.S)
+    fence = re.compile(r"^([ \t]*)```(\w+)\n(.*?)^\1```[ \t]*$", flags=re.M | re.S)
+    steps, prose_from = [], 0
+    for match in fence.finditer(section):
+        code = textwrap.dedent(match.group(3))
+        steps.append((section[prose_from : match.start()], match.group(2), code))
+        prose_from = match.end()
+    return steps
+
+
+def shell_commands(code: str) -> list[list[str]]:
+    """A sh block's commands: one per line, or several lines while a quote is open."""
+    commands, pending = [], ""
+    for line in code.splitlines(keepends=True):
+        pending += line
+        try:
+            args = shlex.split(pending, comments=True)
+        except ValueError:  # "No closing quotation": the command goes on
+            continue
+        if args:
+            commands.append(args)
+        pending = ""
+    assert not pending.strip(), f"unterminated command in README: {pending!r}"
+    return commands
 
 
 def wheel_requirement(arg: str, wheel: Path) -> str:
@@ -186,30 +196,13 @@ def wheel_requirement(arg: str, wheel: Path) -> str:
     return f"{wheel}{match.group(1) or ''}" if match else arg
 
 
-def apply_snippet(code: str, project: Path) -> None:
-    """Apply a python block whose first line names its file (``# settings.py``)."""
-    first, _, body = code.partition("\n")
-    target = re.fullmatch(r"#\s*(?:\w+/)?(\w+\.py)\b.*", first.strip())
-    assert target, f"README's python block must start with '# <file>.py', not {first!r}"
-    path = project / "mysite" / target.group(1)
-    assert path.exists(), f"README edits {target.group(1)}, which startproject did not make"
-    lines = []
-    for node in ast.parse(body).body:
-        source = ast.get_source_segment(body, node)
-        if (
-            isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.List)
-            and node.value.elts
-            and isinstance(node.value.elts[0], ast.Constant)
-            and node.value.elts[0].value is Ellipsis
-        ):
-            # NAME = [..., a, b]: the project's own list, with a and b added.
-            (name,) = node.targets
-            rest = [ast.get_source_segment(body, elt) for elt in node.value.elts[1:]]
-            source = f"{ast.unparse(name)} += [{', '.join(rest)}]"
-        assert "..." not in source, f"cannot follow README's '...' in: {source}"
-        lines.append(source)
-    path.write_text(path.read_text() + "\n\n# From README\n" + "\n".join(lines) + "\n")
+def append_snippet(prose: str, code: str, project: Path) -> None:
+    """A python block that README says to append to a file ("Append to ... `settings.py`")."""
+    target = re.findall(r"Append to [^`]*`(\w+\.py)`", prose)
+    assert target, f"README's python block does not say which file it goes to: {prose!r}"
+    path = project / "mysite" / target[-1]
+    assert path.exists(), f"README edits {target[-1]}, which startproject did not make"
+    path.write_text(path.read_text() + "\n\n" + code)
 
 
 def find_python(version: str) -> str | None:
@@ -242,10 +235,15 @@ def clean_env(venv: Path) -> dict[str, str]:
 def test_readme_install_section_is_followable():
     """The parsing this test relies on, on README as it is (fast, no install)."""
     steps = readme_steps((ROOT / "README.md").read_text())
-    commands = [line for lang, text in steps if lang == "sh" for line in text.splitlines()]
-    assert any(DISTRIBUTION in line and line.startswith("pip install") for line in commands)
-    assert any("manage.py migrate" in line for line in commands)
-    assert any(lang == "python" and "circuitbreaker_app" in text for lang, text in steps)
+    commands = [args for _, lang, code in steps if lang == "sh" for args in shell_commands(code)]
+    assert [DISTRIBUTION] in [args[2:] for args in commands if args[:2] == ["pip", "install"]]
+    assert ["python", "manage.py", "migrate"] in commands
+    targets = [
+        re.findall(r"Append to [^`]*`(\w+\.py)`", prose)
+        for prose, lang, _ in steps
+        if lang == "python"
+    ]
+    assert [target[-1:] for target in targets] == [["settings.py"], ["urls.py"]]
 
 
 @pytest.mark.parametrize("django_series", list(DJANGO_PYTHONS))
@@ -259,31 +257,38 @@ def test_install_into_a_new_project_as_readme_says(django_series, wheel, tmp_pat
     venv = tmp_path / "venv"
     run([python, "-m", "venv", str(venv)])
     env = clean_env(venv)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    run([*pip, f"Django=={django_series}.*"], env=env)
+    run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"Django=={django_series}.*"],
+        env=env,
+    )
     run(["django-admin", "startproject", "mysite"], cwd=tmp_path, env=env)
     project = tmp_path / "mysite"
 
-    for lang, text in readme_steps((ROOT / "README.md").read_text()):
+    outputs = []
+    for prose, lang, code in readme_steps((ROOT / "README.md").read_text()):
         if lang == "python":
-            apply_snippet(text, project)
+            append_snippet(prose, code, project)
             continue
         assert lang == "sh", f"README's install section has a {lang} block this test cannot run"
-        for line in text.splitlines():
-            args = shlex.split(line, comments=True)
-            if not args:
-                continue
-            assert args[0] in ("pip", "python"), f"cannot follow README's command {line!r}"
+        for args in shell_commands(code):
+            assert args[0] in ("pip", "python"), f"cannot follow README's command {args!r}"
             if args[0] == "pip":
                 args = [str(venv / "bin" / "python"), "-m", *args]
                 args = [wheel_requirement(arg, wheel) for arg in args]
-                assert str(wheel) in " ".join(args), f"{line!r} does not install the package"
-            run(args, cwd=project, env=env)
+                assert str(wheel) in args, f"{args!r} does not install the package"
+            outputs.append((args, run(args, cwd=project, env=env).stdout))
 
     checked = run(["python", "manage.py", "check"], cwd=project, env=env)
     assert "System check identified no issues" in checked.stdout
-    tripped = run(["python", "manage.py", "shell", "-c", TRIP_SCRIPT], cwd=project, env=env)
-    said = dict(line.split(" ", 1) for line in tripped.stdout.splitlines() if " " in line)
+    # README says what its last command prints; it does.
+    readme = (ROOT / "README.md").read_text()
+    section_end = readme.find("\n## ", readme.index(README_SECTION) + len(README_SECTION))
+    promised = re.findall(
+        r"It prints `([^`]+)`", readme[: section_end if section_end > 0 else None]
+    )
+    assert promised, "README's install section no longer says what the trip prints"
+    assert promised[-1] in outputs[-1][1], outputs[-1][1]
+    tripped = run(["python", "-c", WHERE_SCRIPT], cwd=project, env=env)
+    said = dict(line.split(" ", 1) for line in tripped.stdout.splitlines())
     assert said["django"].startswith(f"{django_series}.")  # the install kept this Django
     assert said["package"].startswith(str(venv / "lib")), said  # the wheel, not the checkout
-    assert re.fullmatch(r"\w+ after \d+ failures", said["rejected"]), said
