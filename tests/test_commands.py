@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import sys
 import types
@@ -379,3 +380,18 @@ def test_show_escapes_control_characters_in_every_text(circuits):
     assert "\x1b" not in listed
     # JSON output escapes them by itself
     assert "\x1b" not in run("show", "search", "--json")
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit: the store logs as it moves
+def test_a_move_is_one_line_not_a_log_line_too(circuits, caplog):
+    """The command prints the change; the store's transition log stays quiet meanwhile."""
+    with caplog.at_level(logging.INFO, logger="circuitbreaker_app"):
+        out = run("open", "search")
+    assert out.splitlines() == ["search: closed -> forced_open"]
+    assert [r.getMessage() for r in caplog.records if "->" in r.getMessage()] == []
+    # outside the command the store still logs each transition
+    with caplog.at_level(logging.INFO, logger="circuitbreaker_app"):
+        get_store().move_to("search", State.CLOSED, "by code")
+    assert [r.getMessage() for r in caplog.records if "->" in r.getMessage()] == [
+        "circuit 'search': forced_open -> closed (by code)"
+    ]

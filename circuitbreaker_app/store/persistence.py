@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("circuitbreaker_app")
 
+#: Set on the log record of every transition (a ``logging.Filter`` can tell it apart).
+TRANSITION_RECORD = "circuit_transition"
 #: An event's reason is at most this long (``CircuitEvent.reason``'s max_length).
 REASON_MAX = 200
 
@@ -332,7 +334,14 @@ class CircuitPersistence:
         from circuitbreaker_app.signals import state_changed
 
         self._publish_entry(state_key(name), entry)
-        logger.info("circuit %r: %s -> %s (%s)", name, old.state.value, new.state.value, reason)
+        logger.info(
+            "circuit %r: %s -> %s (%s)",
+            name,
+            old.state.value,
+            new.state.value,
+            reason,
+            extra={TRANSITION_RECORD: True},  # the circuits command prints its own line
+        )
         state_changed.send(
             sender=Circuit, name=name, old_state=old.state, new_state=new.state, reason=reason
         )

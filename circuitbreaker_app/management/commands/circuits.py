@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from django.db import DatabaseError
 
 from circuitbreaker_app.core import State
 from circuitbreaker_app.live import LiveStatus, live_statuses, with_trip
+from circuitbreaker_app.store.persistence import TRANSITION_RECORD
 
 #: Subcommand -> the state it moves a circuit to (the admin actions mirror these).
 MOVES: dict[str, State] = {
@@ -92,6 +94,14 @@ def _rates(status: LiveStatus) -> tuple[str, str, str]:
     )
 
 
+class OwnTransitions(logging.Filter):
+    """Drops the store's "circuit 'x': a -> b" log line while the command runs: the
+    command prints that change itself, so a console showed it twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, TRANSITION_RECORD, False)
+
+
 class Command(BaseCommand):
     help = (
         "List, show and steer circuit breakers: list | show NAME | open NAME | close NAME | "
@@ -143,10 +153,15 @@ class Command(BaseCommand):
         handler = getattr(self, f"do_{subcommand}", None)
         if handler is None:  # pragma: no cover - argparse rejects unknown subcommands
             raise CommandError(f"unknown subcommand {subcommand!r}")
+        logger = logging.getLogger("circuitbreaker_app")
+        quiet = OwnTransitions()
+        logger.addFilter(quiet)
         try:
             handler(**options)
         except DatabaseError as exc:
             raise CommandError(f"database error: {exc}") from exc
+        finally:
+            logger.removeFilter(quiet)
 
     # -- helpers ------------------------------------------------------------------------
     def _emit(self, options: dict[str, Any], data: Any, text: str) -> None:
