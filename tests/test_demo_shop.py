@@ -93,6 +93,14 @@ def test_watch_the_circuit_open_and_close(shop):
     assert breaker("payments").state is State.OPEN
     assert 'id="state">open<' in page
     assert 'id="retry-after">10.0<' in page
+    # the panel tells the story: the window that opened it, and what will close it
+    assert "80.0 % failures over 5 calls" in page
+    assert "the Celery worker&#x27;s probe" in page or "the Celery worker's probe" in page
+    status = client.get("/circuit/").json()  # what the panel polls every second
+    assert status["state"] == "open"
+    assert status["at_trip"] == {"failure_rate": 80.0, "slow_call_rate": 0.0, "calls": 5}
+    assert (status["calls"], status["upstream_hits"], status["retry_after"]) == (0, 4, 10.0)
+    assert status["changed"] == "0 s ago"
 
     page = client.get("/?times=3").content.decode()
     assert hits() == 4  # open: nothing reaches the upstream
@@ -114,6 +122,8 @@ def test_watch_the_circuit_open_and_close(shop):
     assert breaker("payments").state is State.CLOSED
     assert hits() == 3
     assert 'id="state">closed<' in page
+    status = client.get("/circuit/").json()
+    assert (status["state"], status["at_trip"]) == ("closed", None)
     response = client.get("/api/charge/")
     assert json.loads(response.content) == {
         "upstream_status": 200,

@@ -6,6 +6,7 @@ app_name = "shop"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("circuit/", views.circuit_status, name="circuit_status"),
     path("upstream/", views.set_upstream_mode, name="set_upstream_mode"),
     path("upstream/payments/", views.upstream_payments, name="upstream_payments"),
     path("api/charge/", views.charge_api, name="charge_api"),

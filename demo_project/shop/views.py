@@ -28,11 +28,16 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from circuitbreaker_app import breaker
+from circuitbreaker_app.ago import relative
 from circuitbreaker_app.http import CircuitSession
+from circuitbreaker_app.live import live_statuses, with_trip
+from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
 
 UPSTREAM_MODE_KEY = "demo:upstream_mode"
@@ -44,6 +49,8 @@ UPSTREAM_MODES = {
     "refusing": "refuses connections (the shop calls a closed port)",
 }
 SLOW_SECONDS = 1.5
+#: Formats a translated text so that its placeholders stay for the page's script.
+PLACEHOLDERS = {"rate": "%(rate)s", "calls": "%(calls)s", "failures": "%(failures)s"}
 #: (connect, read) seconds: a slow upstream costs the shop at most this, then a failure.
 TIMEOUT = (0.5, 1.0)
 MAX_TIMES = 20
@@ -99,14 +106,31 @@ def charge(request: HttpRequest, amount: str) -> dict[str, Any]:
 
 
 def circuit_view() -> dict[str, Any]:
-    guarded = breaker("payments")
-    snapshot = get_store().runtime("payments").snapshot()
+    """The ``payments`` circuit as the page's panel shows it (and polls it, as JSON).
+
+    Read like the admin reads it (:func:`circuitbreaker_app.live.live_statuses`), so an
+    open circuit carries the window that opened it (``at_trip``): its own window is empty
+    while calls are rejected.
+    """
+    breaker("payments")  # defined on first use
+    store = get_store()
+    status = live_statuses(with_trip(Circuit.objects.filter(name="payments")))[0]
     return {
-        "state": guarded.state.value,
-        "retry_after": guarded.retry_after,
-        "calls": snapshot.calls,
-        "failures": snapshot.failures,
+        "state": status.state.value,
+        "retry_after": status.retry_after,
+        "calls": status.window.calls,
+        "failures": status.window.failures,
+        "at_trip": status.trip.as_json() if status.trip else None,
+        "changed": relative(status.changed_at, store.now()) if status.changed_at else None,
+        "upstream_hits": cache.get(UPSTREAM_HITS_KEY, 0),
+        "mode": upstream_mode(),
     }
+
+
+@never_cache
+def circuit_status(request: HttpRequest) -> JsonResponse:
+    """The panel's data, polled every second by the page (no login: it is the demo's)."""
+    return JsonResponse(circuit_view())
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -129,7 +153,11 @@ def index(request: HttpRequest) -> HttpResponse:
             "circuit": circuit_view(),
             "mode": upstream_mode(),
             "modes": UPSTREAM_MODES,
-            "upstream_hits": cache.get(UPSTREAM_HITS_KEY, 0),
+            "panel_labels": {
+                # the template's own words, for the script that refreshes the panel
+                "at_trip": gettext("%(rate)s %% failures over %(calls)s calls") % PLACEHOLDERS,
+                "window": gettext("%(calls)s calls, %(failures)s failures") % PLACEHOLDERS,
+            },
         },
     )
 
