@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -237,3 +238,94 @@ def test_change_list_fits_at_1280_px(page: Page, live_server, operator):
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     changed = page.locator("#result_list tr", has=page.get_by_role("link", name="payments"))
     expect(changed.locator("time.cb-ago")).to_have_text(re.compile(r"^\d+ s ago$"))
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    """Poll ``condition`` (real time: this is a browser test, not a state-machine one)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {condition}")
+        time.sleep(0.1)
+
+
+def test_dashboard_with_150_circuits_puts_the_forced_one_first_and_filters(
+    page: Page, live_server, operator, results
+):
+    Circuit.objects.bulk_create(
+        Circuit(name=f"api-{i:03d}", description=f"partner {i}", **TRIP_FAST) for i in range(150)
+    )
+    for i in range(0, 150, 10):
+        record(f"api-{i:03d}", "SSSSSSSSSF" if i % 20 else "SSSSSSSFFS")  # 10 % or 20 %
+    get_store().move_to("api-142", State.FORCED_OPEN, "partner maintenance", actor=operator)
+    log_in(page, live_server, "/admin/circuitbreaker_app/circuit/dashboard/")
+    cards = page.locator(".cb-card")
+    expect(cards).to_have_count(100)  # a page: the rest are a filter away
+    expect(page.locator(".cb-updated")).to_contain_text("Showing 100 of 150 circuits")
+    # trouble first: the forced-open circuit (card 143 by name) is the first card
+    expect(cards.first).to_have_attribute("data-circuit", "api-142")
+    expect(cards.nth(1)).to_have_attribute("data-circuit", "api-000")  # 20 %, closed
+    expect(page.locator('.cb-count[data-state="forced_open"]')).to_have_text("1 forced open")
+    # the filter box narrows the cards as one types
+    page.fill("#cb-filter", "api-01")
+    expect(cards).to_have_count(10)
+    expect(cards.first).to_have_attribute("data-circuit", "api-010")
+    page.fill("#cb-filter", "api-149")  # not on the page: Enter asks the server
+    expect(cards).to_have_count(0)
+    expect(page.locator(".cb-empty")).to_contain_text("Press Enter")
+    page.press("#cb-filter", "Enter")
+    page.wait_for_url("**/dashboard/?q=api-149")
+    expect(cards).to_have_count(1)
+    expect(cards.first).to_have_attribute("data-circuit", "api-149")
+    # the summary count is a link to the filtered dashboard
+    page.click('.cb-count[data-state="forced_open"]')
+    page.wait_for_url("**/dashboard/?state=forced_open")
+    expect(cards).to_have_count(1)
+    expect(cards.first.locator("time.cb-ago")).to_have_text(re.compile(r"^\d+ s ago$"))
+    page.screenshot(path=str(results / "browser-dashboard-150.png"), full_page=False)
+
+
+@pytest.mark.urls("demo_project.urls")
+def test_the_shop_panel_follows_the_circuit_until_the_probe_closes_it(
+    page: Page, live_server, settings, results
+):
+    """No reload: the panel polls, and the probe (the beat's two steps) closes the circuit."""
+    from django.conf import settings as django_settings
+    from django.core.cache import cache
+
+    from circuitbreaker_app.tasks import probe_circuit
+
+    settings.TEMPLATES = [
+        {**django_settings.TEMPLATES[0], "DIRS": [django_settings.BASE_DIR / "templates"]}
+    ]
+    Circuit.objects.create(
+        name="payments",
+        window_type="count",
+        window_size=10,
+        minimum_calls=5,
+        failure_rate_threshold=50,
+        wait_duration=1,
+        trial_mode="probe",  # only the worker's probe may close it
+        probe_url=f"{live_server.url}/upstream/payments/",
+    )
+    cache.set("demo:upstream_mode", "failing", timeout=None)
+    page.goto(f"{live_server.url}/?times=5")
+    state = page.locator("#circuit #state")
+    expect(state).to_have_text("open")
+    expect(page.locator("#at-trip")).to_have_text("100.0 % failures over 5 calls")
+    expect(page.locator("#story-open")).to_contain_text("the Celery worker's probe")
+    cache.set("demo:upstream_mode", "healthy", timeout=None)
+    store = get_store()
+    # the beat task's first step once the wait is over: OPEN -> HALF_OPEN
+    _wait_until(lambda: store.advance("payments", State.OPEN, State.HALF_OPEN, "probe_due"))
+    expect(state).to_have_text("half_open")
+    expect(page.locator("#story-half_open")).to_be_visible()
+    expect(page.locator("#at-trip")).to_have_text("100.0 % failures over 5 calls")
+    expect(page.locator("#mode")).to_have_text("healthy")
+    page.screenshot(path=str(results / "shop-half-open.png"))
+    # its second: the probe task asks the upstream, which answers: CLOSED
+    assert probe_circuit("payments") == "closed"
+    expect(state).to_have_text("closed")
+    expect(page.locator("#story-closed")).to_be_visible()
+    expect(page.locator("#at-trip")).to_be_hidden()
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload
