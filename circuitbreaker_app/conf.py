@@ -25,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "PROBE_INTERVAL": 5.0,
     # Create a circuit from DEFAULTS when code uses an unknown name.
     "AUTO_CREATE": True,
-    # Cap on circuits created on first use; past it calls share OVERFLOW_CIRCUIT.
+    # Cap on circuits created on first use; past it each new name gets its own isolated
+    # per-process breaker from DEFAULTS (store/overflow.py).
     "MAX_CIRCUITS": 1000,
     # Bearer token that lets monitoring read the status endpoint without a staff login
     # (None: staff only). Compared in constant time.
@@ -43,9 +44,6 @@ DEFAULTS: dict[str, Any] = {
     # can add to a guarded call, once per second per process.
     "REDIS_TIMEOUT": 0.25,
 }
-
-#: The circuit that guards calls to names created past ``MAX_CIRCUITS``.
-OVERFLOW_CIRCUIT = "circuitbreaker:overflow"
 
 
 def get(name: str) -> Any:

@@ -16,8 +16,8 @@ default registry, so an existing ``/metrics`` view exposes them:
 Counting happens in memory through :mod:`circuitbreaker_app.observers`: no I/O is added to
 guarded calls (a microsecond or two per call, most of it ``Counter.inc()``; set
 ``CIRCUITBREAKER["METRICS"] = False`` to avoid even that). Circuit labels are bounded by
-``MAX_CIRCUITS`` (names past the cap are counted under the overflow circuit that guards
-them).
+``MAX_CIRCUITS`` (names past the cap, each guarded by its own isolated breaker, are
+counted under the one label ``circuitbreaker:isolated``).
 
 Multiprocess servers (gunicorn, Celery prefork): set ``PROMETHEUS_MULTIPROC_DIR`` before the
 processes start, as prometheus_client documents; the counters are then aggregated across
@@ -106,7 +106,7 @@ class Metrics:
     def observe(self, circuit: str, kind: str, duration: float | None) -> None:
         """The call observer: in memory only (about a microsecond)."""
         runtime = get_store().loaded(circuit)
-        label = runtime.name if runtime is not None else circuit
+        label = runtime.label if runtime is not None else circuit
         self._call_counter(label, kind).inc()
         if duration is not None and runtime is not None and runtime.config.is_slow(duration):
             self._call_counter(label, "slow").inc()

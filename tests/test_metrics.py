@@ -13,9 +13,9 @@ from django.test import override_settings
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from circuitbreaker_app import CircuitOpenError, State, breaker, metrics
-from circuitbreaker_app.conf import OVERFLOW_CIRCUIT
 from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
+from circuitbreaker_app.store.overflow import ISOLATED_LABEL
 from tests.helpers import FakeStore
 
 pytestmark = pytest.mark.django_db
@@ -157,14 +157,14 @@ def test_labels_stay_bounded_past_max_circuits(registry):
     Circuit.objects.create(name="payments")
     for i in range(5):
         breaker(f"http:host{i}.example").call(lambda: "ok")
-    assert calls(registry, OVERFLOW_CIRCUIT, "success") == 5
+    assert calls(registry, ISOLATED_LABEL, "success") == 5
     labels = {
         sample.labels["circuit"]
         for metric in registry.collect()
         if metric.name == "circuitbreaker_calls"
         for sample in metric.samples
     }
-    assert labels == {OVERFLOW_CIRCUIT}
+    assert labels == {ISOLATED_LABEL}
 
 
 def test_enable_is_idempotent_and_disable_unregisters(registry):

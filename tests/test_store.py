@@ -308,7 +308,8 @@ def test_first_use_creates_the_circuit_from_defaults(settings):
     assert Circuit.objects.get(name="partner-api").window_size == 7
 
 
-def test_names_past_max_circuits_share_the_overflow_circuit(settings, caplog):
+def test_names_past_max_circuits_get_isolated_breakers(settings, caplog):
+    """See tests/test_overflow.py for the costs and bounds."""
     settings.CIRCUITBREAKER = {"MAX_CIRCUITS": 2}
     from circuitbreaker_app import breaker
 
@@ -316,7 +317,7 @@ def test_names_past_max_circuits_share_the_overflow_circuit(settings, caplog):
     for index in range(6):
         assert breaker(f"http:host{index}.example").call(lambda: "ok") == "ok"
     names = set(Circuit.objects.values_list("name", flat=True))
-    assert names == {"http:host0.example", "http:host1.example", "circuitbreaker:overflow"}
+    assert names == {"http:host0.example", "http:host1.example"}
     assert len([r for r in caplog.records if "MAX_CIRCUITS" in r.getMessage()]) == 1
 
 

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.db import Error as DjangoDatabaseError
-from django.db import IntegrityError, connections, transaction
+from django.db import connections, transaction
 from django.db.models.functions import Now
 
 from circuitbreaker_app import conf
@@ -26,6 +26,7 @@ from circuitbreaker_app.store.backends.base import Counters
 from circuitbreaker_app.store.entry import entry_from_row, entry_with, to_datetime
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
+from circuitbreaker_app.store.overflow import CapReached
 from circuitbreaker_app.text import shorten
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ class CircuitPersistence:
             if not create:
                 raise UnknownCircuitError(f"no circuit named {name!r}")
             row = self._create(name)
-            if row.name != name:
-                return {"name_override": row.name}
         entry = entry_from_row(row)
         try:
             self.cache.add(state_key(name), entry, timeout=None)
@@ -119,30 +118,26 @@ class CircuitPersistence:
             )
         validate_circuit_name(name)
         manager = Circuit.objects.using(self.db_alias)
-        if name != conf.OVERFLOW_CIRCUIT and manager.count() >= int(conf.get("MAX_CIRCUITS")):
-            self.outages.warn_once(
-                "max circuits",
-                "circuitbreaker: MAX_CIRCUITS (%s) reached; %r and later new names share "
-                "the circuit %r",
-                conf.get("MAX_CIRCUITS"),
-                name,
-                conf.OVERFLOW_CIRCUIT,
-            )
-            return self._get_or_create(conf.OVERFLOW_CIRCUIT)
+        configured = name in (conf.get("CIRCUITS") or {})
+        if not configured and manager.count() >= int(conf.get("MAX_CIRCUITS")):
+            # The registry gives the name an isolated breaker (overflow.py).
+            raise CapReached(manager.values_list("name", flat=True))
         return self._get_or_create(name)
 
     def _get_or_create(self, name: str) -> Any:
+        """The row of ``name``, inserted from ``DEFAULTS`` unless another process just did.
+
+        ``INSERT … ON CONFLICT DO NOTHING`` (``bulk_create(ignore_conflicts=True)``) and a
+        read: a lost race is no error, so PostgreSQL logs none (a failing INSERT logged
+        one ERROR line per racing process and name).
+        """
         from circuitbreaker_app.models import Circuit
 
         manager = Circuit.objects.using(self.db_alias)
         circuit = Circuit(name=name, **(conf.get("DEFAULTS") or {}))
         circuit.full_clean(validate_unique=False)
-        try:
-            with transaction.atomic(using=self.db_alias):
-                circuit.save(using=self.db_alias, force_insert=True)
-        except IntegrityError:
-            circuit = manager.get(name=name)
-        return circuit
+        manager.bulk_create([circuit], ignore_conflicts=True)
+        return manager.get(name=name)
 
     def reload(self, runtime: CircuitRuntime) -> None:
         """Re-read a circuit from the database (after losing a compare-and-set)."""

@@ -23,6 +23,7 @@ from circuitbreaker_app.store.answers import RememberedAnswers
 from circuitbreaker_app.store.entry import PROVISIONAL_ID, entry_from_row, provisional_entry
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
+from circuitbreaker_app.store.overflow import CapReached, Overflow
 from circuitbreaker_app.store.persistence import CircuitPersistence
 from circuitbreaker_app.store.runtime import CircuitRuntime
 from circuitbreaker_app.store.windows import BucketAdd, CountAdd
@@ -57,6 +58,8 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         self.redis: Any = self.backend.client
         self.outages = Outages(self.backend.label)
         self._runtimes: dict[str, CircuitRuntime] = {}
+        #: Breakers of names past MAX_CIRCUITS, per process (``overflow.py``).
+        self.overflow = Overflow(self)
         self._lock = threading.RLock()
         self._saving = threading.Lock()  # one thread at a time writes unsaved transitions
 
@@ -130,13 +133,26 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
 
     # -- runtimes ---------------------------------------------------------------------
     def runtime(self, name: str) -> CircuitRuntime:
-        """The runtime of ``name`` in this process (loaded, or created, on first use)."""
+        """The runtime of ``name`` in this process (loaded, or created, on first use).
+
+        Past ``MAX_CIRCUITS`` a name without a row gets an isolated breaker instead
+        (``overflow.py``): no query and no cache round trip once the cap is known.
+        """
         runtime = self._runtimes.get(name)
         if runtime is None:
             with self._lock:
                 runtime = self._runtimes.get(name)
                 if runtime is None:
-                    runtime = self._load_runtime(name)
+                    runtime = self.overflow.get(name)
+                    if runtime is not None:
+                        return runtime
+                    if self.overflow.known_past_cap(name):
+                        return self.overflow.isolate(name)
+                    try:
+                        runtime = self._load_runtime(name)
+                    except CapReached as cap:
+                        self.overflow.cap_reached(cap.names)
+                        return self.overflow.isolate(name)
                     self._runtimes[name] = runtime
         return runtime
 
@@ -155,8 +171,6 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
                 self.outages.failed("database", exc)
                 self._drop_broken_connection()
                 return CircuitRuntime(self, name, provisional_entry(name))
-            if entry.get("name_override"):
-                return self.runtime(entry["name_override"])
         return CircuitRuntime(self, name, entry)
 
     def refresh(self, runtime: CircuitRuntime) -> None:
@@ -194,8 +208,8 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
                 self.outages.failed("database", exc)
                 self._drop_broken_connection()
                 return
-            if entry.get("name_override"):
-                return
+            except CapReached:
+                return  # deleted meanwhile, and no room to re-create it: keep what we know
             if outdated:
                 # An earlier generation than one this process saw written: a publish was
                 # lost (Redis was down, or a Sentinel failover promoted a replica that had
@@ -211,7 +225,7 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
 
     def loaded(self, name: str) -> CircuitRuntime | None:
         """The runtime of ``name`` if this process already has it (never any I/O)."""
-        return self._runtimes.get(name)
+        return self._runtimes.get(name) or self.overflow.peek(name)
 
     def refresh_rows(self, rows: Iterable[Any]) -> dict[str, CircuitRuntime]:
         """Runtimes of these ``Circuit`` rows with fresh windows, for admin pages and the
@@ -227,10 +241,10 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         for row in rows:
             entry = entry_from_row(row)
             runtime = self._runtimes.get(row.name)
-            if runtime is None or runtime.name != row.name:  # new here, or was overflowed
+            if runtime is None:
                 with self._lock:
                     runtime = self._runtimes.get(row.name)
-                    if runtime is None or runtime.name != row.name:
+                    if runtime is None:
                         runtime = CircuitRuntime(self, row.name, entry)
                         self._runtimes[row.name] = runtime
             # A runtime holding transitions not yet saved (database was down) keeps its own.
@@ -271,6 +285,7 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         with self._lock:
             if names is None:
                 self._runtimes.clear()
+                self.overflow.clear()
             else:
                 for name in names:
                     self._runtimes.pop(name, None)

@@ -61,6 +61,8 @@ class CircuitRuntime:
     def __init__(self, store: CircuitStore, name: str, entry: dict[str, Any]) -> None:
         self.store = store
         self.name = name
+        #: How metrics name this circuit (one shared label for isolated breakers).
+        self.label = name
         #: Successes (fast, not slow) not yet flushed; ``Breaker.call`` adds to it. Without
         #: a lock: under thread races a success may go uncounted, which only nudges the
         #: failure rate up.
