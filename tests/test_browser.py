@@ -218,6 +218,12 @@ def test_screenshots_for_the_readme(page: Page, live_server, operator, results):
     expect(page.locator(".cb-card")).to_have_count(5)
     expect(page.locator('.cb-card[data-circuit="search"] polyline')).to_have_count(1)
     page.screenshot(path=str(results / "dashboard.png"), full_page=True)
+    # dark mode (the OS preference): the sparklines take the admin's dark colours
+    page.emulate_media(color_scheme="dark")
+    background = page.locator(".cb-spark-bg").first.evaluate("n => getComputedStyle(n).fill")
+    line = page.locator(".cb-spark-line").first.evaluate("n => getComputedStyle(n).stroke")
+    assert background != "rgb(247, 247, 247)" and line == "rgb(100, 181, 246)"
+    page.screenshot(path=str(results / "dashboard-dark.png"), full_page=True)
 
 
 def test_change_list_fits_at_1280_px(page: Page, live_server, operator):

@@ -80,14 +80,13 @@
     }));
     var span = model.span * 1000, step = WIDTH * model.interval * 1000 / span;
     var x = function (t) { return WIDTH - ((model.now - t) / span) * WIDTH; };
-    var segments = [], current = [];
+    var segments = [], current = [], runs = [], run = null;
     circuit.points.forEach(function (p) {
-      if (REJECTING[p.state]) {
-        var left = Math.max(0, x(p.t));
-        chart.appendChild(svg("rect", {
-          "class": "cb-spark-rejecting", x: left.toFixed(1), y: 0,
-          width: Math.max(1, Math.min(step, WIDTH - left)).toFixed(1), height: HEIGHT
-        }));
+      if (REJECTING[p.state]) {  // one shaded band per run of rejecting periods
+        var left = Math.max(0, x(p.t)), right = Math.min(WIDTH, x(p.t) + step);
+        if (run && left <= run[1] + 0.5) { run[1] = right; } else { run = [left, right]; runs.push(run); }
+      } else {
+        run = null;
       }
       if (p.calls > 0) {
         current.push(x(p.t).toFixed(1) + "," + y(100 * p.failures / p.calls));
@@ -97,6 +96,12 @@
       }
     });
     if (current.length) { segments.push(current); }
+    runs.forEach(function (band) {
+      chart.appendChild(svg("rect", {
+        "class": "cb-spark-rejecting", x: band[0].toFixed(1), y: 0,
+        width: Math.max(1, band[1] - band[0]).toFixed(1), height: HEIGHT
+      }));
+    });
     segments.forEach(function (coords) {
       if (coords.length === 1) {
         var only = coords[0].split(",");
