@@ -121,9 +121,11 @@ class Breaker:
 
     async def _aruntime(self) -> CircuitRuntime:
         # The first use in a process reads the database: never on the event loop.
-        runtime = get_store().loaded(self.name)
+        store = get_store()
+        runtime = store.loaded(self.name)
         if runtime is None:
-            runtime = await sync_to_async(self._runtime)()
+            return await sync_to_async(self._runtime)()
+        self._cached, self._store = runtime, store  # what _runtime() would remember
         return runtime
 
     @property
@@ -423,6 +425,11 @@ class Breaker:
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn`` through the circuit; cache and database I/O runs off the event loop."""
+        runtime = self._cached
+        if runtime is not None and store_module._store is self._store and not OBSERVERS:
+            token = runtime.count_token
+            if token >= 0 and runtime.clock() < runtime.admit_until:
+                return await self._acall_admitted(runtime, token, fn, args, kwargs)  # type: ignore[no-any-return]
         runtime = await self._aruntime()
         try:
             permit = await self._aacquire(runtime)
@@ -447,6 +454,45 @@ class Breaker:
             await self._asettle(runtime, permit, Outcome.IGNORED, time.perf_counter() - started)
             raise
         await self._asettle(runtime, permit, outcome, time.perf_counter() - started)
+        if outcome is Outcome.SUCCESS and self._memory is not None:
+            await self._memory.asucceeded(self.name, fn, args, kwargs, result, runtime.clock())
+        return result
+
+    async def _acall_admitted(
+        self,
+        runtime: CircuitRuntime,
+        token: int,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The hot path of :meth:`call` for coroutines: a fresh snapshot admits the call
+        with no permit and no I/O, and a plain success is one count. The permit of an
+        outcome that needs settling is the admission's (state and generation): a circuit
+        that moved on meanwhile drops it, as it drops any outcome of an earlier period."""
+        permit = Permit(runtime.reject_state, token)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            outcome, error = self._outcome_of(exc)
+            await self._asettle(runtime, permit, outcome, 0.0)
+            if outcome is Outcome.FAILURE and self.fallback is not None:
+                return await self._afall_back(exc, fn, args, kwargs)
+            if error is not None:
+                raise error  # noqa: B904 - chained to exc by _outcome_of
+            raise
+        if self._plain and runtime.count_token == token:
+            runtime.pending += 1  # flushed with the next refresh or failure, off the loop
+            return result
+        try:
+            outcome = self._result_outcome(result)
+        except BaseException:
+            await self._asettle(runtime, permit, Outcome.IGNORED, 0.0)
+            raise
+        if outcome is Outcome.SUCCESS and runtime.count_token == token:
+            runtime.pending += 1
+        else:
+            await self._asettle(runtime, permit, outcome, 0.0)
         if outcome is Outcome.SUCCESS and self._memory is not None:
             await self._memory.asucceeded(self.name, fn, args, kwargs, result, runtime.clock())
         return result

@@ -147,3 +147,29 @@ def test_stale_snapshot_after_a_slow_call_is_refreshed_off_the_loop(watched):
 
     async_to_sync(scenario)()
     assert cache.on_loop == []  # ...in a thread
+
+
+def test_async_successes_take_the_hot_path_and_are_flushed_off_the_loop(watched):
+    """A closed success in ``acall`` is one count in memory, like ``call``'s: no permit, no
+    I/O; the counts reach the shared window with the next refresh, off the event loop."""
+    fake, cache = watched
+    Circuit.objects.create(name="quotes", window_size=100, minimum_calls=10)
+    guarded = breaker("quotes")
+
+    async def scenario() -> list[int]:
+        await guarded.acall(ok)  # first use: loads the circuit (off the loop)
+        ops = len(cache.ops)
+        for _ in range(50):
+            await guarded.acall(ok)
+        seen = [len(cache.ops) - ops]  # 50 successes, not one cache operation
+        fake.advance(5)  # past STATE_TTL: the next call refreshes and flushes, in a thread
+        await guarded.acall(ok)
+        seen.append(len(cache.ops) - ops)
+        return seen
+
+    quiet, after_refresh = async_to_sync(scenario)()
+    assert quiet == 0 and after_refresh > 0
+    assert cache.on_loop == []
+    from circuitbreaker_app.store import get_store
+
+    assert get_store().runtime("quotes").snapshot().calls == 52
