@@ -142,6 +142,21 @@ CIRCUITBREAKER = {
             # Probed by demo_project/probes.py (a registered function).
             "probe_timeout": 2.0,
         },
+        # The async quote page (demo_project/shop/quotes.py): httpx, and last_good.
+        "quotes": {
+            "window_type": "count",
+            "window_size": 6,
+            "minimum_calls": 3,
+            "failure_rate_threshold": 50,
+            "wait_duration": 10,
+        },
+        "stock": {
+            "window_type": "count",
+            "window_size": 6,
+            "minimum_calls": 3,
+            "failure_rate_threshold": 50,
+            "wait_duration": 10,
+        },
         "inventory": {
             "window_type": "time",
             "window_size": 30,

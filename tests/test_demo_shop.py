@@ -158,3 +158,48 @@ def test_the_demo_log_lines_carry_a_timestamp():
     record = logging.LogRecord("circuitbreaker_app", logging.INFO, __file__, 1, "hello", (), None)
     line = formatter.format(record)
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO circuitbreaker_app: hello$", line)
+
+
+def test_the_async_quote_page_uses_httpx_and_serves_a_stale_stock_line(shop):
+    """The price goes through AsyncCircuitTransport("quotes"); the stock line comes from
+    last_good while the partner fails and while the "stock" circuit is open."""
+    fake, client, _ = shop
+    for name in ("quotes", "stock"):
+        Circuit.objects.create(
+            name=name,
+            window_type="count",
+            window_size=6,
+            minimum_calls=3,
+            failure_rate_threshold=50,
+            wait_duration=10,
+        )
+    page = client.get("/quote/").content.decode()
+    assert 'id="price-value">12.50 EUR<' in page
+    assert "(live)" in page
+    level = page.split('id="stock-level">')[1].split("<")[0]
+    assert hits() == 2
+
+    client.post("/upstream/", {"mode": "failing", "back": "quote"})
+    fake.advance(5)
+    for _ in range(2):  # S F F: 2 failures of 3 calls open both circuits
+        page = client.get("/quote/").content.decode()
+        assert "upstream answered 500" in page  # returned by the transport, and counted
+        assert f'id="stock-level">{level}<' in page  # the kept level, marked stale
+        assert "stale: last read 5 s ago" in page
+    assert hits() == 4
+    assert breaker("quotes").state is State.OPEN
+    assert breaker("stock").state is State.OPEN
+
+    page = client.get("/quote/").content.decode()
+    assert "circuit open, retry in 10 s" in page
+    assert f'id="stock-level">{level}<' in page and 'id="stock-stale"' in page
+    assert 'id="state-quotes">open<' in page and 'id="state-stock">open<' in page
+    assert hits() == 4  # open: neither call reached the partner
+
+    client.post("/upstream/", {"mode": "healthy", "back": "quote"})
+    fake.advance(10)
+    for _ in range(3):  # trials pass and close both circuits
+        page = client.get("/quote/").content.decode()
+    assert "12.50 EUR" in page and "(live)" in page
+    assert breaker("quotes").state is State.CLOSED
+    assert breaker("stock").state is State.CLOSED

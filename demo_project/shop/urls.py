@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import quotes, views
 
 app_name = "shop"
 
@@ -11,4 +11,7 @@ urlpatterns = [
     path("upstream/payments/", views.upstream_payments, name="upstream_payments"),
     path("api/charge/", views.charge_api, name="charge_api"),
     path("api/charge-async/", views.charge_api_async, name="charge_api_async"),
+    path("quote/", quotes.quote, name="quote"),
+    path("upstream/quote/", quotes.upstream_quote, name="upstream_quote"),
+    path("upstream/stock/", quotes.upstream_stock, name="upstream_stock"),
 ]

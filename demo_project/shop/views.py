@@ -168,7 +168,7 @@ def set_upstream_mode(request: HttpRequest) -> HttpResponse:
     if mode in UPSTREAM_MODES:
         cache.set(UPSTREAM_MODE_KEY, mode, timeout=None)
         cache.set(UPSTREAM_HITS_KEY, 0, timeout=None)
-    return redirect("shop:index")
+    return redirect("shop:quote" if request.POST.get("back") == "quote" else "shop:index")
 
 
 def _api_answer(response: requests.Response) -> JsonResponse:
@@ -197,13 +197,18 @@ async def charge_api_async(request: HttpRequest) -> JsonResponse:
     return _api_answer(response)
 
 
-@csrf_exempt
-def upstream_payments(request: HttpRequest) -> HttpResponse:
-    """The fake payments service, behaving as the switch on the shop page says."""
+def count_upstream_hit() -> None:
+    """One more request reached the fake upstream (payments, quote or stock)."""
     try:
         cache.incr(UPSTREAM_HITS_KEY)
     except ValueError:
         cache.set(UPSTREAM_HITS_KEY, 1, timeout=None)
+
+
+@csrf_exempt
+def upstream_payments(request: HttpRequest) -> HttpResponse:
+    """The fake payments service, behaving as the switch on the shop page says."""
+    count_upstream_hit()
     try:
         amount = str(json.loads(request.body or b"{}").get("amount", "0.00"))
     except (ValueError, AttributeError):
