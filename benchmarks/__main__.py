@@ -3,7 +3,7 @@
     python -m benchmarks                    # the full run (what `make bench` does)
     python -m benchmarks --smoke --out DIR  # tiny counts, for CI: checks it all still runs
 
-Options: ``--parts overhead,fleet,load,memory`` (default all), ``--load-tool
+Options: ``--parts overhead,fleet,load,memory,httpx`` (default all), ``--load-tool
 auto|wrk|python``, ``--redis-url URL`` (default ``$CB_BENCH_REDIS_URL`` or
 ``redis://127.0.0.1:6379/8``), ``--no-redis``, ``--workdir DIR`` (SQLite file and
 scratch; default a fresh temporary folder, removed afterwards), ``--json FILE`` (raw
@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks.common import ROOT
 
-PARTS = ("overhead", "fleet", "load", "memory")
+PARTS = ("overhead", "fleet", "load", "memory", "httpx")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -148,6 +148,16 @@ def run_part(part: str, args: argparse.Namespace, env: Any) -> dict[str, Any]:
         from benchmarks import memory
 
         return memory.run(100 if args.smoke else 1_000, env.redis_ok, env.redis_url, env.run_id)
+    if part == "httpx":
+        from benchmarks import httpx_clients
+
+        return httpx_clients.run(
+            httpx_clients.HttpxOptions(
+                pairs=2, requests=5, guard_calls=100, last_good_pairs=5, last_good_calls=100
+            )
+            if args.smoke
+            else httpx_clients.HttpxOptions()
+        )
     raise ValueError(part)
 
 

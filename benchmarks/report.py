@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from benchmarks import httpx_clients
 from benchmarks.fleet import FLEET_LIBRARIES
 from benchmarks.memory import MEMORY_LIBRARIES
 from benchmarks.overhead import LIBRARIES, OUTCOME_TITLES, OUTCOMES
@@ -17,6 +18,7 @@ SECTIONS = (
     "## 2. A fleet against a dead upstream",
     "## 3. HTTP load under gunicorn",
     "## 4. Memory",
+    "## 5. httpx transports and last_good",
 )
 
 #: "0 on average": at most one operation per this many calls (tests/test_hot_path.py).
@@ -204,6 +206,7 @@ def targets(data: dict[str, Any]) -> list[list[str]]:
                 _status(unguarded is not None and unguarded >= timeout_ms * 0.99),
             ]
         )
+    rows += httpx_clients.targets(data)
     return rows
 
 
@@ -635,6 +638,7 @@ def render(data: dict[str, Any]) -> str:
     lines += [""] + fleet_section(data)
     lines += [""] + load_section(data)
     lines += [""] + memory_section(data)
+    lines += [""] + httpx_clients.section(data)
     if data.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in data["notes"]] + [""]
     return "\n".join(lines).rstrip() + "\n"
