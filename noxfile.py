@@ -89,7 +89,8 @@ def tests(session: nox.Session, django: str) -> None:
 
 @nox.session(python=MAIN[0], tags=["matrix"])
 def no_celery(session: nox.Session) -> None:
-    """Breakers, admin, command, middleware and HTTP helpers in a virtualenv without Celery."""
+    """Breakers, admin, command, middleware and HTTP helpers in a virtualenv without Celery
+    (and without httpx: its tests skip, and the rest must not need it)."""
     session.install("-e", ".", django_pin(MAIN[1]))
     session.install("pytest", "pytest-django", "pytest-timeout", "hypothesis", "responses")
     session.run(
@@ -104,6 +105,9 @@ def no_celery(session: nox.Session) -> None:
         "tests/test_breaker.py",
         "tests/test_middleware.py",
         "tests/test_http.py",
+        "tests/test_httpx.py",
+        "tests/test_without_httpx.py",
+        "tests/test_fallbacks.py",
         *session.posargs,
         env={**SQLITE_LOCMEM, "CB_EXPECT_NO_CELERY": "1"},
     )

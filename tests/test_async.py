@@ -51,6 +51,17 @@ class LoopWatchingCache:
             self.on_loop.append(name)
 
 
+def watch(fake: FakeStore) -> LoopWatchingCache:
+    """Make ``fake``'s cache (and counters) note every operation made on a loop's thread."""
+    cache = LoopWatchingCache(fake.store.cache)
+    fake.store.cache = cache
+    if isinstance(fake.store.counters, CacheCounters):
+        fake.store.counters = CacheCounters(cache)
+    elif isinstance(fake.store.counters, RedisCounters):
+        fake.store.counters.on_call = cache.note  # its round trips, as the cache calls they replace
+    return cache
+
+
 @pytest.fixture
 def watched():
     Circuit.objects.create(
@@ -62,12 +73,7 @@ def watched():
         half_open_max_calls=1,
     )
     fake = FakeStore()
-    cache = LoopWatchingCache(fake.store.cache)
-    fake.store.cache = cache
-    if isinstance(fake.store.counters, CacheCounters):
-        fake.store.counters = CacheCounters(cache)
-    elif isinstance(fake.store.counters, RedisCounters):
-        fake.store.counters.on_call = cache.note  # its round trips, as the cache calls they replace
+    cache = watch(fake)
     fake.install()
     return fake, cache
 

@@ -18,7 +18,7 @@ from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
 from circuitbreaker_app.store.keys import answer_key
 from tests.helpers import FakeStore
-from tests.test_httpx import watch
+from tests.test_async import watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,10 +14,9 @@ from asgiref.sync import async_to_sync
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.http import CircuitSession
 from circuitbreaker_app.models import Circuit
-from circuitbreaker_app.store import CacheCounters, RedisCounters
 from tests.helpers import FakeStore, record
 from tests.loopback import closed_port, loopback_server
-from tests.test_async import LoopWatchingCache
+from tests.test_async import watch
 
 httpx = pytest.importorskip("httpx")
 from circuitbreaker_app.httpx import AsyncCircuitTransport, CircuitTransport  # noqa: E402
@@ -231,17 +230,6 @@ def test_a_sync_transport_cannot_wrap_an_async_one_and_back():
 
 
 # -- async ------------------------------------------------------------------------------------
-
-
-def watch(fake: FakeStore) -> LoopWatchingCache:
-    """Make ``fake``'s cache note every operation made on an event loop's thread."""
-    cache = LoopWatchingCache(fake.store.cache)
-    fake.store.cache = cache
-    if isinstance(fake.store.counters, CacheCounters):
-        fake.store.counters = CacheCounters(cache)
-    elif isinstance(fake.store.counters, RedisCounters):
-        fake.store.counters.on_call = cache.note
-    return cache
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ SCRIPT = r"""
 import importlib, json, pkgutil, sys
 
 asked = []
+OPTIONAL = {"celery", "kombu", "billiard", "prometheus_client", "redis"}
 
 class NoHttpx:
     def find_spec(self, name, path=None, target=None):
@@ -37,7 +38,11 @@ import circuitbreaker_app
 skipped = {"circuitbreaker_app.httpx"}
 for module in pkgutil.walk_packages(circuitbreaker_app.__path__, "circuitbreaker_app."):
     if module.name not in skipped and ".migrations." not in module.name:
-        importlib.import_module(module.name)
+        try:
+            importlib.import_module(module.name)
+        except ModuleNotFoundError as exc:  # another optional extra missing too (celery)
+            if exc.name == "httpx" or not exc.name or exc.name.split(".")[0] not in OPTIONAL:
+                raise
 after_imports = list(asked)
 
 from circuitbreaker_app import CircuitOpenError, breaker
