@@ -108,7 +108,7 @@ def state_badge(state: State | str) -> SafeString:
     background, colour = BADGE_COLOURS[state]
     dot = BADGE_DOTS.get(state)
     marker = (
-        format_html('<span class="cb-dot" style="color:{}" aria-hidden="true">● </span>', dot)
+        format_html('<span class="cb-dot" style="color:{}" aria-hidden="true">●&nbsp;</span>', dot)
         if dot
         else ""
     )

@@ -231,8 +231,11 @@ def test_change_list_fits_at_1280_px(page: Page, live_server, operator):
     Circuit.objects.create(name="payments", description="card payments gateway", **TRIP_FAST)
     Circuit.objects.create(name="search", slow_call_duration=1.0, **TRIP_FAST)
     Circuit.objects.create(name="http:maps.example.com")
+    Circuit.objects.create(name="http:partner-inventory.eu-west-1.example.com:8443")
+    Circuit.objects.create(name="mail", **TRIP_FAST)
     record("payments", "SFSFF")  # open: its figures are the ones at trip
     record("search", "SSSSSSSF")
+    get_store().move_to("mail", State.FORCED_CLOSED, "relay pinned")  # the widest badge
     page.set_viewport_size({"width": 1280, "height": 800})
     log_in(page, live_server, "/admin/circuitbreaker_app/circuit/")
     header = page.locator("#result_list thead th.column-changed_column")

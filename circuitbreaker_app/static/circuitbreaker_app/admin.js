@@ -40,7 +40,7 @@
       dot.className = "cb-dot";
       dot.style.color = DOTS[state];
       dot.setAttribute("aria-hidden", "true");
-      dot.textContent = "\u25cf ";
+      dot.textContent = "\u25cf\u00a0";  // the dot stays with the first word
       span.appendChild(dot);
     }
     span.appendChild(document.createTextNode(stateLabel(state).toUpperCase()));
