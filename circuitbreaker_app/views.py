@@ -92,9 +92,13 @@ def status_payload(names: list[str] | None = None, with_history: bool = False) -
     if names:
         rows = rows.filter(name__in=names)
     statuses = live_statuses(rows)
-    # Sample every circuit now and then (off the hot path); a filtered request has only
-    # some of them, so the sampler reads the rest itself.
-    samples.maybe_record_samples(None if names else statuses)
+    # Sample every circuit now and then (off the hot path). A filtered request (the live
+    # panel's, every 5 s) has only some of them and the sampler would read every circuit:
+    # it does so only when no worker sampled for a while.
+    if names:
+        samples.maybe_record_samples(stale_after=samples.STALE_AFTER)
+    else:
+        samples.maybe_record_samples(statuses)
     entries = [status.as_json() for status in statuses]
     if with_history:
         found = samples.history([status.circuit.pk for status in statuses])

@@ -239,9 +239,9 @@ def test_the_endpoint_samples_every_circuit_every_ten_seconds(
 
 
 def test_history_lists_the_last_15_minutes_every_10_s_oldest_first(client, staff, circuits, fake):
-    for _ in range(120):  # 20 minutes of samples
-        maybe_record_samples()
+    for _ in range(120):  # 20 minutes of samples, as the beat task writes them
         fake.advance(INTERVAL)
+        maybe_record_samples()
     data = client.get(URL, {"history": "1", "circuit": "search"}).json()
     history = data["circuits"][0]["history"]
     assert len(history) == HISTORY // timedelta(seconds=INTERVAL)  # 90
@@ -332,3 +332,15 @@ def check_ids(value):
 )
 def test_status_token_setting_is_checked(token, expected):
     assert check_ids({"STATUS_TOKEN": token}) == expected
+
+
+def test_a_filtered_request_samples_only_when_no_worker_did(client, staff, circuits, fake):
+    """The live panel asks for one circuit every 5 s: it must not read every circuit each
+    period when a worker samples (the beat task), only when none did for a while."""
+    record_samples()
+    fake.advance(INTERVAL + 1)  # a period is due, but a worker would write it
+    client.get(URL, {"circuit": "search"})
+    assert CircuitSample.objects.count() == 2
+    fake.advance(STALE_AFTER)  # no worker: the endpoint samples by itself
+    client.get(URL, {"circuit": "search"})
+    assert CircuitSample.objects.count() == 4
