@@ -65,7 +65,7 @@ IGNORED_EXCEPTIONS: tuple[type[BaseException], ...] = (
 
 
 class _RequestGuard:
-    """The outcome table and the per-host names one transport uses."""
+    """The outcome table of one transport and the handles it guards requests with."""
 
     def __init__(
         self,
@@ -80,25 +80,27 @@ class _RequestGuard:
             failure_statuses=failure_statuses,
             is_failure=is_failure,
         )
-        self._names: dict[tuple[bytes, int | None, str], str] = {}
+        #: The named circuit's handle, or None for per-host circuits.
+        self.named = None if circuit is None else self.outcomes.breaker(circuit)
+        self._hosts: dict[tuple[bytes, int | None, str], Breaker] = {}
 
     def breaker_for(self, request: httpx.Request) -> Breaker | None:
         """The breaker for ``request``; None for a URL without a host (the wrapped
         transport refuses it: the caller's mistake, never counted)."""
-        name = self.outcomes.circuit
-        if name is None:
-            url = request.url
-            key = (url.raw_host, url.port, url.scheme)
-            name = self._names.get(key)
-            if name is None:
-                if not url.raw_host:
-                    return None
-                if len(self._names) >= MAX_HANDLES:
-                    self._names.clear()
-                # raw_host is the IDNA (punycode) host httpx connects to.
-                name = circuit_for_host(url.raw_host.decode("ascii"), url.port, url.scheme)
-                self._names[key] = name
-        return self.outcomes.breaker(name)
+        if self.named is not None:
+            return self.named
+        url = request.url
+        key = (url.raw_host, url.port, url.scheme)
+        guard = self._hosts.get(key)
+        if guard is None:
+            if not url.raw_host:
+                return None
+            if len(self._hosts) >= MAX_HANDLES:
+                self._hosts.clear()  # never grow without bound on many hosts
+            # raw_host is the IDNA (punycode) host httpx connects to.
+            name = circuit_for_host(url.raw_host.decode("ascii"), url.port, url.scheme)
+            guard = self._hosts[key] = self.outcomes.breaker(name)
+        return guard
 
 
 def _check_transport(value: object, expected: type, option: str = "transport") -> None:
