@@ -90,7 +90,7 @@ class Breaker:
         self.is_failure = is_failure
         self.fallback = fallback
         #: A fallback that sees successes (last_good), else None.
-        self._memory = fallback if isinstance(fallback, CallFallback) else None
+        self._memory: CallFallback | None = fallback if isinstance(fallback, CallFallback) else None
         #: A closed success is one count: no result check, no fallback that sees it.
         self._plain = is_failure is None and self._memory is None
         #: When a fallback sees successes (and no is_failure judges them): its table of
