@@ -1,9 +1,11 @@
 """Django admin for circuits: see every circuit at a glance, and steer them.
 
-State columns are never edited in a form: every state change is an admin action that goes
-through ``store.move_to()`` (one compare-and-set, one event naming the acting user, the
-``state_changed`` signal). Actions need the ``circuitbreaker_app.force_circuit``
-permission; staff without it do not see them, and a forged POST gets 403.
+State columns are never edited in a form: every state change is an admin action generated
+from :data:`circuitbreaker_app.operator.MOVES` (one compare-and-set, one event naming the
+acting user, the ``state_changed`` signal, and an entry in the admin history). An action
+first shows a confirmation page offering a duration (until reset, 15 min, 1 h, 4 h,
+custom). Actions need the ``circuitbreaker_app.force_circuit`` permission; staff without
+it do not see them, and a forged POST gets 403.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, models, transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -25,10 +27,11 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join, json_script
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from circuitbreaker_app import dashboard, extras, samples, views
+from circuitbreaker_app.admin_moves import MOVE_ACTIONS
 from circuitbreaker_app.ago import ago_labels, time_tag
 from circuitbreaker_app.audit import FORCE_PERMISSION, OPERATOR_STATES
 from circuitbreaker_app.core import State
@@ -64,15 +67,8 @@ BADGE_DOTS: dict[State, str] = {
     State.FORCED_CLOSED: "#66bb6a",
 }
 
-#: Admin actions that change state, and the state each one moves to.
-FORCE_ACTIONS: dict[str, State] = {
-    "force_open": State.FORCED_OPEN,
-    "force_closed": State.FORCED_CLOSED,
-    "disable": State.DISABLED,
-    "reset": State.CLOSED,
-}
 #: Every action that needs the force_circuit permission.
-PERMISSION_ACTIONS = frozenset({*FORCE_ACTIONS, "probe_now"})
+PERMISSION_ACTIONS = frozenset({*(action.__name__ for action in MOVE_ACTIONS), "probe_now"})
 
 
 def state_label(state: State | str) -> str:
@@ -279,7 +275,7 @@ class CircuitAdmin(admin.ModelAdmin):
     search_fields = ("name", "description")
     sortable_by = ("name", "state_column", "retry_column", "changed_column")
     list_per_page = 50
-    actions = ("force_open", "force_closed", "disable", "reset", "probe_now")
+    actions = (*MOVE_ACTIONS, "probe_now")
     inlines = (CircuitEventInline,)
     change_list_template = "admin/circuitbreaker_app/circuit/change_list.html"
     fieldsets = (
@@ -616,66 +612,7 @@ class CircuitAdmin(admin.ModelAdmin):
         add_never_cache_headers(response)
         return response
 
-    # -- actions --------------------------------------------------------------------------
-    def _move(self, request: HttpRequest, queryset: QuerySet[Circuit], action: str) -> None:
-        state = FORCE_ACTIONS[action]
-        store = get_store()
-        reason = f"{action.replace('_', ' ')} in admin by {request.user.get_username()}"
-        moved, already, failed = [], [], []
-        for name in queryset.order_by("name").values_list("name", flat=True):
-            try:
-                if store.move_to(name, state, reason, actor=request.user):
-                    moved.append(name)
-                else:
-                    already.append(name)
-            except DatabaseError as exc:
-                logger.exception("admin %s of circuit %r failed", action, name)
-                failed.append(f"{name} ({type(exc).__name__})")
-        if moved:
-            self.message_user(
-                request,
-                ngettext(
-                    "%(count)d circuit is now %(state)s: %(names)s.",
-                    "%(count)d circuits are now %(state)s: %(names)s.",
-                    len(moved),
-                )
-                % {"count": len(moved), "state": state_label(state), "names": ", ".join(moved)},
-                messages.SUCCESS,
-            )
-        if already:
-            self.message_user(
-                request,
-                gettext("Already %(state)s (unchanged): %(names)s.")
-                % {"state": state_label(state), "names": ", ".join(already)},
-                messages.INFO,
-            )
-        if failed:
-            self.message_user(
-                request,
-                gettext("Could not change: %(names)s. See the log.") % {"names": ", ".join(failed)},
-                messages.ERROR,
-            )
-
-    @admin.action(description=_("Force open (reject every call)"), permissions=["force"])
-    def force_open(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
-        self._move(request, queryset, "force_open")
-
-    @admin.action(
-        description=_("Force closed (admit every call, never trip)"), permissions=["force"]
-    )
-    def force_closed(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
-        self._move(request, queryset, "force_closed")
-
-    @admin.action(
-        description=_("Disable (admit every call, record nothing)"), permissions=["force"]
-    )
-    def disable(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
-        self._move(request, queryset, "disable")
-
-    @admin.action(description=_("Reset to closed with an empty window"), permissions=["force"])
-    def reset(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
-        self._move(request, queryset, "reset")
-
+    # -- actions (the state moves are generated: admin_moves.MOVE_ACTIONS) ----------------
     @admin.action(description=_("Probe now (enqueue the probe task)"), permissions=["force"])
     def probe_now(self, request: HttpRequest, queryset: QuerySet[Circuit]) -> None:
         try:

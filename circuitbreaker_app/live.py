@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from circuitbreaker_app.core import Snapshot, State
 from circuitbreaker_app.store import get_store
@@ -27,9 +27,20 @@ REJECTING_STATES = frozenset({State.OPEN, State.HALF_OPEN, State.FORCED_OPEN})
 TRIPPED_STATES = frozenset({State.OPEN, State.HALF_OPEN})
 
 
+#: States a trip (``→ open`` from them) starts from: the window that opened the circuit.
+TRIP_FROM_STATES = (State.CLOSED.value,)
+#: Moves that end a run of opens (a later reopen is not a new trip).
+RUN_ENDING_STATES = tuple(s.value for s in State if s not in TRIPPED_STATES)
+
+
 @dataclass(frozen=True)
 class Trip:
-    """The window when the circuit last opened (from its latest ``→ open`` event)."""
+    """The window when the circuit opened: the figures of its latest CLOSED → OPEN event.
+
+    A failed trial or probe reopens the circuit (HALF_OPEN → OPEN) with an empty window;
+    the trip that started the run of opens is what operators need to see, so those
+    reopen events are skipped.
+    """
 
     failure_rate: float
     slow_call_rate: float
@@ -44,12 +55,31 @@ class Trip:
 
 
 def with_trip(queryset: QuerySet[Circuit]) -> QuerySet[Circuit]:
-    """``queryset`` annotated with its latest trip's numbers (subqueries: no extra query)."""
+    """``queryset`` annotated with the numbers of the trip that started its current run of
+    opens (subqueries: no extra query).
+
+    The trip is the latest CLOSED → OPEN event with no later event that ended the run
+    (a close, a reset, a forced state): a circuit forced open that failed its trial after
+    the force ended has no trip figures, rather than those of an older, unrelated trip.
+    """
     from circuitbreaker_app.models import CircuitEvent
 
-    latest = CircuitEvent.objects.filter(
-        circuit=OuterRef("pk"), to_state=State.OPEN.value, changes__isnull=True
-    ).order_by("-created_at", "-id")
+    ended_later = CircuitEvent.objects.filter(
+        circuit_id=OuterRef("circuit_id"),
+        generation__gt=OuterRef("generation"),
+        to_state__in=RUN_ENDING_STATES,
+        changes__isnull=True,  # definition edits end nothing
+    )
+    latest = (
+        CircuitEvent.objects.filter(
+            circuit=OuterRef("pk"),
+            to_state=State.OPEN.value,
+            from_state__in=TRIP_FROM_STATES,
+            changes__isnull=True,
+        )
+        .filter(~Exists(ended_later))
+        .order_by("-created_at", "-id")
+    )
     return queryset.annotate(
         trip_failure_rate=Subquery(latest.values("failure_rate")[:1]),
         trip_slow_call_rate=Subquery(latest.values("slow_call_rate")[:1]),
@@ -86,6 +116,8 @@ class LiveStatus:
     opened_at: float | None
     retry_at: float | None
     changed_at: float | None
+    #: When an operator state ends by itself (None: until reset, or not forced).
+    forced_until: float | None
     retry_after: float | None
     window: Snapshot
     #: While OPEN or HALF_OPEN (window empty), the window when it opened, if known.
@@ -120,6 +152,7 @@ class LiveStatus:
             "opened_at": iso(self.opened_at),
             "retry_at": iso(self.retry_at),
             "changed_at": iso(self.changed_at),
+            "forced_until": iso(self.forced_until),
             "calls": self.window.calls,
             "failures": self.window.failures,
             "slow": self.window.slow,
@@ -165,6 +198,7 @@ def live_statuses(rows: Iterable[Circuit]) -> list[LiveStatus]:
                 opened_at=status.opened_at,
                 retry_at=status.retry_at,
                 changed_at=status.changed_at,
+                forced_until=status.forced_until,
                 retry_after=status.retry_after(now),
                 window=runtime.snapshot(),
                 trip=_trip_of(row, status.state),

@@ -191,6 +191,8 @@ class Circuit(models.Model):
     opened_at = models.DateTimeField(_("opened at"), null=True, editable=False)
     retry_at = models.DateTimeField(_("trial allowed at"), null=True, editable=False)
     changed_at = models.DateTimeField(_("last transition"), null=True, editable=False)
+    #: When a forced or disabled state ends by itself (null: until reset).
+    forced_until = models.DateTimeField(_("forced until"), null=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

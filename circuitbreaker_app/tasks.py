@@ -1,10 +1,11 @@
 """Celery tasks that drive open → half-open → closed when no user traffic arrives.
 
-``probe_circuits`` (run by beat every ``PROBE_INTERVAL``) finds the circuits whose
-``retry_at`` has passed by the database's clock, moves each to HALF_OPEN with the store's
-compare-and-set and sends one ``probe_circuit`` task per circuit that has a probe, so a
-slow probe never delays the others. It also purges expired shared counters and rewrites
-cache entries that disagree with the database.
+``probe_circuits`` (run by beat every ``PROBE_INTERVAL``) ends the forced states whose
+``forced_until`` has passed (forced open → HALF_OPEN, forced closed and disabled → CLOSED),
+finds the circuits whose ``retry_at`` has passed by the database's clock, moves each to
+HALF_OPEN with the store's compare-and-set and sends one ``probe_circuit`` task per circuit
+that has a probe, so a slow probe never delays the others. It also purges expired shared
+counters and rewrites cache entries that disagree with the database.
 
 ``probe_circuit(name)`` re-checks the circuit, runs its probe (``circuitbreaker_app.probes``)
 and closes it on success or reopens it (with backoff) on failure. Deliveries carry the
@@ -38,6 +39,7 @@ from django.db.models.functions import Now
 
 from circuitbreaker_app import conf, probes, schedule
 from circuitbreaker_app.core import State
+from circuitbreaker_app.core.states import EXPIRY_TARGETS
 from circuitbreaker_app.schedule import beat_schedule
 from circuitbreaker_app.store import (
     KEY_PREFIX,
@@ -86,6 +88,7 @@ def probe_circuits() -> dict[str, int]:
 
 def _probe_due(store: CircuitStore, interval: float) -> dict[str, int]:
     store.counters.purge_expired()  # expired permits and buckets, where nothing expires them
+    ended = end_forced_states(store)
     rows = (
         _circuits(store)
         .filter(Q(state=State.OPEN, retry_at__lte=Now()) | Q(state=State.HALF_OPEN))
@@ -105,7 +108,26 @@ def _probe_due(store: CircuitStore, interval: float) -> dict[str, int]:
     from circuitbreaker_app.samples import maybe_record_samples
 
     maybe_record_samples()
-    return {"half_opened": half_opened, "probes": sent, "resynced": resync_cache(store)}
+    return {
+        "forced_ended": ended,
+        "half_opened": half_opened,
+        "probes": sent,
+        "resynced": resync_cache(store),
+    }
+
+
+def end_forced_states(store: CircuitStore) -> int:
+    """Move every operator state whose ``forced_until`` has passed on (one compare-and-set
+    each, so a process that did it first on a call wins); returns how many moved here."""
+    rows = _circuits(store).filter(
+        state__in=[state.value for state in EXPIRY_TARGETS], forced_until__lte=Now()
+    )
+    ended = 0
+    for name, state in list(rows.values_list("name", "state")):
+        old = State(state)
+        if store.advance(name, old, EXPIRY_TARGETS[old], "forced_until_elapsed"):
+            ended += 1
+    return ended
 
 
 def _dispatch(name: str, generation: int) -> None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import types
 from unittest import mock
 
 import pytest
+import responses
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
@@ -18,7 +20,8 @@ from circuitbreaker_app import State
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import CacheCounters, get_store
-from tests.helpers import CountingCache, fake_dns, record, store_queries
+from circuitbreaker_app.tasks import probe_circuits
+from tests.helpers import CountingCache, FakeStore, fake_dns, record, store_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -76,11 +79,17 @@ def action_choices(response) -> set[str]:
     return {value for value, _label in form.fields["action"].choices} if form else set()
 
 
-def post_action(client, action: str, *names: str):
+def post_action(client, action: str, *names: str, **confirmation: str):
+    """Choose ``action`` for ``names`` and confirm it (the confirmation page's fields)."""
     pks = Circuit.objects.filter(name__in=names).values_list("pk", flat=True)
     return client.post(
         reverse(CHANGELIST),
-        {"action": action, "_selected_action": [str(pk) for pk in pks], "index": 0},
+        {
+            "action": action,
+            "_selected_action": [str(pk) for pk in pks],
+            "confirmed": "1",
+            **confirmation,
+        },
     )
 
 
@@ -408,6 +417,7 @@ def test_action_moves_many_circuits_and_records_the_user(
     def receiver(**kwargs):
         received.append((kwargs["name"], kwargs["new_state"]))
 
+    before = dict(Circuit.objects.values_list("name", "state"))
     state_changed.connect(receiver)
     try:
         with django_capture_on_commit_callbacks(execute=True):
@@ -422,8 +432,29 @@ def test_action_moves_many_circuits_and_records_the_user(
         assert event.to_state == state
         assert event.actor == operator
         assert "in admin by operator" in event.reason
-    assert sorted(received) == [("payments", state), ("search", state)]
+    # One signal per circuit whose state changed (resetting CLOSED "search" sends none).
+    changed = [(name, state) for name in ("payments", "search") if before[name] != state]
+    assert sorted(received) == changed
     assert Circuit.objects.get(name="mail").state == State.FORCED_OPEN  # not selected
+
+
+def test_the_change_list_keeps_the_trip_figures_after_a_failed_probe(client, operator):
+    fake = FakeStore().install()
+    Circuit.objects.create(name="payments", probe_url="http://upstream.test/health", **TRIP_FAST)
+    record("payments", "SFSFF")  # 3/5 = 60 % opens it
+    fake.advance(30)
+    with responses.RequestsMock() as upstream:
+        upstream.add(responses.GET, "http://upstream.test/health", status=503)
+        assert probe_circuits()["probes"] == 1
+    events = Circuit.objects.get(name="payments").events.order_by("id")
+    assert [(e.to_state, e.reason, e.calls) for e in events][1:] == [
+        ("half_open", "probe_due", None),
+        ("open", "probe_failed", None),
+    ]
+    html = client.get(reverse(CHANGELIST), {"q": "payments"}).content.decode()
+    assert 'data-state="open"' in html
+    assert '60.0 % <span class="cb-at-trip"' in html
+    assert '<td class="field-calls_column">5 <span class="cb-at-trip"' in html
 
 
 def test_reset_clears_the_window_and_backoff(client, operator, circuits):
@@ -440,6 +471,84 @@ def test_action_on_a_circuit_already_there_says_so(client, operator, circuits):
     messages = [str(m) for m in response.wsgi_request._messages]
     assert messages == ["Already forced open (unchanged): mail."]
     assert Circuit.objects.get(name="mail").events.count() == 1
+
+
+def choose_action(client, action: str, *names: str):
+    """Choose ``action`` in the change list (the first POST, before any confirmation)."""
+    pks = Circuit.objects.filter(name__in=names).values_list("pk", flat=True)
+    return client.post(
+        reverse(CHANGELIST),
+        {"action": action, "_selected_action": [str(pk) for pk in pks], "index": 0},
+    )
+
+
+def test_a_move_asks_for_confirmation_and_a_duration_first(client, operator, circuits):
+    before = list(Circuit.objects.values("name", "state", "generation"))
+    response = choose_action(client, "force_open", "payments", "search")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Force open (reject every call)" in html
+    assert "<li>payments" in html and "<li>search" in html and "<li>mail" not in html
+    labels = re.findall(r'<label for="id_duration_\d">\s*<input[^>]*>\s*([^<]+)</label>', html)
+    assert [label.strip() for label in labels] == ["until reset", "15 min", "1 h", "4 h", "custom"]
+    assert 'name="minutes"' in html and 'name="confirmed"' in html
+    assert list(Circuit.objects.values("name", "state", "generation")) == before
+
+
+def test_reset_asks_for_confirmation_without_a_duration(client, operator, circuits):
+    html = choose_action(client, "reset", "payments").content.decode()
+    assert "Reset to closed with an empty window" in html
+    assert 'name="duration"' not in html and 'name="reason"' in html
+
+
+@pytest.mark.parametrize(
+    ("fields", "seconds"),
+    [
+        ({"duration": "900"}, 900),
+        ({"duration": "3600"}, 3600),
+        ({"duration": "custom", "minutes": "7"}, 420),
+    ],
+)
+def test_a_confirmed_move_ends_after_the_chosen_duration(
+    client, operator, circuits, fields, seconds
+):
+    started = time.time()
+    response = post_action(client, "force_closed", "payments", **fields)
+    assert response.status_code == 302
+    until = Circuit.objects.get(name="payments").forced_until
+    assert started + seconds - 1 <= until.timestamp() <= time.time() + seconds
+    assert "(until " in Circuit.objects.get(name="payments").events.latest("id").reason
+
+
+def test_until_reset_sets_no_end(client, operator, circuits):
+    post_action(client, "force_closed", "payments", duration="")
+    assert Circuit.objects.get(name="payments").forced_until is None
+
+
+def test_a_custom_duration_needs_its_minutes(client, operator, circuits):
+    response = post_action(client, "disable", "payments", duration="custom", minutes="")
+    assert response.status_code == 200  # the page again, with the error
+    assert "Enter the number of minutes." in response.content.decode()
+    assert Circuit.objects.get(name="payments").state == State.OPEN
+
+
+def test_a_move_writes_the_admin_history(client, operator, circuits):
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    post_action(client, "force_open", "payments", "mail", duration="900", reason="vendor down")
+    post_action(client, "force_open", "payments", duration="")  # a new end: a change
+    post_action(client, "force_open", "payments", duration="")  # already so: no entry
+    entries = list(LogEntry.objects.order_by("id"))
+    assert [(e.object_repr, e.user, e.action_flag) for e in entries] == [
+        ("mail", operator, CHANGE),
+        ("payments", operator, CHANGE),
+        ("payments", operator, CHANGE),
+    ]
+    entry = entries[1]
+    assert entry.get_change_message().startswith(
+        "Force open (reject every call): now forced_open until "
+    )
+    assert entry.get_change_message().endswith("(vendor down)")
 
 
 def test_probe_now_enqueues_the_probe_task_per_circuit(client, operator, circuits):

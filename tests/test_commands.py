@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+import time
 import types
 from contextlib import redirect_stderr, redirect_stdout
 from unittest import mock
@@ -226,9 +227,49 @@ def test_move_records_the_user_and_reason(circuits):
     out = json.loads(
         run("close", "payments", "--user", "alice", "--reason", "vendor fixed", "--json")
     )
-    assert out == {"circuit": "payments", "from": "open", "to": "forced_closed", "changed": True}
+    assert out == {
+        "circuit": "payments",
+        "from": "open",
+        "to": "forced_closed",
+        "changed": True,
+        "until": None,
+    }
     event = CircuitEvent.objects.filter(circuit__name="payments").order_by("-id").first()
     assert (event.actor, event.reason) == (alice, "vendor fixed")
+
+
+@pytest.mark.parametrize(("duration", "seconds"), [("30s", 30), ("15m", 900), ("4h", 14400)])
+def test_a_move_for_a_duration_ends_by_itself(circuits, duration, seconds):
+    before = time.time()
+    out = json.loads(run("open", "payments", "--for", duration, "--json"))
+    until = Circuit.objects.get(name="payments").forced_until
+    assert before + seconds - 1 <= until.timestamp() <= time.time() + seconds
+    assert out["until"] == until.isoformat()
+    text = run("open", "payments", "--for", duration)
+    assert re.fullmatch(r"payments: forced_open -> forced_open until \S+ \S+Z\n", text)
+
+
+@pytest.mark.parametrize("duration", ["15", "0s", "-5m", "1w", "soon", "400d"])
+def test_a_bad_duration_is_a_command_error_and_changes_nothing(circuits, duration):
+    with pytest.raises(CommandError, match=r"--for: a duration .* but was"):
+        run("disable", "payments", f"--for={duration}")
+    assert Circuit.objects.get(name="payments").state == "open"
+
+
+def test_reset_takes_no_duration(circuits):
+    with pytest.raises(CommandError, match="unrecognized arguments: --for"):
+        run("reset", "payments", "--for", "15m")
+
+
+def test_the_move_subcommands_come_from_the_operator_table():
+    from circuitbreaker_app.operator import MOVES
+
+    code, out, _err = run_cli("--help")
+    assert code == 0
+    for move in MOVES:
+        assert move.command in out
+        _code, sub_help, _ = run_cli(move.command, "--help")
+        assert ("--for DURATION" in sub_help) is move.takes_duration
 
 
 def test_move_to_the_current_state_changes_nothing(circuits):

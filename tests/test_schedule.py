@@ -213,7 +213,7 @@ def test_with_celery_the_fan_out_sends_one_task_per_circuit_instead_of_probing(f
     app = use(monkeypatch, StubApp())
     fake.advance(10)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        assert probe_circuits() == {"half_opened": 2, "probes": 2, "resynced": 0}
+        assert probe_circuits() == {"forced_ended": 0, "half_opened": 2, "probes": 2, "resynced": 0}
         assert len(rsps.calls) == 0
     generations = dict(Circuit.objects.values_list("name", "generation"))
     assert sorted(app.sent) == [

@@ -94,7 +94,7 @@ def test_a_due_circuit_goes_half_open_and_a_good_probe_closes_it(fake):
     trip(fake)
     fake.advance(10)
     result, hits = probed(200)
-    assert result == {"half_opened": 1, "probes": 1, "resynced": 0}
+    assert result == {"forced_ended": 0, "half_opened": 1, "probes": 1, "resynced": 0}
     assert hits == 1
     row = Circuit.objects.get(name="payments")
     assert (row.state, row.open_count, row.retry_at) == ("closed", 0, None)
@@ -110,7 +110,7 @@ def test_a_circuit_that_is_not_due_is_left_alone(fake):
     trip(fake)
     fake.advance(9.9)
     result, hits = probed(200)
-    assert result == {"half_opened": 0, "probes": 0, "resynced": 0}
+    assert result == {"forced_ended": 0, "half_opened": 0, "probes": 0, "resynced": 0}
     assert hits == 0
     assert Circuit.objects.get(name="payments").state == "open"
     assert len(moves()) == 1
@@ -126,7 +126,7 @@ def test_a_failed_probe_reopens_with_the_doubled_wait(fake):
     assert (row.retry_at - row.opened_at).total_seconds() == pytest.approx(20.0)
     assert [m[2] for m in moves()[1:]] == ["probe_due", "probe_failed"]
     fake.advance(19.9)
-    assert probed(200) == ({"half_opened": 0, "probes": 0, "resynced": 0}, 0)
+    assert probed(200) == ({"forced_ended": 0, "half_opened": 0, "probes": 0, "resynced": 0}, 0)
     fake.advance(0.1)
     assert probed(200)[1] == 1
     assert Circuit.objects.get(name="payments").state == "closed"
@@ -136,7 +136,7 @@ def test_without_a_probe_the_task_only_moves_to_half_open_and_live_trials_decide
     make(probe_url="")
     trip(fake)
     fake.advance(10)
-    assert probed(200) == ({"half_opened": 1, "probes": 0, "resynced": 0}, 0)
+    assert probed(200) == ({"forced_ended": 0, "half_opened": 1, "probes": 0, "resynced": 0}, 0)
     assert Circuit.objects.get(name="payments").state == "half_open"
     assert breaker("payments").call(lambda: "live trial") == "live trial"
     assert Circuit.objects.get(name="payments").state == "closed"

@@ -12,7 +12,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from circuitbreaker_app import State
+from circuitbreaker_app import State, breaker, operator
 from circuitbreaker_app.models import Circuit, CircuitSample
 from circuitbreaker_app.samples import (
     HISTORY,
@@ -139,6 +139,44 @@ def test_staff_gets_json_matching_the_models(client, staff, circuits):
     assert (search["state"], search["retry_after"], search["at_trip"]) == ("closed", None, None)
     assert (search["calls"], search["failures"], search["slow"]) == (4, 1, 0)
     assert (search["failure_rate"], search["slow_call_rate"]) == (25.0, 0.0)
+
+
+class Down(Exception):
+    pass
+
+
+def fail_once(name: str) -> None:
+    def down():
+        raise Down
+
+    with pytest.raises(Down):
+        breaker(name).call(down)
+
+
+@pytest.mark.django_db(transaction=True)  # transitions publish on commit
+def test_at_trip_survives_failed_trials_and_a_forced_open_has_none(client, staff, fake, circuits):
+    """A failed trial reopens with an empty window: the figures that opened it stay."""
+    at_trip = {"failure_rate": 60.0, "slow_call_rate": 0.0, "calls": 5}
+
+    def payments():
+        return next(c for c in client.get(URL).json()["circuits"] if c["name"] == "payments")
+
+    for _round in range(2):
+        fake.advance(payments()["retry_after"])
+        fail_once("payments")  # the trial fails: OPEN again, with a longer wait
+        assert (payments()["state"], payments()["at_trip"]) == ("open", at_trip)
+    fake.advance(payments()["retry_after"])
+    assert breaker("payments").call(lambda: "ok") == "ok"  # a trial that succeeds
+    assert (payments()["state"], payments()["at_trip"]) == ("half_open", at_trip)
+    while payments()["state"] == "half_open":
+        breaker("payments").call(lambda: "ok")
+    assert (payments()["state"], payments()["at_trip"]) == ("closed", None)
+    # Forced open for a minute, then a failed trial: no trip opened it, so no figures
+    # (not those of the older trip).
+    operator.force_open("payments", until=60)
+    fake.advance(60)
+    fail_once("payments")
+    assert (payments()["state"], payments()["at_trip"]) == ("open", None)
 
 
 def test_probe_url_credentials_never_leave(client, staff, circuits):

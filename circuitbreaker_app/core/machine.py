@@ -123,10 +123,12 @@ class CircuitStateMachine:
         """Report the outcome of a call admitted by :meth:`acquire`."""
         settle(self, permit, outcome, duration)
 
-    def move_to(self, state: State, reason: str) -> bool:
-        """An operator's transition (force open/closed, disable, reset to CLOSED)."""
+    def move_to(self, state: State, reason: str, until: float | None = None) -> bool:
+        """An operator's transition (force open/closed, disable, reset to CLOSED);
+        ``until`` (a reading of the clock) bounds an operator state."""
         check_transition(self._status.state, state, operator=True)
-        return self.transition(self._status.moved_to(state, self.now(), self.config), reason, None)
+        new = self._status.moved_to(state, self.now(), self.config, until)
+        return self.transition(new, reason, None)
 
     def reset(self) -> bool:
         """Back to CLOSED with an empty window and ``open_count = 0``."""

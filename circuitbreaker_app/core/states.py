@@ -36,6 +36,14 @@ class State(enum.StrEnum):
 
 OPERATOR_STATES = frozenset({State.FORCED_OPEN, State.FORCED_CLOSED, State.DISABLED})
 
+#: Where an operator state goes by itself when its ``forced_until`` passes: a forced-open
+#: circuit is tried again (HALF_OPEN, as after a normal wait), the others return to CLOSED.
+EXPIRY_TARGETS: dict[State, State] = {
+    State.FORCED_OPEN: State.HALF_OPEN,
+    State.FORCED_CLOSED: State.CLOSED,
+    State.DISABLED: State.CLOSED,
+}
+
 #: Moves the breaker makes by itself. Operators may move any state to an operator
 #: state or (``reset``) to CLOSED; everything else raises IllegalTransitionError.
 AUTOMATIC_TRANSITIONS = frozenset(
@@ -44,6 +52,7 @@ AUTOMATIC_TRANSITIONS = frozenset(
         (State.OPEN, State.HALF_OPEN),
         (State.HALF_OPEN, State.OPEN),
         (State.HALF_OPEN, State.CLOSED),
+        *EXPIRY_TARGETS.items(),
     }
 )
 
@@ -79,10 +88,25 @@ class CircuitStatus:
     opened_at: float | None = None
     retry_at: float | None = None
     changed_at: float | None = None
+    #: When an operator state ends by itself (None: until reset). Always None otherwise.
+    forced_until: float | None = None
 
-    def moved_to(self, new: State, now: float, config: CircuitConfig) -> CircuitStatus:
-        """The status after a transition to ``new`` at ``now`` (no legality check)."""
-        base = replace(self, state=new, generation=self.generation + 1, changed_at=now)
+    def moved_to(
+        self, new: State, now: float, config: CircuitConfig, until: float | None = None
+    ) -> CircuitStatus:
+        """The status after a transition to ``new`` at ``now`` (no legality check).
+
+        ``until`` bounds an operator state (see :meth:`forced_expired`); other states
+        ignore it.
+        """
+        forced_until = until if new in OPERATOR_STATES else None
+        base = replace(
+            self,
+            state=new,
+            generation=self.generation + 1,
+            changed_at=now,
+            forced_until=forced_until,
+        )
         if new is State.OPEN:
             open_count = self.open_count + 1
             return replace(
@@ -102,7 +126,17 @@ class CircuitStatus:
         """Seconds until calls may pass again, or None when unknown or not applicable."""
         if self.state is State.OPEN and self.retry_at is not None:
             return max(0.0, self.retry_at - now)
+        if self.state is State.FORCED_OPEN and self.forced_until is not None:
+            return max(0.0, self.forced_until - now)
         return None
+
+    def forced_expired(self, now: float) -> bool:
+        """True when an operator state with an end (``forced_until``) has reached it."""
+        return (
+            self.forced_until is not None
+            and now >= self.forced_until
+            and (self.state in OPERATOR_STATES)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,13 +282,25 @@ class HalfOpen(CircuitStateBehaviour):
         ctx.complete_trial(permit.trial_slot, permit.trial_token, False)
 
 
+def end_forced(ctx: CircuitContext) -> bool:
+    """Leave an operator state whose ``forced_until`` has passed (one compare-and-set);
+    True when the circuit is no longer in it (moved here, or by someone else)."""
+    status = ctx.status
+    if not status.forced_expired(ctx.now()):
+        return False
+    _move(ctx, status.state, EXPIRY_TARGETS[status.state], "forced_until_elapsed")
+    return True
+
+
 class ForcedOpen(CircuitStateBehaviour):
-    """Reject everything until an operator resets the circuit."""
+    """Reject everything until an operator resets the circuit, or its ``forced_until``."""
 
     state = State.FORCED_OPEN
 
     def acquire(self, ctx: CircuitContext) -> Permit:
-        raise self.reject(ctx, None)
+        if end_forced(ctx):
+            return behaviour_for(ctx.status.state).acquire(ctx)
+        raise self.reject(ctx, ctx.status.retry_after(ctx.now()))
 
 
 class ForcedClosed(CircuitStateBehaviour):
@@ -263,6 +309,8 @@ class ForcedClosed(CircuitStateBehaviour):
     state = State.FORCED_CLOSED
 
     def acquire(self, ctx: CircuitContext) -> Permit:
+        if end_forced(ctx):
+            return behaviour_for(ctx.status.state).acquire(ctx)
         return Permit(State.FORCED_CLOSED, ctx.status.generation)
 
     def on_result(self, ctx: CircuitContext, permit: Permit, failed: bool, slow: bool) -> None:
@@ -275,6 +323,8 @@ class Disabled(CircuitStateBehaviour):
     state = State.DISABLED
 
     def acquire(self, ctx: CircuitContext) -> Permit:
+        if end_forced(ctx):
+            return behaviour_for(ctx.status.state).acquire(ctx)
         return Permit(State.DISABLED, ctx.status.generation)
 
 

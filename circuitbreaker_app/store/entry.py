@@ -31,6 +31,7 @@ def entry_from_row(row: Any) -> dict[str, Any]:
         "opened_at": timestamp(row.opened_at),
         "retry_at": timestamp(row.retry_at),
         "changed_at": timestamp(row.changed_at),
+        "forced_until": timestamp(row.forced_until),
         "config": row.definition(),
     }
 
@@ -65,6 +66,7 @@ def provisional_entry(name: str) -> dict[str, Any]:
         "opened_at": None,
         "retry_at": None,
         "changed_at": None,
+        "forced_until": None,
         "config": definition,
     }
 
@@ -78,6 +80,7 @@ def status_from_entry(entry: dict[str, Any]) -> CircuitStatus:
         opened_at=entry["opened_at"],
         retry_at=entry["retry_at"],
         changed_at=entry["changed_at"],
+        forced_until=entry.get("forced_until"),  # absent from entries written before 0.2
     )
 
 
@@ -91,5 +94,6 @@ def entry_with(circuit_id: int, config: CircuitConfig, status: CircuitStatus) ->
         "opened_at": status.opened_at,
         "retry_at": status.retry_at,
         "changed_at": status.changed_at,
+        "forced_until": status.forced_until,
         "config": asdict(config),
     }

@@ -246,6 +246,7 @@ class CircuitPersistence:
                     opened_at=to_datetime(new.opened_at),
                     retry_at=to_datetime(new.retry_at),
                     changed_at=to_datetime(new.changed_at),
+                    forced_until=to_datetime(new.forced_until),
                 )
             )
             if not updated:
@@ -337,20 +338,35 @@ class CircuitPersistence:
             reason,
             extra={TRANSITION_RECORD: True},  # the circuits command prints its own line
         )
+        if old.state is new.state:
+            return  # a reset of a CLOSED circuit, or a new end for a forced state: no signal
         state_changed.send(
             sender=Circuit, name=name, old_state=old.state, new_state=new.state, reason=reason
         )
 
-    def move_to(self, name: str, state: State, reason: str, actor: Any = None) -> bool:
-        """An operator's transition (force, disable, reset); False when already there."""
+    def move_to(
+        self,
+        name: str,
+        state: State,
+        reason: str,
+        actor: Any = None,
+        until: float | None = None,
+    ) -> bool:
+        """An operator's transition (force, disable, reset); False when already there.
+
+        ``until`` (shared time, :meth:`now`) ends an operator state by itself. Moving a
+        circuit to the state it is in with another ``until``, or resetting a CLOSED one
+        (which empties its window), is a change: a new generation and an event, but no
+        ``state_changed`` signal (the state did not change).
+        """
         runtime = self.runtime(name)
         for _attempt in range(5):
             self.reload(runtime)
             old = runtime._status
             check_transition(old.state, state, operator=True)
-            if old.state is state and state is not State.CLOSED:
+            if old.state is state and state is not State.CLOSED and old.forced_until == until:
                 return False
-            new = old.moved_to(state, self.now(), runtime.config)
+            new = old.moved_to(state, self.now(), runtime.config, until)
             if self.persist_transition(runtime, new, reason, runtime.snapshot(), actor=actor):
                 return True
         return False
@@ -370,6 +386,8 @@ class CircuitPersistence:
             return False
         if expected is State.OPEN and (old.retry_after(self.now()) or 0.0) > 0:
             return False
+        if expected.is_operator_state and not old.forced_expired(self.now()):
+            return False  # only the end of a forced state moves it without an operator
         return self.persist_transition(
             runtime, old.moved_to(new, self.now(), runtime.config), reason, None
         )

@@ -118,9 +118,16 @@ class CircuitRuntime:
         In OPEN the snapshot is trusted only until ``retry_at``: the first call after it
         re-reads the shared state, so a process that another has beaten to HALF_OPEN
         learns so from the cache instead of losing a compare-and-set on the database.
+
+        An operator state with an end (``forced_until``) is planned only up to that end:
+        the first call after it takes :meth:`acquire`, which ends the state.
         """
         fresh = self._fresh_until
         status = self._status
+        ends = None
+        if status.forced_until is not None:
+            ends = self.clock() + (status.forced_until - self.store.now())
+            fresh = min(fresh, ends)
         self.admit_until = fresh if self._free else -math.inf
         counts = not self._disabled and not self._success_can_open and self._slow_after is None
         self.count_token = self._generation if self._free and counts else -1
@@ -128,6 +135,7 @@ class CircuitRuntime:
         self.reject_until, self.retry_clock = -math.inf, None
         if status.state is State.FORCED_OPEN:
             self.reject_until = fresh
+            self.retry_clock = ends
         elif status.state is State.OPEN and status.retry_at is not None:
             now = self.clock()
             self.retry_clock = now + (status.retry_at - self.store.now())
@@ -241,7 +249,7 @@ class CircuitRuntime:
         True for a fresh snapshot in CLOSED, FORCED_CLOSED or DISABLED; everything else
         (a stale snapshot, OPEN, HALF_OPEN, FORCED_OPEN) takes :meth:`acquire`.
         """
-        if self._free and self.clock() < self._stale_at:
+        if self.clock() < self.admit_until:
             return self._generation
         return -1
 
@@ -326,7 +334,7 @@ class CircuitRuntime:
         status = self._status
         if self.store.clock() < self._recheck_at:
             return False  # waiting for the next re-read: rejected without I/O
-        if status.state is State.HALF_OPEN:
+        if status.state is State.HALF_OPEN or status.forced_expired(self.now()):
             return True
         return status.state is State.OPEN and (status.retry_after(self.now()) or 0) <= 0
 

@@ -246,3 +246,38 @@ def test_a_rejected_illegal_move_changes_nothing_and_notifies_no_one() -> None:
         h.machine.move_to(State.HALF_OPEN, "operator")
     assert h.machine.status == CircuitStatus()
     assert h.events == []
+
+
+# -- operator states with an end (``until``) ---------------------------------------------
+
+
+def test_forced_open_until_rejects_with_the_time_left_then_half_opens() -> None:
+    h = Harness(**TRIPPY, half_open_max_calls=1)
+    assert h.machine.move_to(State.FORCED_OPEN, "operator", until=h.clock() + 60)
+    with pytest.raises(CircuitOpenError) as info:
+        h.machine.acquire()
+    assert info.value.retry_after == pytest.approx(60)
+    h.clock.advance(60)
+    permit = h.machine.acquire()  # the end passed: this call is the trial
+    assert (permit.state, h.machine.state) == (State.HALF_OPEN, State.HALF_OPEN)
+    assert h.machine.status.forced_until is None
+
+
+@pytest.mark.parametrize("state", [State.FORCED_CLOSED, State.DISABLED])
+def test_forced_closed_and_disabled_until_return_to_closed(state: State) -> None:
+    h = Harness(**TRIPPY)
+    h.trip()
+    h.machine.move_to(state, "operator", until=h.clock() + 5)
+    h.clock.advance(4.9)
+    assert h.machine.acquire().state is state
+    h.clock.advance(0.1)
+    assert h.machine.acquire() == Permit(State.CLOSED, h.machine.status.generation)
+    assert (h.machine.status.open_count, h.machine.snapshot()) == (0, Snapshot())
+
+
+def test_an_end_belongs_to_operator_states_only() -> None:
+    h = Harness(**TRIPPY)
+    h.machine.move_to(State.FORCED_OPEN, "operator", until=h.clock() + 5)
+    h.machine.move_to(State.CLOSED, "reset", until=h.clock() + 5)
+    assert h.machine.status.forced_until is None
+    assert not h.machine.status.forced_expired(h.clock() + 10)

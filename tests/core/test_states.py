@@ -28,12 +28,16 @@ def test_state_is_a_str_enum_with_the_documented_values() -> None:
     assert {o.value for o in Outcome} == {"success", "failure", "ignored"}
 
 
-def test_the_breaker_moves_only_closed_open_half_open_closed() -> None:
+def test_the_breaker_moves_closed_open_half_open_closed_and_ends_forced_states() -> None:
     assert AUTOMATIC_TRANSITIONS == {
         (State.CLOSED, State.OPEN),
         (State.OPEN, State.HALF_OPEN),
         (State.HALF_OPEN, State.OPEN),
         (State.HALF_OPEN, State.CLOSED),
+        # when an operator state's forced_until passes
+        (State.FORCED_OPEN, State.HALF_OPEN),
+        (State.FORCED_CLOSED, State.CLOSED),
+        (State.DISABLED, State.CLOSED),
     }
 
 

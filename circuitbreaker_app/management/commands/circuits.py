@@ -1,9 +1,11 @@
 """``manage.py circuits``: list, inspect and steer circuits from a shell or a script.
 
-Subcommands: ``list``, ``show NAME``, ``open NAME`` (FORCED_OPEN), ``close NAME``
-(FORCED_CLOSED), ``reset NAME`` (CLOSED, empty window), ``disable NAME``, ``probe NAME``
-(enqueue the probe task) and ``sync`` (create the circuits of ``CIRCUITBREAKER["CIRCUITS"]``).
-Every subcommand takes ``--json``.
+Subcommands: ``list``, ``show NAME``, the operator moves of
+:data:`circuitbreaker_app.operator.MOVES` (``open NAME`` FORCED_OPEN, ``close NAME``
+FORCED_CLOSED, ``disable NAME`` DISABLED, each with ``--for 15m`` to end by itself, and
+``reset NAME`` CLOSED with an empty window), ``probe NAME`` (enqueue the probe task) and
+``sync`` (create the circuits of ``CIRCUITBREAKER["CIRCUITS"]``). Every subcommand takes
+``--json``.
 
 Exit codes: 0 done; 1 an error (unknown circuit, database or broker down, invalid
 settings), printed as one line; 2 bad usage (unknown subcommand or option); 3 with
@@ -27,15 +29,9 @@ from django.db import DatabaseError
 
 from circuitbreaker_app.core import State
 from circuitbreaker_app.live import LiveStatus, live_statuses, with_trip
+from circuitbreaker_app.operator import MOVES, MOVES_BY_COMMAND, parse_duration
 from circuitbreaker_app.store.persistence import TRANSITION_RECORD
 
-#: Subcommand -> the state it moves a circuit to (the admin actions mirror these).
-MOVES: dict[str, State] = {
-    "open": State.FORCED_OPEN,
-    "close": State.FORCED_CLOSED,
-    "reset": State.CLOSED,
-    "disable": State.DISABLED,
-}
 EXIT_REJECTING = 3
 EVENTS_SHOWN = 10
 
@@ -134,17 +130,20 @@ class Command(BaseCommand):
         show.add_argument(
             "--check", action="store_true", help="exit 3 when the circuit rejects calls"
         )
-        for name, state, text in (
-            ("open", State.FORCED_OPEN, "Force open: reject every call until reset."),
-            ("close", State.FORCED_CLOSED, "Force closed: admit every call, never trip."),
-            ("reset", State.CLOSED, "Back to normal CLOSED with an empty window."),
-            ("disable", State.DISABLED, "Disable: admit every call, record nothing."),
-        ):
-            cmd = add(name, f"{text} (state {state.value})", True)
+        for move in MOVES:
+            cmd = add(move.command, f"{move.effect} (state {move.state.value})", True)
             cmd.add_argument("--reason", default="", help="recorded on the event")
             cmd.add_argument(
                 "--user", metavar="USERNAME", help="the acting user recorded on the event"
             )
+            if move.takes_duration:
+                cmd.add_argument(
+                    "--for",
+                    dest="duration",
+                    metavar="DURATION",
+                    help="end the state by itself after DURATION (30s, 15m, 1h, 4h, 2d); "
+                    "default: until reset",
+                )
         add("probe", "Enqueue the probe task for the circuit (needs a Celery worker).", True)
         add("sync", "Create the circuits of CIRCUITBREAKER['CIRCUITS'] that are missing.", False)
 
@@ -299,21 +298,32 @@ class Command(BaseCommand):
         self._check(options, [status])
 
     def _move(self, **options: Any) -> None:
-        from circuitbreaker_app.store import get_store
-
         subcommand = options["subcommand"]
-        state = MOVES[subcommand]
+        move = MOVES_BY_COMMAND[subcommand]
+        until = None
+        if options.get("duration") is not None:
+            try:
+                until = parse_duration(options["duration"])
+            except ValueError as exc:
+                raise CommandError(f"--for: {exc}") from None
         circuit = self._circuit(options["name"])
         user = self._user(options.get("user"))
         reason = options.get("reason") or f"manage.py circuits {subcommand}"
         old = circuit.state
-        changed = get_store().move_to(circuit.name, state, reason, actor=user)
-        circuit.refresh_from_db(fields=["state"])
-        data = {"circuit": circuit.name, "from": old, "to": circuit.state, "changed": changed}
+        changed = move(circuit.name, until=until, reason=reason, actor=user)
+        circuit.refresh_from_db(fields=["state", "forced_until"])
+        data = {
+            "circuit": circuit.name,
+            "from": old,
+            "to": circuit.state,
+            "changed": changed,
+            "until": circuit.forced_until.isoformat() if circuit.forced_until else None,
+        }
+        ends = f" until {_when(circuit.forced_until)}" if circuit.forced_until else ""
         if changed:
-            text = f"{circuit.name}: {old} -> {circuit.state}"
+            text = f"{circuit.name}: {old} -> {circuit.state}{ends}"
         else:
-            text = f"{circuit.name}: already {circuit.state} (unchanged)"
+            text = f"{circuit.name}: already {circuit.state}{ends} (unchanged)"
         self._emit(options, data, text)
 
     do_open = do_close = do_reset = do_disable = _move
