@@ -95,7 +95,7 @@ def run_move(
         return _confirmation_page(modeladmin, request, queryset, move, form)
     until = form.seconds() if move.takes_duration else None
     username = request.user.get_username()
-    reason = form.cleaned_data["reason"] or f"{move.name} in admin by {username}"
+    reason = form.cleaned_data["reason"] or f"{move.name.replace('_', ' ')} in admin by {username}"
     moved, already, failed = [], [], []
     for circuit in queryset.order_by("name"):
         try:

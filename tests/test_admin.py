@@ -546,7 +546,7 @@ def test_a_move_writes_the_admin_history(client, operator, circuits):
     ]
     entry = entries[1]
     assert entry.get_change_message().startswith(
-        "Force open (reject every call): now forced_open until "
+        "Force open (reject every call): now forced open until "
     )
     assert entry.get_change_message().endswith("(vendor down)")
 

@@ -256,7 +256,7 @@ def test_admin_action_messages_and_form_errors_are_german(client, operator, circ
     changelist = reverse("admin:circuitbreaker_app_circuit_changelist")
     response = client.post(
         changelist,
-        {"action": "force_open", "_selected_action": [circuits["search"].pk]},
+        {"action": "force_open", "_selected_action": [circuits["search"].pk], "confirmed": "1"},
         follow=True,
     )
     messages = [str(m) for m in response.context["messages"]]
