@@ -438,7 +438,8 @@ def test_action_moves_many_circuits_and_records_the_user(
     assert Circuit.objects.get(name="mail").state == State.FORCED_OPEN  # not selected
 
 
-def test_the_change_list_keeps_the_trip_figures_after_a_failed_probe(client, operator):
+def test_the_change_list_keeps_the_trip_figures_after_a_failed_probe(client, operator, monkeypatch):
+    fake_dns(monkeypatch, {"upstream.test": ["192.0.2.10"]})
     fake = FakeStore().install()
     Circuit.objects.create(name="payments", probe_url="http://upstream.test/health", **TRIP_FAST)
     record("payments", "SFSFF")  # 3/5 = 60 % opens it

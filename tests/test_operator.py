@@ -15,7 +15,7 @@ from circuitbreaker_app import CircuitOpenError, State, breaker, operator
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.tasks import probe_circuits
-from tests.helpers import FakeStore
+from tests.helpers import FakeStore, fake_dns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,6 +40,12 @@ def ok() -> str:
 
 def down() -> str:
     raise Down
+
+
+@pytest.fixture(autouse=True)
+def _upstream_resolves(monkeypatch):
+    """upstream.test resolves to a documentation address (the probe checks it first)."""
+    fake_dns(monkeypatch, {"upstream.test": ["192.0.2.10"]})
 
 
 @pytest.fixture
