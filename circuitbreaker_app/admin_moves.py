@@ -32,9 +32,9 @@ logger = logging.getLogger("circuitbreaker_app")
 #: The duration choices (seconds; "" is until reset, "custom" reads the minutes field).
 DURATIONS = (
     ("", _("until reset")),
-    ("900", _("15 min")),
-    ("3600", _("1 h")),
-    ("14400", _("4 h")),
+    ("900", _("15 minutes")),
+    ("3600", _("1 hour")),
+    ("14400", _("4 hours")),
     ("custom", _("custom")),
 )
 #: The POST field that says the confirmation page was submitted.

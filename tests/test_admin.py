@@ -491,7 +491,13 @@ def test_a_move_asks_for_confirmation_and_a_duration_first(client, operator, cir
     assert "Force open (reject every call)" in html
     assert "<li>payments" in html and "<li>search" in html and "<li>mail" not in html
     labels = re.findall(r'<label for="id_duration_\d">\s*<input[^>]*>\s*([^<]+)</label>', html)
-    assert [label.strip() for label in labels] == ["until reset", "15 min", "1 h", "4 h", "custom"]
+    assert [label.strip() for label in labels] == [
+        "until reset",
+        "15 minutes",
+        "1 hour",
+        "4 hours",
+        "custom",
+    ]
     assert 'name="minutes"' in html and 'name="confirmed"' in html
     assert list(Circuit.objects.values("name", "state", "generation")) == before
 
