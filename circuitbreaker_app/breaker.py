@@ -257,10 +257,10 @@ class Breaker:
                 # last_good: most successes come within its refresh period; they cost a
                 # dict lookup here, not a call.
                 runtime.pending += 1
-                try:
-                    if now < due.get((fn, args), -1e308):
+                try:  # a subscript is cheaper than .get(); a miss is once per key
+                    if now < due[fn, args]:
                         return result
-                except TypeError:  # unhashable arguments: the fallback keys them itself
+                except (KeyError, TypeError):  # new key, or unhashable: the fallback decides
                     pass
                 self._memory.succeeded(self.name, fn, args, kwargs, result, now)  # type: ignore[union-attr]
                 return result
