@@ -274,3 +274,19 @@ def test_breakers_without_last_good_keep_the_plain_hot_path():
 def test_bad_options_name_the_option(options, error, match):
     with pytest.raises(error, match=match):
         last_good(**options)
+
+
+def test_calls_with_keyword_arguments_are_stored_once_per_refresh_too(fake):
+    written = count_answer_writes(fake)
+    guarded = breaker("stock", fallback=last_good(refresh=10))
+
+    def level(sku: str, warehouse: str = "main") -> int:
+        return 3
+
+    for _ in range(20):
+        guarded.call(level, "A1", warehouse="north")
+        guarded.call(level, sku="A1", warehouse="south")
+    assert len(written) == 2  # two keys, each stored once
+    fake.advance(10)
+    guarded.call(level, "A1", warehouse="north")
+    assert len(written) == 3
