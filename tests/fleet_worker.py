@@ -16,11 +16,13 @@ answers each with one JSON line on stdout:
   ``X-Generation`` and ``X-Trial`` so the upstream can count each half-open period's trials;
 * ``{"cmd": "closed_costs", "circuit": C, "seconds": S}``: successful calls for S seconds,
   counting database queries and Redis round trips;
-* ``{"cmd": "paced", "circuit": C, "pace": P, "go": FILE, "stop": FILE}``: one call through
-  ``breaker(C)`` every P seconds until STOP exists, each sending ``X-Circuit``,
+* ``{"cmd": "paced", "circuit": C, "pace": P, "go": FILE, "stop": FILE, "started": DIR}``:
+  one call through ``breaker(C)`` every P seconds until STOP exists (a file named by the
+  process id in DIR says the first call is done), each sending ``X-Circuit``,
   ``X-Generation`` and ``X-Trial`` for the state it was admitted in; answers with the
   ``time.monotonic()`` of the first call admitted in each generation (one clock for every
-  process of the machine, network namespaces included);
+  process of the machine, network namespaces included), and the breaker's warnings
+  (e.g. "Redis … unreachable": the process decided on its own counts for a while);
 * ``{"cmd": "quit"}``.
 
 Every answer carries ``signals``: the ``state_changed`` signals this process has sent
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import sys
 import threading
@@ -230,10 +233,18 @@ def main() -> None:
             }
             return upstream.get(headers)
 
+        warnings: list[str] = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = lambda record: warnings.append(record.getMessage()[:200])  # type: ignore[method-assign]
+        logging.getLogger("circuitbreaker_app").addHandler(handler)
         pace = float(command["pace"])
         wait_for(command["go"])
         deadline = time.monotonic() + 2 * DEADLINE
+        calls = 0
         while not os.path.exists(command["stop"]) and time.monotonic() < deadline:
+            if calls == 1:
+                open(os.path.join(command["started"], str(os.getpid())), "w").close()
+            calls += 1
             started = time.monotonic()
             try:
                 guarded.call(call)
@@ -246,7 +257,13 @@ def main() -> None:
                 unexpected.append(repr(exc))
                 break
             time.sleep(max(0.0, pace - (time.monotonic() - started)))
-        return {"first_admitted": first, **counts, "unexpected": unexpected}
+        logging.getLogger("circuitbreaker_app").removeHandler(handler)
+        return {
+            "first_admitted": first,
+            **counts,
+            "unexpected": unexpected,
+            "warnings": warnings,
+        }
 
     handlers = {
         "load": lambda c: {"state": breaker(c["circuit"]).state.value},

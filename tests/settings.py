@@ -10,6 +10,8 @@ and on real services:
 - ``CB_SQLITE_PATH``: the SQLite file (default ``<repo>/.pytest-db.sqlite3``); the test
   database is ``.pytest-test-db.sqlite3`` beside it.
 - ``CB_POSTGRES_TEST_NAME``: the PostgreSQL test database (default ``test_circuitbreaker``).
+- ``CB_POSTGRES_HOST`` / ``CB_POSTGRES_PORT``: where PostgreSQL is reached (default
+  ``127.0.0.1:5432``; worker processes in another network namespace use a forwarder).
 """
 
 import os
@@ -55,8 +57,9 @@ elif CB_DATABASE in ("postgres", "postgresql"):
             "NAME": os.environ.get("CB_POSTGRES_NAME", "test"),
             "USER": "postgres",
             "PASSWORD": "",
-            "HOST": "127.0.0.1",
-            "PORT": "5432",
+            # A worker on another network namespace reaches it through a forwarder.
+            "HOST": os.environ.get("CB_POSTGRES_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("CB_POSTGRES_PORT", "5432"),
             # Bounded connection waits (system check circuitbreaker_app.W040).
             "OPTIONS": {"connect_timeout": 5},
             # Overridable so two suites can run against one server at the same time.

@@ -8,7 +8,7 @@ belongs to. The bounds asserted are the ones docs/architecture.md promises:
 * HALF_OPEN with ``half_open_max_calls = N``: exactly N trials per period, 20 periods;
 * 8 threads × 4 processes failing at once: one event row and one signal per transition;
 * a closed success: 0 queries and on average 0 Redis round trips, in every process;
-* after a successful trial every process admits calls within ``RECOVERY_BOUND`` (DESIGN §3).
+* after a successful trial every process admits calls at once (DESIGN §3: within 0.25 s).
 
 Every fleet test runs on the three Redis topologies of DESIGN §4c (the ``topology``
 parameter): the suite's own server (``single``), and a 3-master Cluster and a Sentinel
@@ -48,6 +48,12 @@ WORKERS = 4
 PERIODS = 20
 #: Half-open periods checked on Cluster and Sentinel (the single server checks PERIODS).
 PERIODS_ELSEWHERE = 10
+
+
+def repetitions(topology: object) -> int:
+    """How often a trip scenario repeats: 3 on the single server, once on Cluster and
+    Sentinel (the CI budget; the three-in-a-row runs of the issue repeat them there)."""
+    return 3 if topology is None else 1
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +102,7 @@ def fleet(upstream, django_db_setup, topology):
 def test_a_dead_dependency_gets_at_most_5_plus_w_calls(fleet, upstream, tmp_path, topology):
     upstream.mode = "fail"
     figures = []
-    for repetition in range(3):
+    for repetition in range(repetitions(topology)):
         name = make_circuit(wait_duration=60)
         assert {a["state"] for a in fleet.ask({"cmd": "load", "circuit": name})} == {"closed"}
         before = upstream.hits
@@ -126,7 +132,7 @@ def test_a_dependency_dying_under_healthy_load_gets_at_most_5_plus_w_failing_cal
     dependency dies (each flushes ~1,000 successes per STATE_TTL)."""
     figures, successes = [], []
     try:
-        for repetition in range(3):
+        for repetition in range(repetitions(topology)):
             upstream.mode = "ok"
             name = make_circuit(wait_duration=60)
             assert {a["state"] for a in fleet.ask({"cmd": "load", "circuit": name})} == {"closed"}

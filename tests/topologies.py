@@ -193,7 +193,8 @@ class LocalRedis(Topology):
         super().__init__()
         self.bind = bind
         self.port = spare_port()
-        args = ["--bind", " ".join(("127.0.0.1", *bind))] if bind else []
+        # Clients on another address are refused in protected mode (no password set).
+        args = ["--bind", " ".join(("127.0.0.1", *bind)), "--protected-mode", "no"] if bind else []
         self.server = Server(self.folder, self.port, args)
         self.servers.append(self.server)
         self.url = f"redis://127.0.0.1:{self.port}/0"
