@@ -99,7 +99,7 @@ def test_overhead_covers_every_library_and_outcome(smoke):
     }
 
 
-def test_fleet_load_and_memory_ran(smoke):
+def test_fleet_load_memory_and_httpx_ran(smoke):
     _out, data = smoke
     fleet = {r["library"]: r for r in data["fleet"]["results"]}
     if is_reachable("127.0.0.1", 6379):
@@ -116,6 +116,11 @@ def test_fleet_load_and_memory_ran(smoke):
         assert load["trip"]["tripped"]
     memory = {r["library"] for r in data["memory"]["results"]}
     assert "cb_app-locmem" in memory
+
+    httpx_part = data["httpx"]
+    if has("httpx"):  # every request sent reached the upstream, guarded or not
+        assert httpx_part["requests_counted"] == httpx_part["requests_sent"] > 0
+        assert httpx_part["last_good"]["pairs"] > 0
 
 
 def test_plots_are_embedded_when_matplotlib_is_installed(smoke):
