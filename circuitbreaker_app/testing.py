@@ -45,6 +45,11 @@ class CountingCache:
 
         return counted
 
+    def note(self, name: str) -> None:
+        """Count an operation that reached the shared store without passing through this
+        wrapper (a Redis script standing for the cache call ``name``)."""
+        self.calls[name] += 1
+
     @property
     def total(self) -> int:
         return sum(self.calls.values())

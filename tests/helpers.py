@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import pytest
 from django.conf import settings
 
 from circuitbreaker_app.core import FakeClock, Outcome
-from circuitbreaker_app.store import (
-    CacheCounters,
-    CircuitStore,
-    RedisCounters,
-    get_store,
-    reset_store,
-)
+from circuitbreaker_app.store import CircuitStore, get_store, reset_store
 from circuitbreaker_app.testing import CACHE_OPERATIONS, CountingCache
 
 __all__ = [
@@ -34,11 +30,8 @@ class FakeStore:
         self.store = CircuitStore(clock=self.clock, wall=self.clock, sync_db_clock=False)
         self.cache = CountingCache(self.store.cache)
         self.store.cache = self.cache
-        if isinstance(self.store.counters, CacheCounters):
-            self.store.counters = CacheCounters(self.cache)
-        elif isinstance(self.store.counters, RedisCounters):
-            # Its round trips are counted with the cache's, under the cache call they replace.
-            self.store.counters.on_call = lambda name: self.cache.calls.update([name])
+        # Round trips of the counters are counted with the cache's.
+        self.store.counters = self.store.counters.through(self.cache)
 
     def install(self) -> FakeStore:
         reset_store(self.store)
@@ -101,3 +94,40 @@ def fake_dns(monkeypatch: Any, answers: dict[str, Any]) -> list[str]:
 
     monkeypatch.setattr(probe_targets, "getaddrinfo", getaddrinfo)
     return asked
+
+
+# -- every counter backend, whatever CB_CACHE says --------------------------------------
+
+
+def backend_settings(backend: str, tmp_path: Any) -> dict[str, Any]:
+    """Settings that put the store on the counter ``backend`` (``locmem``, ``database`` or
+    ``redis``, whatever ``CB_CACHE`` says), with a cache alias of its own: use them with
+    ``override_settings(**backend_settings(backend, tmp_path))``."""
+    caches = dict(settings.CACHES)
+    breaker_settings = dict(getattr(settings, "CIRCUITBREAKER", {}))
+    if backend == "locmem":
+        caches["model"] = {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "model-based",
+        }
+    elif backend == "database":  # a cache without atomic incr: counters in the database
+        caches["model"] = {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        }
+    else:
+        caches["model"] = {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "model-based-keys",
+        }
+        breaker_settings["REDIS_URL"] = os.environ.get("CB_REDIS_URL", "redis://127.0.0.1:6379/15")
+    breaker_settings.update({"CACHE": "model", "STATE_TTL": 1.0, "AUTO_CREATE": False})
+    return {"CACHES": caches, "CIRCUITBREAKER": breaker_settings}
+
+
+#: Every counter backend, for ``@pytest.mark.parametrize("backend", BACKENDS)``.
+BACKENDS = [
+    "locmem",
+    "database",
+    pytest.param("redis", marks=pytest.mark.redis),
+]

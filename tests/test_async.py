@@ -16,7 +16,6 @@ from asgiref.sync import async_to_sync
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
-from circuitbreaker_app.store import CacheCounters, RedisCounters
 from tests.helpers import CACHE_OPERATIONS, FakeStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,10 +54,7 @@ def watch(fake: FakeStore) -> LoopWatchingCache:
     """Make ``fake``'s cache (and counters) note every operation made on a loop's thread."""
     cache = LoopWatchingCache(fake.store.cache)
     fake.store.cache = cache
-    if isinstance(fake.store.counters, CacheCounters):
-        fake.store.counters = CacheCounters(cache)
-    elif isinstance(fake.store.counters, RedisCounters):
-        fake.store.counters.on_call = cache.note  # its round trips, as the cache calls they replace
+    fake.store.counters = fake.store.counters.through(cache)
     return cache
 
 

@@ -120,9 +120,11 @@ def test_a_count_window_remembers_where_its_process_left_off():
     assert window.seen == 3
     change = window.change(Snapshot(), 4, 0.0)
     assert (change.successes, change.outcome, change.seen) == (4, 0, 3)
-    window.absorb({"p/count": [40, 5, 0, 0]}, 0.0)
+    window.absorb({"p/count": [40, 5, 0, 0]}, 0.0, settled=False)
     assert window.estimate(0.0) == Snapshot(5, 0, 0)
-    assert window.seen == 3  # reading is not writing: its batch still goes after 3
+    assert window.seen == 3  # a batch made before this read still goes after 3
+    window.absorb({"p/count": [40, 5, 0, 0]}, 0.0)
+    assert window.seen == 40  # with nothing batched: later successes follow what was read
     window.absorb({"p/count": "garbage"}, 0.0)
     assert window.estimate(0.0) == Snapshot()
     assert MAX_RUNS >= 8

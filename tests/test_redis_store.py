@@ -22,11 +22,8 @@ from circuitbreaker_app.checks import check_settings
 from circuitbreaker_app.core import FakeClock, Outcome, State
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import (
-    CacheCounters,
     CircuitStore,
-    RedisCounters,
     RedisLink,
-    RedisStateCache,
     RedisUnavailable,
     generation_prefix,
     redis_url_for,
@@ -96,8 +93,7 @@ def closed_port() -> int:
 
 def test_the_redis_path_is_chosen_for_a_redis_cache_or_redis_url(redis_path):
     store = CircuitStore()
-    assert isinstance(store.counters, RedisCounters)
-    assert isinstance(store.cache, RedisStateCache)
+    assert store.backend.name == "redis"
     assert store.redis is not None and store.redis.url == REDIS_URL
 
 
@@ -108,7 +104,7 @@ def test_other_caches_keep_the_generic_path(settings):
     settings.CIRCUITBREAKER = {}
     store = CircuitStore()
     assert store.redis is None
-    assert isinstance(store.counters, CacheCounters)
+    assert store.backend.name == "locmem"
 
 
 @pytest.mark.parametrize(

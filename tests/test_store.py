@@ -22,8 +22,6 @@ from circuitbreaker_app.store import (
     PROVISIONAL_ID,
     CacheCounters,
     CircuitStore,
-    DatabaseCounters,
-    RedisCounters,
     state_key,
 )
 from circuitbreaker_app.store.runtime import RECHECK_INTERVAL
@@ -133,13 +131,15 @@ def test_successes_are_batched_and_flushed_once_per_ttl(pair):
     assert a.cache.total == 0
     a.advance(1.0)
     succeed(ra, 1)
-    if isinstance(a.store.counters, CacheCounters):
-        # refresh; the flush is a get + set of this process's LocMem under a lock
-        assert a.cache.calls == {"get_many": 1, "get": 1, "set": 1}
-    elif isinstance(a.store.counters, RedisCounters):
-        assert a.cache.calls == {"get_many": 1, "incr": 1}  # one script makes the bucket
-    else:  # the flush goes to the database counters
-        assert a.cache.calls == {"get_many": 1}
+    assert (
+        a.cache.calls
+        == {
+            # refresh; the flush is a get + set of this process's LocMem under a lock
+            "locmem": {"get_many": 1, "get": 1, "set": 1},
+            "redis": {"get_many": 1, "incr": 1},  # one script makes the bucket
+            "database": {"get_many": 1},  # the flush goes to the database counters
+        }[a.store.backend.name]
+    )
     assert ra.window.estimate(a.clock()) == Snapshot(4, 0, 0)  # the newest 4 of 101 calls
 
 
@@ -151,12 +151,14 @@ def test_a_failure_carries_pending_successes_in_one_operation(pair):
     a.cache.reset()
     succeed(ra, 2)
     fail(ra)
-    if isinstance(a.store.counters, RedisCounters):
-        assert a.cache.calls == {"incr": 1}  # one script call
-    elif isinstance(a.store.counters, CacheCounters):
-        assert a.cache.calls == {"get": 1, "set": 1}  # LocMem: process memory, one lock
-    else:  # the database cache has no compare-and-set: the counters table instead
-        assert a.cache.total == 0
+    assert (
+        a.cache.calls
+        == {
+            "redis": {"incr": 1},  # one script call
+            "locmem": {"get": 1, "set": 1},  # LocMem: process memory, one lock
+            "database": {},  # the database cache has no compare-and-set: the counters table
+        }[a.store.backend.name]
+    )
     assert ra.window.window[1:] == [1, 1, 0, 2, 0, 0, 1, 1, 0]  # F S S F, oldest first
     assert ra.window.window[0] == 6  # calls recorded in this generation
 
@@ -185,7 +187,7 @@ def test_a_leaked_trial_permit_is_freed_after_its_lease(pair, monkeypatch, setti
     locmem = settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")
     # Permits expire on the store's (fake) clock in the database counters, on the cache's
     # own clock otherwise: LocMem's can be faked, a real Redis server's cannot.
-    real_clock = not isinstance(a.store.counters, DatabaseCounters) and not locmem
+    real_clock = a.store.counters.in_cache and not locmem
     lease = 1.0 if real_clock else 5.0
     if locmem:
         # LocMem expires keys by time.time(): put it on the fake clock too.

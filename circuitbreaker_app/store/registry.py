@@ -17,7 +17,7 @@ from django.db import Error as DjangoDatabaseError
 from django.db import transaction
 
 from circuitbreaker_app import conf
-from circuitbreaker_app.core import Snapshot
+from circuitbreaker_app.core import Snapshot, State
 from circuitbreaker_app.store import backends
 from circuitbreaker_app.store.answers import RememberedAnswers
 from circuitbreaker_app.store.entry import PROVISIONAL_ID, entry_from_row, provisional_entry
@@ -27,6 +27,9 @@ from circuitbreaker_app.store.overflow import CapReached, Overflow
 from circuitbreaker_app.store.persistence import CircuitPersistence
 from circuitbreaker_app.store.runtime import CircuitRuntime
 from circuitbreaker_app.store.windows import BucketAdd, CountAdd
+
+#: States whose calls go into the sliding window.
+RECORDING_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED})
 
 
 class CircuitStore(CircuitPersistence, RememberedAnswers):
@@ -188,7 +191,8 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             runtime._push(Snapshot())
         now = self.now()
         key = state_key(runtime.name)
-        window_keys = runtime.window.read_keys(now) if self.counters.in_cache else []
+        window = runtime.window
+        window_keys = window.read_keys(now) if self.counters.in_cache else []
         runtime._stale_at = self.clock() + self.ttl
         try:
             values = self.cache.get_many([key, *window_keys])
@@ -196,7 +200,7 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             self.outages.failed("cache", exc)
             if runtime.circuit_id != PROVISIONAL_ID:
                 return  # keep the last known state
-            values, window_keys = {}, []  # a circuit built from settings: ask the database
+            values, window_keys = {}, None  # a circuit built from settings: ask the database
         else:
             self.outages.recovered("cache")
         entry = values.get(key)
@@ -219,9 +223,20 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             self._adopt(runtime, entry)  # only a later state than our own offline moves
         else:
             runtime._apply(entry)
-        if window_keys:
-            runtime.window.absorb(values, now)
-            runtime._watch(runtime.window.estimate(now))
+        if (
+            window_keys is not None
+            and (runtime.window is not window or not window_keys)
+            and runtime._status.state in RECORDING_STATES
+        ):
+            # A new period (or definition) has a window of its own, and counters outside
+            # the cache need a read of their own: one more round trip, only then, and only
+            # in the states whose window decides or is shown (the others' stays empty).
+            keys = runtime.window.read_keys(now)
+            values = self.outages.guard("shared counters", None, self.counters.get_many, keys)
+        if window_keys is not None and values is not None:
+            runtime.window.absorb(values, now, settled=not runtime.pending)
+        runtime._stale_at = self.clock() + self.ttl
+        runtime._watch(runtime.window.estimate(now))
 
     def loaded(self, name: str) -> CircuitRuntime | None:
         """The runtime of ``name`` if this process already has it (never any I/O)."""
@@ -276,7 +291,7 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             ):
                 runtime._apply(entry)
             if runtime._status.generation == generations[name]:
-                runtime.window.absorb(values, now)
+                runtime.window.absorb(values, now, settled=not runtime.pending)
             runtime._stale_at = stale_at
         return runtimes
 

@@ -11,10 +11,11 @@ process and bounded for many:
   script on Redis, a compare-and-set elsewhere). Every process adds to the same sequence.
 
 Successes are batched per process (DESIGN §4). In a count window a batch is placed where
-the process's previous write left off, before outcomes other processes recorded since:
-those may have happened before or after the batch, and the earlier place is the one that
-never lets a late batch push other processes' fresh failures out of the window (a dead
-dependency trips after ``window_size`` failures whatever the processes had batched).
+the process's previous write, or its last read made with nothing batched, left off, before
+outcomes other processes recorded since: those may have happened before or after the
+batch, and the earlier place is the one that never lets a late batch push other processes'
+fresh failures out of the window (a dead dependency trips after ``window_size`` failures
+whatever the processes had batched).
 """
 
 from __future__ import annotations
@@ -206,8 +207,10 @@ class SharedWindow:
         """Keys whose latest values the window wants (read with the state snapshot)."""
         raise NotImplementedError("subclasses of SharedWindow must provide read_keys()")
 
-    def absorb(self, values: dict[str, Any], now: float) -> None:
-        """Take values read for :meth:`read_keys` (missing keys are empty)."""
+    def absorb(self, values: dict[str, Any], now: float, settled: bool = True) -> None:
+        """Take values read for :meth:`read_keys` (missing keys are empty). ``settled``:
+        the process has no batched successes, so any it batches from now on happened
+        after everything read here."""
         raise NotImplementedError("subclasses of SharedWindow must provide absorb()")
 
     def estimate(self, now: float) -> Snapshot:
@@ -273,7 +276,7 @@ class TimeBuckets(SharedWindow):
         current = self._bucket(now)
         return [self._key(b) for b in range(current - self.count + 1, current + 1)]
 
-    def absorb(self, values: dict[str, Any], now: float) -> None:
+    def absorb(self, values: dict[str, Any], now: float, settled: bool = True) -> None:
         current = self._bucket(now)
         for bucket in range(current - self.count + 1, current + 1):
             value = values.get(self._key(bucket))
@@ -331,8 +334,10 @@ class CountRuns(SharedWindow):
     def read_keys(self, now: float) -> list[str]:
         return [self.key]
 
-    def absorb(self, values: dict[str, Any], now: float) -> None:
+    def absorb(self, values: dict[str, Any], now: float, settled: bool = True) -> None:
         self.window = parse_count(values.get(self.key))
+        if settled:  # a batch from now on goes after what was read (not before it)
+            self.seen = self.window[0]
 
     def estimate(self, now: float) -> Snapshot:
         return count_totals(self.window)

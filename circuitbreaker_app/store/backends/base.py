@@ -89,3 +89,14 @@ class Counters:
 
     def after_fork(self) -> None:
         """Forget connections inherited from a parent process. A no-op by default."""
+
+    def through(self, cache: Any) -> Counters:
+        """These counters, with every operation seen by ``cache``: a wrapper of the store's
+        cache that counts or checks calls (``circuitbreaker_app.testing.CountingCache``).
+
+        Counters kept in the cache read and write through ``cache``; counters with a
+        connection of their own report each operation to ``cache.note(name)``, named
+        after the cache call it replaces. By default (counters in a database table, whose
+        operations are queries) ``cache`` sees nothing.
+        """
+        return self

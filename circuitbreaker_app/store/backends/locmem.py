@@ -54,6 +54,9 @@ class LocMemCounters(Counters):
     def delete(self, key: str) -> None:
         self.cache.delete(key)
 
+    def through(self, cache: Any) -> LocMemCounters:
+        return LocMemCounters(cache)
+
 
 #: The name this class had before the backends were split into modules.
 CacheCounters = LocMemCounters

@@ -401,6 +401,10 @@ class RedisCounters(Counters):
     def after_fork(self) -> None:
         self.link.reset_after_fork()
 
+    def through(self, cache: Any) -> RedisCounters:
+        self.on_call = cache.note
+        return self
+
 
 def handles(cache_alias: str) -> bool:
     """True when ``REDIS_URL`` is set or the cache is a Redis cache with a URL."""
