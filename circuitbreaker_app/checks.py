@@ -91,6 +91,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     errors.extend(_status_and_metrics_checks(raw))
     errors.extend(_probe_host_checks(raw))
+    if "DB_TIMEOUT" in raw and (not _positive(raw["DB_TIMEOUT"]) or raw["DB_TIMEOUT"] > 30):
+        errors.append(
+            _error(
+                41,
+                "CIRCUITBREAKER['DB_TIMEOUT'] must be a positive number of seconds (at most "
+                f"30), but was {raw['DB_TIMEOUT']!r}.",
+                "The default, 0.5, bounds what a hung database can add to a guarded call.",
+            )
+        )
     errors.extend(_redis_checks(raw))
     cache_alias = conf.get("CACHE")
     cache_ok = isinstance(cache_alias, str) and cache_alias in settings.CACHES

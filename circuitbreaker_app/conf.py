@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     # Redis TIME as the shared clock). None: the CACHE's own server when that cache is
     # Django's or django-redis's RedisCache, else the generic cache path.
     "REDIS_URL": None,
+    # Seconds the breaker waits for its own database queries (and connections) before it
+    # treats the database as down: at most one such wait per outage per process.
+    "DB_TIMEOUT": 0.5,
     # Host names or fnmatch patterns a probe_url may point at (None: any host that is not
     # link-local or a cloud metadata service, which are always refused).
     "PROBE_HOSTS": None,

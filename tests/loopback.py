@@ -156,7 +156,9 @@ def loopback_server() -> Iterator[LoopbackServer]:
 
 class TcpProxy:
     """Forwards a spare port on ``host`` to ``target`` (e.g. PostgreSQL), a thread per
-    direction and connection; ``cut()`` refuses and drops everything."""
+    direction and connection; ``cut()`` refuses and drops everything; ``stall()`` keeps
+    accepting connections but forwards nothing either way (a server that accepts
+    connections but never answers), until ``resume()``."""
 
     def __init__(self, target: tuple[str, int], host: str = "127.0.0.1") -> None:
         self.target = target
@@ -165,6 +167,21 @@ class TcpProxy:
         self.listener: socket.socket | None = None
         self.sockets: set[socket.socket] = set()
         self.lock = threading.Lock()
+        self.stalled = threading.Event()
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def resume(self) -> None:
+        """Answer again; connections opened or used while stalled are dropped (their
+        protocol state is lost), as after a real hang."""
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.sockets.clear()
+        self.stalled.clear()
 
     def __enter__(self) -> TcpProxy:
         self.start()
@@ -188,6 +205,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.stalled.is_set():
+                with self.lock:
+                    self.sockets.add(client)  # accepted, never answered
+                continue
             try:
                 server = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -201,6 +222,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if self.stalled.is_set():
+                    continue  # swallowed: the other side waits for ever
                 sink.sendall(data)
         except OSError:
             pass

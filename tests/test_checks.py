@@ -44,6 +44,9 @@ def test_valid_and_empty_settings_pass(settings):
         ({"PROBE_HOSTS": ["ok.example", ""]}, "circuitbreaker_app.E040"),
         ({"PROBE_HOSTS": [" ok.example"]}, "circuitbreaker_app.E040"),
         ({"PROBE_HOSTS": [None]}, "circuitbreaker_app.E040"),
+        ({"DB_TIMEOUT": 0}, "circuitbreaker_app.E041"),
+        ({"DB_TIMEOUT": "0.5"}, "circuitbreaker_app.E041"),
+        ({"DB_TIMEOUT": 600}, "circuitbreaker_app.E041"),
         (
             {"CIRCUITS": {"p": {"probe_url": "http://169.254.169.254/latest/"}}},
             "circuitbreaker_app.E009",

@@ -423,6 +423,8 @@ def test_a_first_use_with_the_cache_and_the_database_down_is_guarded_by_the_sett
     assert not CircuitEvent.objects.exists()
 
     monkeypatch.undo()  # the database answers again (the cache is still down)
+    assert fake.store.db.down  # no call waits for it meanwhile (store/dbguard.py)...
+    assert fake.store.db.check_now()  # ...until the background retry finds it back
     fake.advance(1.0)
     assert runtime.status.state is State.CLOSED  # the stored circuit wins
     assert runtime.circuit_id == stored.pk

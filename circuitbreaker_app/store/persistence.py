@@ -30,6 +30,7 @@ from circuitbreaker_app.store.overflow import CapReached
 from circuitbreaker_app.text import shorten
 
 if TYPE_CHECKING:
+    from circuitbreaker_app.store.dbguard import DatabaseGuard
     from circuitbreaker_app.store.runtime import CircuitRuntime
 
 logger = logging.getLogger("circuitbreaker_app")
@@ -66,6 +67,7 @@ class CircuitPersistence:
     cache: Any
     counters: Counters
     outages: Outages
+    db: DatabaseGuard
     redis: Any
     sync_db_clock: bool
     offset: float
@@ -81,7 +83,20 @@ class CircuitPersistence:
         raise NotImplementedError("CircuitStore provides runtime()")
 
     def load_entry(self, name: str, create: bool = True) -> dict[str, Any]:
-        """Read a circuit from the database (creating it when allowed) and fill the cache."""
+        """Read a circuit from the database (creating it when allowed) and fill the cache.
+
+        The queries are bounded by ``DB_TIMEOUT`` and fail at once while the database is
+        known to be down (``dbguard.py``).
+        """
+        row = self.db.run(self._read_row, name, create)
+        entry = entry_from_row(row)
+        try:
+            self.cache.add(state_key(name), entry, timeout=None)
+        except Exception as exc:
+            self.outages.failed("cache", exc)
+        return entry
+
+    def _read_row(self, name: str, create: bool) -> Any:
         from circuitbreaker_app.models import Circuit
 
         queryset = Circuit.objects.using(self.db_alias).annotate(db_now=Now())
@@ -92,12 +107,7 @@ class CircuitPersistence:
             if not create:
                 raise UnknownCircuitError(f"no circuit named {name!r}")
             row = self._create(name)
-        entry = entry_from_row(row)
-        try:
-            self.cache.add(state_key(name), entry, timeout=None)
-        except Exception as exc:
-            self.outages.failed("cache", exc)
-        return entry
+        return row
 
     def _observe_db_time(self, db_now: datetime | None, started: float) -> None:
         if self.redis is not None:
@@ -210,7 +220,7 @@ class CircuitPersistence:
             runtime._apply(_entry_with(runtime, new))
             return True
         try:
-            won = self._write_transition(runtime, move)
+            won = self.db.run(self._write_transition, runtime, move)
         except DjangoDatabaseError as exc:
             # The database is down: this process moves on its own and says so once.
             self.outages.failed("database", exc)
@@ -286,7 +296,7 @@ class CircuitPersistence:
             while runtime._unsaved:
                 move = runtime._unsaved[0]
                 try:
-                    won = self._write_transition(runtime, move)
+                    won = self.db.run(self._write_transition, runtime, move)
                 except DjangoDatabaseError as exc:
                     self.outages.failed("database", exc)
                     self._drop_broken_connection()

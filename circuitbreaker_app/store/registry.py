@@ -20,6 +20,7 @@ from circuitbreaker_app import conf
 from circuitbreaker_app.core import Snapshot, State
 from circuitbreaker_app.store import backends
 from circuitbreaker_app.store.answers import RememberedAnswers
+from circuitbreaker_app.store.dbguard import DatabaseGuard
 from circuitbreaker_app.store.entry import PROVISIONAL_ID, entry_from_row, provisional_entry
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
@@ -60,6 +61,10 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         #: The backend's own client when it reads a server's clock (Redis), else None.
         self.redis: Any = self.backend.client
         self.outages = Outages(self.backend.label)
+        #: The store's own queries, each bounded by DB_TIMEOUT (``dbguard.py``).
+        self.db = DatabaseGuard(
+            self.db_alias, float(conf.get("DB_TIMEOUT")), self._after_database_outage
+        )
         self._runtimes: dict[str, CircuitRuntime] = {}
         #: Breakers of names past MAX_CIRCUITS, per process (``overflow.py``).
         self.overflow = Overflow(self)
@@ -294,6 +299,14 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
                 runtime.window.absorb(values, now, settled=not runtime.pending)
             runtime._stale_at = stale_at
         return runtimes
+
+    def _after_database_outage(self) -> None:
+        """The database answers again (the guard's background thread): write every
+        transition this process made meanwhile, oldest first."""
+        self.outages.recovered("database")
+        for runtime in list(self._runtimes.values()):
+            if runtime._unsaved:
+                self.save_unsaved(runtime)
 
     def forget(self, names: Iterable[str] | None = None) -> None:
         """Drop this process's snapshots (all, or of ``names``)."""
