@@ -116,7 +116,7 @@ class Breaker:
             return self._cached  # type: ignore[return-value]
         store = get_store()
         self._cached = store.runtime(self.name)
-        self._store = store
+        self._adopt(store)
         return self._cached
 
     async def _aruntime(self) -> CircuitRuntime:
@@ -125,8 +125,16 @@ class Breaker:
         runtime = store.loaded(self.name)
         if runtime is None:
             return await sync_to_async(self._runtime)()
-        self._cached, self._store = runtime, store  # what _runtime() would remember
+        self._cached = runtime  # what _runtime() would remember
+        self._adopt(store)
         return runtime
+
+    def _adopt(self, store: object) -> None:
+        """Use ``store`` from now on; a fallback that timed things on the previous store's
+        clock (last_good) forgets them."""
+        if self._memory is not None and self._store is not None and store is not self._store:
+            self._memory.store_changed()
+        self._store = store
 
     @property
     def state(self) -> State:

@@ -61,6 +61,10 @@ class CallFallback:
         """:meth:`answer` for ``acall``: must not block the event loop."""
         raise NotImplementedError("subclasses of CallFallback must provide aanswer()")
 
+    def store_changed(self) -> None:
+        """The process's store was replaced (settings changed, a fork, a test's own store):
+        forget whatever was timed on the previous one's clock. A no-op by default."""
+
     def due_for(self, name: str) -> dict[Hashable, float] | None:
         """A table the breaker of circuit ``name`` may read on its hot path: a success of
         ``fn(*args)`` at ``now < table[(fn, args)]`` needs no call to :meth:`succeeded`.
@@ -138,6 +142,13 @@ class LastGood(CallFallback):
             return value if isinstance(value, str) else repr(value)
         name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         return f"{name}{args!r}{sorted(kwargs.items())!r}"
+
+    def store_changed(self) -> None:
+        """Forget refresh times and answers read: they belong to the previous store (its
+        clock, its cache). The tables are emptied in place: breakers hold them."""
+        for table in self._due.values():
+            table.clear()
+        self._seen.clear()
 
     def due_for(self, name: str) -> dict[Hashable, float] | None:
         """Circuit ``name``'s table of refresh times (see :meth:`CallFallback.due_for`);

@@ -290,3 +290,17 @@ def test_calls_with_keyword_arguments_are_stored_once_per_refresh_too(fake):
     fake.advance(10)
     guarded.call(level, "A1", warehouse="north")
     assert len(written) == 3
+
+
+def test_a_new_store_starts_afresh(fake):
+    """Refresh times are on the store's clock: a replaced store (settings changed, fork, a
+    test's own) must not inherit them, or the first successes would go unstored."""
+    partner = Upstream()
+    stock = breaker("stock", fallback=last_good(refresh=60))(partner.stock)
+    stock("A1")
+    get_store().cache.clear()  # the next store's cache holds nothing
+    FakeStore().install()  # its clock starts where the first one did
+    stock("A1")  # stored again, in the new store
+    partner.down = True
+    reader = breaker("stock", fallback=LastGood())(partner.stock)  # reads the cache
+    assert reader("A1") == {"sku": "A1", "level": 7}
