@@ -26,6 +26,7 @@ from django.utils.translation import gettext_lazy as _
 from circuitbreaker_app.audit import FORCE_PERMISSION
 from circuitbreaker_app.core import State
 from circuitbreaker_app.store import UnknownCircuitError, get_store
+from circuitbreaker_app.text import shorten
 
 __all__ = [
     "MOVES",
@@ -180,7 +181,7 @@ def move(
     _require(name)
     text = reason or operator_move.name
     if end is not None:  # the event says when it ends (its reason holds 200 characters)
-        text = f"{text[:170]} (until {_when(end)})"
+        text = f"{shorten(text, 170)} (until {_when(end)})"
     return store.move_to(name, operator_move.state, text, actor=actor, until=end)
 
 

@@ -105,6 +105,15 @@ def test_force_open_for_a_while_rejects_then_a_call_takes_the_trial(fake, signal
     assert [s[2] for s in signals] == [State.FORCED_OPEN, State.HALF_OPEN, State.CLOSED]
 
 
+def test_a_long_reason_with_an_end_is_cut_between_words(fake):
+    reason = " ".join(["vendor maintenance window"] * 10)  # 259 characters
+    assert operator.force_open("payments", until=900, reason=reason)
+    recorded = moves()[0][2]
+    assert len(recorded) <= 200
+    kept, _, end = recorded.partition("… (until ")
+    assert end and reason.startswith(kept) and reason[len(kept)] == " "
+
+
 def test_a_failed_trial_after_a_forced_open_reopens_with_a_wait(fake):
     operator.force_open("payments", until=60)
     fake.advance(60)
