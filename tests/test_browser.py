@@ -116,6 +116,12 @@ def run_action(page: Page, name: str, action: str) -> None:
     page.wait_for_load_state()
 
 
+def confirm_move(page: Page) -> None:
+    """Submit the move's confirmation page (its defaults: until reset, no reason)."""
+    page.locator("form input[type=submit]").click()
+    page.wait_for_load_state()
+
+
 def test_force_closed_from_the_change_list(page: Page, live_server, operator, results):
     Circuit.objects.create(name="payments", **TRIP_FAST)
     Circuit.objects.create(name="search")
@@ -129,6 +135,7 @@ def test_force_closed_from_the_change_list(page: Page, live_server, operator, re
     expect(badge(page, "search")).to_have_css("background-color", GREEN)
 
     run_action(page, "payments", "force_closed")
+    confirm_move(page)
     expect(page.locator(".messagelist")).to_contain_text("1 circuit is now forced closed")
     expect(badge(page, "payments")).to_have_text("● FORCED CLOSED")
     expect(badge(page, "payments").locator(".cb-dot")).to_have_css("color", DOT_GREEN)
@@ -139,6 +146,7 @@ def test_force_closed_from_the_change_list(page: Page, live_server, operator, re
     assert (event.to_state, event.actor) == (State.FORCED_CLOSED, operator)
 
     run_action(page, "payments", "reset")
+    confirm_move(page)
     expect(badge(page, "payments")).to_have_text("CLOSED")
     expect(badge(page, "payments")).to_have_css("background-color", GREEN)
     assert Circuit.objects.get(name="payments").state == State.CLOSED
@@ -281,8 +289,7 @@ def test_dashboard_with_150_circuits_puts_the_forced_one_first_and_filters(
     run_action(page, "api-142", "force_open")
     page.get_by_label("15 minutes").check()
     page.fill("#id_reason", "partner maintenance")
-    page.locator("form input[type=submit]").click()
-    page.wait_for_load_state()
+    confirm_move(page)
     expect(page.locator(".messagelist")).to_contain_text("api-142")
     forced = Circuit.objects.get(name="api-142")
     assert forced.state == State.FORCED_OPEN and forced.forced_until is not None
