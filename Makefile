@@ -81,9 +81,10 @@ SERVERLESS_TESTS := tests/test_store.py tests/test_hot_path.py tests/test_breake
 test-serverless: venv
 	CB_DATABASE=sqlite CB_CACHE=database $(BIN)/pytest $(PYTEST_ARGS) $(SERVERLESS_TESTS)
 
-# The fast suite on every other supported combination, and the no-Celery virtualenv.
+# The fast suite on every other supported combination, and the no-Celery virtualenv:
+# nox's sessions tagged matrix, MATRIX_JOBS (default 3) at a time.
 test-matrix: venv
-	$(BIN)/nox -t matrix $(NOX_ARGS)
+	.ci/matrix $(NOX_ARGS)
 
 # The wheel and sdist in dist/, checked by twine (README renders as the long description).
 dist: venv

@@ -2,8 +2,9 @@
 
 Django 5.2 LTS runs on Python 3.11, 3.12 and 3.13; Django 6.0 and 6.1 on 3.12 and 3.13.
 ``make test`` (what CI runs) runs the whole suite on the main combination, Python 3.13 +
-Django 6.1, in ``.venv``, and then ``nox -t matrix``: the fast suite (:data:`FAST`, on
-SQLite + LocMem) on every other combination, and the ``no_celery`` session. The main
+Django 6.1, in ``.venv``, and then the sessions tagged ``matrix`` (``.ci/matrix``, a few at
+once): the fast suite (:data:`FAST`, on SQLite + LocMem) on every other combination, and
+the ``no_celery`` session. The main
 combination has a session too (``nox -s "tests-3.13(django='6.1')"``), which runs the whole
 suite on the default backends.
 
@@ -24,13 +25,18 @@ import nox
 MAIN = ("3.13", "6.1")
 #: Django series -> the Pythons it supports (of those this project supports).
 SUPPORTED = {"5.2": ("3.11", "3.12", "3.13"), "6.0": ("3.12", "3.13"), "6.1": ("3.12", "3.13")}
-#: The fast suite: everything but the tests that start processes, browsers, workers or builds.
-FAST = "not multiprocess and not browser and not celery and not redis_topology and not packaging"
-#: What the suite's settings read; the matrix runs on the server-less defaults.
-SQLITE_LOCMEM = {"CB_DATABASE": "sqlite", "CB_CACHE": "locmem"}
+#: The fast suite: SQLite + LocMem only, without the tests that need a server (Redis,
+#: PostgreSQL) or start processes, browsers, workers, Redis groups or builds. It touches
+#: nothing that another session uses, so ``.ci/matrix`` runs several sessions at once.
+FAST = (
+    "not multiprocess and not browser and not celery and not redis_topology and not packaging"
+    " and not redis and not postgres and not services"
+)
 
 nox.options.sessions = ["tests", "no_celery"]
 nox.options.reuse_existing_virtualenvs = True
+# uv makes the virtualenvs in seconds; plain virtualenv + pip where uv is missing.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 
 def pyenv_root() -> Path | None:
@@ -75,6 +81,15 @@ def django_pin(series: str) -> str:
     return f"Django=={series}.*"
 
 
+def sqlite_locmem(session: nox.Session) -> dict[str, str]:
+    """The server-less defaults, with this session's own SQLite files."""
+    return {
+        "CB_DATABASE": "sqlite",
+        "CB_CACHE": "locmem",
+        "CB_SQLITE_PATH": os.path.join(session.create_tmp(), "db.sqlite3"),
+    }
+
+
 @nox.session
 @nox.parametrize(("python", "django"), combinations())
 def tests(session: nox.Session, django: str) -> None:
@@ -84,7 +99,7 @@ def tests(session: nox.Session, django: str) -> None:
         "python", "-c", "import django, sys; print('Django', django.get_version(), sys.version)"
     )
     marks = [] if (session.python, django) == MAIN else ["-m", FAST]
-    session.run("pytest", *marks, *session.posargs, env=SQLITE_LOCMEM)
+    session.run("pytest", *marks, *session.posargs, env=sqlite_locmem(session))
 
 
 @nox.session(python=MAIN[0], tags=["matrix"])
@@ -109,5 +124,5 @@ def no_celery(session: nox.Session) -> None:
         "tests/test_without_httpx.py",
         "tests/test_fallbacks.py",
         *session.posargs,
-        env={**SQLITE_LOCMEM, "CB_EXPECT_NO_CELERY": "1"},
+        env={**sqlite_locmem(session), "CB_EXPECT_NO_CELERY": "1"},
     )
