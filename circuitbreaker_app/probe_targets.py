@@ -89,7 +89,13 @@ def is_blocked_address(address: IPAddress) -> bool:
 
 
 def describe(address: IPAddress) -> str:
-    """``address`` for a message: an IPv6 disguise also shows the IPv4 address it carries."""
+    """``address`` for a message: an IPv6 disguise also shows the IPv4 address it carries.
+
+    An IPv4-mapped address reads ``::ffff:169.254.169.254`` on every Python (3.13 prints it
+    so; earlier versions print ``::ffff:a9fe:a9fe``), which already shows what it carries.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
     carried = embedded_ipv4(address)
     return f"{address} = {carried}" if carried is not None else str(address)
 
