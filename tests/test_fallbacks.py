@@ -296,9 +296,11 @@ def test_a_new_store_starts_afresh(fake):
     """Refresh times are on the store's clock: a replaced store (settings changed, fork, a
     test's own) must not inherit them, or the first successes would go unstored."""
     partner = Upstream()
-    stock = breaker("stock", fallback=last_good(refresh=60))(partner.stock)
+    fallback = last_good(refresh=60)
+    stock = breaker("stock", fallback=fallback)(partner.stock)
     stock("A1")
-    get_store().cache.clear()  # the next store's cache holds nothing
+    # As if the next store's cache held nothing.
+    get_store().forget_answer("stock", fallback.shared_key(partner.stock, ("A1",), {}))
     FakeStore().install()  # its clock starts where the first one did
     stock("A1")  # stored again, in the new store
     partner.down = True
