@@ -68,6 +68,7 @@ def test_breakers_middleware_http_admin_and_command_work(report):
         "dashboard": 200,
         "change": 200,
         "force_closed": 302,
+        "state": "forced_closed",
     }
     assert report["command_list"] is True
 

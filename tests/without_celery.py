@@ -161,9 +161,10 @@ def main(folder: Path) -> dict[str, Any]:
     report["admin"] = {name: client.get(url).status_code for name, url in pages.items()}
     forced = client.post(
         pages["changelist"],
-        {"action": "force_closed", "_selected_action": [_circuit_pk("payments")]},
+        {"action": "force_closed", "_selected_action": [_circuit_pk("payments")], "confirmed": "1"},
     )
     report["admin"]["force_closed"] = forced.status_code
+    report["admin"]["state"] = _circuit_state("payments")
 
     # The command.
     out = io.StringIO()
@@ -184,7 +185,11 @@ def main(folder: Path) -> dict[str, Any]:
             report["command_probe"] = str(exc)
         response = client.post(
             pages["changelist"],
-            {"action": "probe_now", "_selected_action": [_circuit_pk("payments")]},
+            {
+                "action": "probe_now",
+                "_selected_action": [_circuit_pk("payments")],
+                "confirmed": "1",
+            },
             follow=True,
         )
         report["admin_probe"] = [str(m) for m in response.context["messages"]]
@@ -200,6 +205,12 @@ def _circuit_pk(name: str) -> int:
     from circuitbreaker_app.models import Circuit
 
     return Circuit.objects.get(name=name).pk
+
+
+def _circuit_state(name: str) -> str:
+    from circuitbreaker_app.models import Circuit
+
+    return Circuit.objects.get(name=name).state
 
 
 def _celery_installed() -> bool:
