@@ -35,8 +35,10 @@ FAST = (
 
 nox.options.sessions = ["tests", "no_celery"]
 nox.options.reuse_existing_virtualenvs = True
-# uv makes the virtualenvs in seconds; plain virtualenv + pip where uv is missing.
+# uv makes the virtualenvs in seconds; plain virtualenv + pip where uv is missing. uv never
+# downloads an interpreter: a missing one is skipped (locally) or fails (CI), as with pip.
 nox.options.default_venv_backend = "uv|virtualenv"
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 
 def pyenv_root() -> Path | None:
