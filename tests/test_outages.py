@@ -507,3 +507,44 @@ def test_a_hung_database_costs_one_bounded_wait_per_outage(database_behind_proxy
     rows = list(CircuitEvent.objects.values_list("circuit_name", "from_state", "to_state"))
     assert rows == [("payments", "closed", "open")]
     assert Circuit.objects.get(name="payments").state == "open"
+
+
+@pytest.mark.postgres
+def test_a_slow_but_answering_database_is_not_an_outage(settings, caplog):
+    """A transition's write that waits for a row lock longer than DB_TIMEOUT is slow, not
+    hung: the server still answers, so the write goes on and nothing is marked down."""
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        pytest.skip("row locks held across connections: staged with PostgreSQL")
+    settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, "DB_TIMEOUT": 0.3}
+    caplog.set_level(logging.WARNING, logger="circuitbreaker_app")
+    Circuit.objects.create(name="payments", **FIVE_STRAIGHT)
+    guarded = breaker("payments")
+    assert guarded.state is State.CLOSED
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row() -> None:
+        from django.db import connection, transaction
+
+        try:
+            with transaction.atomic():
+                Circuit.objects.select_for_update().get(name="payments")
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(1.0, release.set).start()  # three DB_TIMEOUTs of lock wait
+    started = time.monotonic()
+    for _ in range(5):
+        with contextlib.suppress(ConnectionError):
+            guarded.call(lambda: (_ for _ in ()).throw(ConnectionError("down")))
+    waited = time.monotonic() - started
+    holder.join(10)
+    assert waited >= 0.9  # the write waited for the lock...
+    assert not get_store().db.down  # ...and was not taken for an outage
+    assert not messages(caplog, "unreachable")
+    assert Circuit.objects.get(name="payments").state == "open"  # written on the call path
+    assert list(CircuitEvent.objects.values_list("to_state", flat=True)) == ["open"]

@@ -10,8 +10,11 @@ process; after that, transitions apply in memory and a background thread writes 
   server to start a session (an ``SSLRequest``, answered at once by a live server) and
   waits at most ``DB_TIMEOUT`` for the answer — libpq and psycopg never wait less than
   2 s for a connection, whatever ``connect_timeout`` says;
-* while a query runs, a timer shuts the connection's socket down when the deadline
-  passes, so the driver returns with an error instead of waiting for ever;
+* while a query runs, a timer asks the server, halfway through ``DB_TIMEOUT``, whether it
+  still answers (the same pre-flight on a new connection); when it does not, the query's
+  socket is shut down at ``DB_TIMEOUT``, so the driver returns with an error instead of
+  waiting for ever. A server that answers is slow, not hung (a lock wait, a loaded
+  machine): its query may run up to ten times ``DB_TIMEOUT`` (at least 5 s);
 * the first error or expired deadline marks the database down for this process: from then
   on the store's queries fail at once (:class:`DatabaseUnavailable`, a Django
   ``OperationalError``, which the store already handles by deciding in memory and keeping
@@ -91,19 +94,54 @@ def _socket_of(raw: Any) -> int | None:
     return fd if isinstance(fd, int) and fd >= 0 else None
 
 
-class _Deadline:
-    """Shut a connection's socket down if the query outlives ``timeout`` seconds."""
+#: The longest a query may run while its server still answers (a lock wait, a loaded
+#: machine), as a multiple of ``DB_TIMEOUT``, and at least :data:`SLOW_LIMIT_MIN` seconds.
+SLOW_LIMIT_FACTOR = 10
+SLOW_LIMIT_MIN = 5.0
 
-    def __init__(self, fd: int, timeout: float) -> None:
+
+class _Deadline:
+    """Shut a connection's socket down when its server stops answering.
+
+    Halfway through ``timeout`` the server is asked, on a new TCP connection, to start a
+    session (:func:`preflight`, waiting the other half): a hung server or path does not
+    answer, and the query's connection is cut at ``timeout``. A server that answers is
+    alive but slow (a lock wait, a loaded machine): the query may go on, up to
+    :data:`SLOW_LIMIT_FACTOR` × ``timeout``. Without an address to ask (not PostgreSQL
+    over TCP) the connection is cut at ``timeout``.
+    """
+
+    def __init__(self, fd: int, timeout: float, address: tuple[str, int] | None) -> None:
         self.fd = fd
+        self.timeout = timeout
+        self.address = address
         self.fired = False
         self._done = False
         self._lock = threading.Lock()
-        self._timer = threading.Timer(timeout, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        first = timeout / 2 if address is not None else timeout
+        self._timer = self._start(first, self._check if address is not None else self._cut)
 
-    def _fire(self) -> None:
+    def _start(self, delay: float, action: Callable[[], None]) -> threading.Timer:
+        timer = threading.Timer(delay, action)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _check(self) -> None:
+        if self._done:
+            return
+        assert self.address is not None
+        try:
+            preflight(self.address, self.timeout / 2)
+        except DatabaseUnavailable:
+            self._cut()
+            return
+        with self._lock:
+            if not self._done:
+                limit = max(self.timeout * SLOW_LIMIT_FACTOR, SLOW_LIMIT_MIN)
+                self._timer = self._start(limit - self.timeout, self._cut)
+
+    def _cut(self) -> None:
         with self._lock:
             if self._done:
                 return
@@ -118,7 +156,7 @@ class _Deadline:
     def finish(self) -> None:
         with self._lock:
             self._done = True
-        self._timer.cancel()
+            self._timer.cancel()
 
 
 class DatabaseGuard:
@@ -167,7 +205,7 @@ class DatabaseGuard:
         if fd is None:
             yield
             return
-        timer = _Deadline(fd, self.timeout)
+        timer = _Deadline(fd, self.timeout, _postgres_address(connection.settings_dict))
         expired = DatabaseUnavailable(
             f"database {self.alias!r} did not answer within {self.timeout:g} s"
         )
