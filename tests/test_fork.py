@@ -83,3 +83,41 @@ def test_a_forked_child_has_its_own_store_snapshot_batch_and_connection(redis_pa
     parent.flush()
     window = f"{generation_prefix('payments', 0)}/count"
     assert parent.counters.get_many([window])[window][0] == 11  # calls recorded in all
+
+
+def guard_child(conn) -> None:  # type: ignore[no-untyped-def]
+    """Runs in the forked child: what does its store know of the parent's outage?"""
+    try:
+        inherited = store_module._store
+        store = get_store()
+        conn.send(
+            {
+                "inherited_store": inherited is not None,
+                "down": store.db.down,
+                "retrier": store.db._retrier is not None,
+                "isolated": len(store.overflow.runtimes),
+            }
+        )
+    except BaseException as exc:
+        conn.send({"error": repr(exc)})
+    finally:
+        conn.close()
+
+
+def test_a_forked_child_starts_without_the_parents_outage_or_isolated_breakers(settings):
+    """The database guard's retry thread and the isolated breakers are per process: a
+    child forked while the parent waits out a database outage asks the database itself."""
+    settings.CIRCUITBREAKER = {"MAX_CIRCUITS": 1}
+    Circuit.objects.create(name="payments")
+    breaker("http:new.example").call(ok)  # past the cap: isolated in the parent
+    parent = get_store()
+    assert len(parent.overflow.runtimes) == 1
+    parent.db.mark_down()
+    assert parent.db.down
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=guard_child, args=(sender,))
+    process.start()
+    report = receiver.recv()
+    process.join(10)
+    assert report == {"inherited_store": False, "down": False, "retrier": False, "isolated": 0}
