@@ -101,7 +101,8 @@ def test_waiting_for_a_trial_costs_nothing_between_two_rereads(pair, django_asse
     assert b.cache.calls["get_many"] == 1
     if b.store.counters.in_cache:  # else a counters-table query
         assert b.cache.calls["add"] == 1
-        assert b.cache.total == 2
+        # LocMem: a refused claim also reads the holder (a malformed value is taken over)
+        assert b.cache.total == 2 + (b.store.backend.name == "locmem")
 
 
 def test_guarded_calls_are_rejected_on_the_hot_path_while_waiting(pair):

@@ -3,6 +3,7 @@ reads it from the cache (JSON-compatible dicts), and the conversions to and from
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,42 @@ def provisional_entry(name: str) -> dict[str, Any]:
         "forced_until": None,
         "config": definition,
     }
+
+
+_TIMES = ("opened_at", "retry_at", "changed_at", "forced_until")
+_STATES = frozenset(state.value for state in State)
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_time(value: Any) -> bool:
+    return value is None or (
+        type(value) in (int, float) and math.isfinite(value) and abs(value) < 1e11
+    )
+
+
+def parse_entry(raw: Any) -> dict[str, Any] | None:
+    """``raw`` (what the cache holds at a state key) if it is a well-formed entry of ours,
+    else None: a missing, malformed or foreign entry is a miss, reloaded from the database
+    and rewritten (DESIGN §4), never an error in a guarded call."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        if not (
+            type(raw["id"]) is int
+            and raw["state"] in _STATES
+            and _is_count(raw["generation"])
+            and _is_count(raw["open_count"])
+            and all(_is_time(raw.get(name)) for name in _TIMES)
+            and isinstance(raw["config"], dict)
+        ):
+            return None
+        CircuitConfig.from_mapping(raw["config"])
+    except (KeyError, TypeError, ValueError):  # ConfigError is a ValueError
+        return None
+    return raw
 
 
 def status_from_entry(entry: dict[str, Any]) -> CircuitStatus:

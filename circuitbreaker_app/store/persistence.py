@@ -23,7 +23,7 @@ from circuitbreaker_app import conf
 from circuitbreaker_app.core import CircuitStatus, Snapshot, State
 from circuitbreaker_app.core.states import check_transition
 from circuitbreaker_app.store.backends.base import Counters
-from circuitbreaker_app.store.entry import entry_from_row, entry_with, to_datetime
+from circuitbreaker_app.store.entry import entry_from_row, entry_with, parse_entry, to_datetime
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
 from circuitbreaker_app.store.overflow import CapReached
@@ -82,16 +82,25 @@ class CircuitPersistence:
     def runtime(self, name: str) -> CircuitRuntime:
         raise NotImplementedError("CircuitStore provides runtime()")
 
-    def load_entry(self, name: str, create: bool = True) -> dict[str, Any]:
+    def load_entry(self, name: str, create: bool = True, heal: bool = False) -> dict[str, Any]:
         """Read a circuit from the database (creating it when allowed) and fill the cache.
 
         The queries are bounded by ``DB_TIMEOUT`` and fail at once while the database is
-        known to be down (``dbguard.py``).
+        known to be down (``dbguard.py``). ``heal``: the cache holds something malformed at
+        the circuit's state key, so the entry is written over it (never over a later
+        generation, on Redis) instead of only where nothing is.
         """
         row = self.db.run(self._read_row, name, create)
         entry = entry_from_row(row)
+        if heal:
+            self._publish_entry(state_key(name), entry)
+            return entry
         try:
-            self.cache.add(state_key(name), entry, timeout=None)
+            if not self.cache.add(state_key(name), entry, timeout=None):
+                # Something is there: another process's entry, or a value that reads as
+                # missing (a None, a foreign pickle). Only a good entry is kept.
+                if parse_entry(self.cache.get(state_key(name))) is None:
+                    self._publish_entry(state_key(name), entry)
         except Exception as exc:
             self.outages.failed("cache", exc)
         return entry
@@ -165,8 +174,8 @@ class CircuitPersistence:
             self.outages.failed("database", exc)
             self._drop_broken_connection()
             return
-        current = self._cache_get(state_key(runtime.name))
-        if current is None or current.get("generation", -1) < entry["generation"]:
+        current = parse_entry(self._cache_get(state_key(runtime.name)))
+        if current is None or current["generation"] < entry["generation"]:
             self._cache_set(state_key(runtime.name), entry)
         runtime._apply(entry)
         runtime._stale_at = self.clock() + self.ttl

@@ -21,7 +21,12 @@ from circuitbreaker_app.core import Snapshot, State
 from circuitbreaker_app.store import backends
 from circuitbreaker_app.store.answers import RememberedAnswers
 from circuitbreaker_app.store.dbguard import DatabaseGuard
-from circuitbreaker_app.store.entry import PROVISIONAL_ID, entry_from_row, provisional_entry
+from circuitbreaker_app.store.entry import (
+    PROVISIONAL_ID,
+    entry_from_row,
+    parse_entry,
+    provisional_entry,
+)
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
 from circuitbreaker_app.store.overflow import CapReached, Overflow
@@ -109,18 +114,14 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             self._adopt(runtime, entry)
         return value
 
-    def _adopt(self, runtime: CircuitRuntime, entry: dict[str, Any]) -> None:
+    def _adopt(self, runtime: CircuitRuntime, raw: Any) -> None:
         """Take a shared state entry if it is later than what ``runtime`` holds."""
-        try:
-            newer = entry["id"] != runtime.circuit_id or entry["generation"] > runtime._generation
-        except (KeyError, TypeError):
+        entry = parse_entry(raw)
+        if entry is None:  # not an entry of ours: the next refresh rewrites it
             return
-        if not newer:
+        if entry["id"] == runtime.circuit_id and entry["generation"] <= runtime._generation:
             return
-        try:
-            runtime._apply(entry)
-        except (KeyError, TypeError, ValueError):  # not an entry of ours: ignore it
-            return
+        runtime._apply(entry)
         runtime._unsaved.clear()  # the fleet moved on: our offline moves would lose
         runtime._stale_at = self.clock() + self.ttl
 
@@ -166,13 +167,14 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
 
     def _load_runtime(self, name: str) -> CircuitRuntime:
         try:
-            entry = self.cache.get(state_key(name))
+            raw = self.cache.get(state_key(name))
         except Exception as exc:
             self.outages.failed("cache", exc)
-            entry = None
+            raw = None
+        entry = parse_entry(raw)
         if entry is None:
             try:
-                entry = self.load_entry(name)
+                entry = self.load_entry(name, heal=raw is not None)
             except DjangoDatabaseError as exc:
                 # Neither the cache nor the database can say what this circuit is: guard
                 # calls with its settings in this process until one of them answers.
@@ -208,11 +210,12 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             values, window_keys = {}, None  # a circuit built from settings: ask the database
         else:
             self.outages.recovered("cache")
-        entry = values.get(key)
+        raw = values.get(key)
+        entry = parse_entry(raw)
         outdated = entry is not None and _older(entry, runtime)
         if entry is None or outdated:
             try:
-                entry = self.load_entry(runtime.name)
+                entry = self.load_entry(runtime.name, heal=raw is not None and not outdated)
             except DjangoDatabaseError as exc:
                 self.outages.failed("database", exc)
                 self._drop_broken_connection()
@@ -288,11 +291,11 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             values.update(self.counter_get_many(all_window_keys))
         stale_at = self.clock() + self.ttl
         for name, runtime in runtimes.items():
-            entry = values.get(state_key(name))
+            entry = parse_entry(values.get(state_key(name)))
             if (
                 entry is not None
                 and not getattr(runtime, "_unsaved", None)
-                and entry.get("generation", -1) > runtime._status.generation
+                and entry["generation"] > runtime._status.generation
             ):
                 runtime._apply(entry)
             if runtime._status.generation == generations[name]:

@@ -289,7 +289,8 @@ class CircuitRuntime:
             return 0
         self.store.counter_claim(f"{prefix}/ok{slot}", TRIAL_SUCCESS_TTL)
         keys = [f"{prefix}/ok{i}" for i in range(self.config.half_open_max_calls)]
-        return len(self.store.counter_get_many(keys))
+        # Only marks this code wrote count (1): anything else at those keys is no success.
+        return sum(value == 1 for value in self.store.counter_get_many(keys).values())
 
     def transition(self, new: CircuitStatus, reason: str, snapshot: Snapshot | None) -> bool:
         return self.store.persist_transition(self, new, reason, snapshot)

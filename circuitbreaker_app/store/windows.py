@@ -50,9 +50,8 @@ def pack(snapshot: Snapshot) -> int:
 
 def unpack(value: int | None) -> Snapshot:
     """The (calls, failures, slow) held in a packed counter (empty for None)."""
-    if not value:
-        return Snapshot()
-    value = int(value)
+    if not value or type(value) is not int or not 0 < value < 1 << 63:
+        return Snapshot()  # empty, or not a packed counter of ours
     return Snapshot(
         value & FIELD_MASK, (value >> FIELD_BITS) & FIELD_MASK, (value >> 2 * FIELD_BITS)
     )

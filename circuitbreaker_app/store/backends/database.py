@@ -61,8 +61,10 @@ class DatabaseCounters(Counters):
         t = self.table
         rows = self._fetch(
             f"INSERT INTO {t} (key, value, data, expires_at) VALUES (%s, %s, '', %s) "
-            f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-            f"expires_at = excluded.expires_at WHERE {t}.expires_at <= %s RETURNING key",
+            f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, data = '', "
+            f"expires_at = excluded.expires_at "
+            # A row holding data is not a permit (a malformed value): taken over.
+            f"WHERE {t}.expires_at <= %s OR {t}.data <> '' RETURNING key",
             [key, value, now + ttl, now],
         )
         return bool(rows)

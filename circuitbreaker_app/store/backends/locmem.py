@@ -25,14 +25,26 @@ class LocMemCounters(Counters):
         if not known and self.cache.add(key, delta, timeout=ttl):
             return delta
         try:
-            return int(self.cache.incr(key, delta))
-        except ValueError:  # missing key: create it, unless another process just did
+            value = self.cache.incr(key, delta)
+        except ValueError:  # missing key: create it, unless another thread just did
             if self.cache.add(key, delta, timeout=ttl):
                 return delta
-            return int(self.cache.incr(key, delta))
+            value = self.cache.incr(key, delta)
+        except TypeError:  # not a number: a malformed value is a miss, overwritten
+            value = None
+        if type(value) is not int or value < delta:  # anything but a count is overwritten
+            self.cache.set(key, delta, timeout=ttl)
+            return delta
+        return value
 
     def claim(self, key: str, ttl: float, value: int = 1) -> bool:
-        return bool(self.cache.add(key, value, timeout=whole_seconds(ttl)))
+        if self.cache.add(key, value, timeout=whole_seconds(ttl)):
+            return True
+        if type(self.cache.get(key)) is int:
+            return False  # a holder has it
+        # Not a permit (a malformed value): a miss, taken over.
+        self.cache.set(key, value, timeout=whole_seconds(ttl))
+        return True
 
     def release(self, key: str, value: int) -> None:
         # get + delete: a lease that expires and is re-taken in between is freed early,

@@ -34,6 +34,8 @@ RECORD_LUA = _script("record")
 COUNT_LUA = _script("count")
 #: Free a permit only if it still holds the caller's token.
 RELEASE_LUA = _script("release")
+#: Take a permit (SET NX PX), over anything at its key that is not a permit.
+CLAIM_LUA = _script("claim")
 #: Publish a state entry unless a later generation of the same circuit is there.
 PUBLISH_LUA = _script("publish")
 
@@ -367,11 +369,8 @@ class RedisCounters(Counters):
     def claim(self, key: str, ttl: float, value: int = 1) -> bool:
         self._note("add")
         link = self.link
-        return bool(
-            link.run(
-                link.client.set, link.make_key(key), value, px=max(1, int(ttl * 1000)), nx=True
-            )
-        )
+        px = max(1, int(ttl * 1000))
+        return bool(link.run(link.script(CLAIM_LUA), keys=[link.make_key(key)], args=[value, px]))
 
     def release(self, key: str, value: int) -> None:
         self._note("delete")

@@ -3,13 +3,30 @@
 -- KEYS: window[, state entry]. ARGV: successes, outcome, seen, size, TTL (ms), max runs,
 -- known generation, known circuit id.
 local seq, runs = 0, {}
-local raw = redis.call('GET', KEYS[1])
-if raw then
+-- A stored window is taken only when it is well formed (windows.parse_count's rules);
+-- anything else at the key is an empty window, overwritten below.
+local function count(v)
+  return type(v) == 'number' and v >= 0 and v == math.floor(v)
+end
+local raw = redis.pcall('GET', KEYS[1])
+if type(raw) == 'string' then
   local ok, flat = pcall(cjson.decode, raw)
-  if ok and type(flat) == 'table' and type(flat[1]) == 'number' and #flat % 3 == 1 then
+  local good = ok and type(flat) == 'table' and count(flat[1]) and #flat % 3 == 1
+  if good then
+    for i = 2, #flat, 3 do
+      local n, f, s = flat[i], flat[i + 1], flat[i + 2]
+      if not (count(n) and count(f) and count(s) and n > 0 and f <= n and s <= n) then
+        good = false
+        break
+      end
+    end
+  end
+  if good then
     seq = flat[1]
     for i = 2, #flat, 3 do runs[#runs + 1] = {flat[i], flat[i + 1], flat[i + 2]} end
   end
+elseif raw then
+  redis.call('DEL', KEYS[1])  -- another type at the key
 end
 local function split(run, older)
   local n, f, s = run[1], run[2], run[3]
@@ -82,8 +99,8 @@ end
 local encoded = cjson.encode(flat)
 redis.call('SET', KEYS[1], encoded, 'PX', ARGV[5])
 if KEYS[2] then
-  local state = redis.call('GET', KEYS[2])
-  if state then
+  local state = redis.pcall('GET', KEYS[2])
+  if type(state) == 'string' then
     local ok, entry = pcall(cjson.decode, state)
     if not ok or type(entry) ~= 'table' or entry['generation'] ~= tonumber(ARGV[7])
         or entry['id'] ~= tonumber(ARGV[8]) then

@@ -1,11 +1,17 @@
 -- Record an outcome: add to the bucket, give a new bucket its TTL, and hand back the
 -- circuit's state entry when its generation is not the one the caller knows.
 -- KEYS: bucket[, state entry]. ARGV: delta, TTL (ms), known generation, known circuit id.
-local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+-- Whatever else is at the bucket's key (not an integer, a negative one, another type) is
+-- replaced: a malformed value is a miss, never an error.
+local value = redis.pcall('INCRBY', KEYS[1], ARGV[1])
+if type(value) ~= 'number' or value < tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  value = redis.call('INCRBY', KEYS[1], ARGV[1])
+end
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 if KEYS[2] then
-  local raw = redis.call('GET', KEYS[2])
-  if raw then
+  local raw = redis.pcall('GET', KEYS[2])
+  if type(raw) == 'string' then
     local ok, entry = pcall(cjson.decode, raw)
     if not ok or type(entry) ~= 'table' or entry['generation'] ~= tonumber(ARGV[3])
         or entry['id'] ~= tonumber(ARGV[4]) then
