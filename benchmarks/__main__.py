@@ -119,7 +119,12 @@ def run_part(part: str, args: argparse.Namespace, env: Any) -> dict[str, Any]:
 
         options = (
             fleet.FleetOptions(
-                workers=2, half_open_max_calls=2, wait=1.0, hold=0.3, phase_timeout=10.0
+                worker_counts=(2,),
+                topologies=(),
+                half_open_max_calls=2,
+                wait=1.0,
+                hold=0.3,
+                phase_timeout=10.0,
             )
             if args.smoke
             else fleet.FleetOptions()

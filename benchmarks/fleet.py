@@ -17,16 +17,24 @@ Each library gets a fresh upstream (:mod:`benchmarks.upstream`) and W fresh work
    floor of both is the remaining open time (``wait``).
 
 Every wait is bounded; a phase that does not happen in time is reported as such.
+
+Each library runs with W = 4 and W = 16 workers (``FleetOptions.worker_counts``), and
+circuitbreaker_app also on a local Redis Cluster and a Sentinel group started for the run
+(``FleetOptions.topologies``, with ``tests/topologies.py``; skipped with a note when
+``redis-server``/``redis-sentinel`` are missing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,8 @@ from benchmarks.common import ROOT, child_env, stop, upstream
 
 FLEET_LIBRARIES = {
     "cb_app": "circuitbreaker_app, Redis",
+    "cb_app-cluster": "circuitbreaker_app, Redis Cluster",
+    "cb_app-sentinel": "circuitbreaker_app, Redis Sentinel",
     "pybreaker-memory": "pybreaker, memory",
     "pybreaker-redis": "pybreaker, CircuitRedisStorage",
     "circuitbreaker": "circuitbreaker (@circuit), memory",
@@ -42,7 +52,11 @@ FLEET_LIBRARIES = {
 
 @dataclass
 class FleetOptions:
+    #: W of one run; :func:`run` sets it from ``worker_counts``.
     workers: int = 4
+    worker_counts: tuple[int, ...] = (4, 16)
+    #: Redis topologies circuitbreaker_app also runs on (besides the single server).
+    topologies: tuple[str, ...] = ("cluster", "sentinel")
     pace: float = 0.002
     wait: float = 2.0
     hold: float = 0.8
@@ -53,18 +67,27 @@ class FleetOptions:
 class Fleet:
     """W worker processes and what they last reported."""
 
-    def __init__(self, library: str, circuit: str, url: str, workdir: Path, options: FleetOptions):
+    def __init__(
+        self,
+        library: str,
+        circuit: str,
+        url: str,
+        workdir: Path,
+        options: FleetOptions,
+        redis_url: str | None = None,
+    ):
         self.options = options
         self.go = workdir / f"go-{circuit}"
         self.stop_file = workdir / f"stop-{circuit}"
         for path in (self.go, self.stop_file):
             path.unlink(missing_ok=True)
-        env = child_env(CB_BENCH_CACHE="redis")
+        extra = {"CB_BENCH_BREAKER_REDIS_URL": redis_url} if redis_url else {}
+        env = child_env(CB_BENCH_CACHE="redis", **extra)
         argv = [
             sys.executable,
             "-m",
             "benchmarks.fleet_worker",
-            library,
+            library.partition("-")[0] if library.startswith("cb_app") else library,
             circuit,
             url,
             str(self.go),
@@ -152,7 +175,7 @@ class Fleet:
         for thread in self.threads:
             thread.join(5)
         errors = [
-            process.stderr.read().strip()[-2000:]
+            f"exit status {process.returncode}: " + process.stderr.read().strip()[-2000:]
             for process in self.processes
             if process.returncode not in (0, None) and process.stderr
         ]
@@ -179,14 +202,23 @@ def _make_circuit(name: str, options: FleetOptions) -> None:
     )
 
 
-def run_library(library: str, workdir: Path, run_id: str, options: FleetOptions) -> dict[str, Any]:
-    circuit = f"cbbench-{run_id}-fleet-{library}"
-    if library == "cb_app":
+def run_library(
+    library: str,
+    workdir: Path,
+    run_id: str,
+    options: FleetOptions,
+    redis_url: str | None = None,
+) -> dict[str, Any]:
+    """One fleet of ``options.workers`` for ``library`` (``cb_app-<topology>``: on the Redis
+    deployment at ``redis_url``)."""
+    circuit = f"cbbench-{run_id}-fleet-{library}-w{options.workers}"
+    cb_app = library.startswith("cb_app")
+    if cb_app:
         _make_circuit(circuit, options)
     timeout = options.phase_timeout
     result: dict[str, Any] = {"library": library, "workers": options.workers}
     with upstream("fail") as up:
-        fleet = Fleet(library, circuit, up.url, workdir, options)
+        fleet = Fleet(library, circuit, up.url, workdir, options, redis_url)
         try:
             go = fleet.start()
             # Cycle 1: dead, then trials held by the upstream.
@@ -235,7 +267,7 @@ def run_library(library: str, workdir: Path, run_id: str, options: FleetOptions)
                 errors[text] = errors.get(text, 0) + count
         result["breaker_errors"] = errors
         result["upstream_hits_total"] = up.hits
-    if library == "cb_app":
+    if cb_app:
         from circuitbreaker_app.models import CircuitEvent
 
         result["transitions"] = list(
@@ -263,8 +295,9 @@ def run(
 
     results = []
     notes = []
+    runnable = []
     for library in libraries:
-        needs_redis = library in ("cb_app", "pybreaker-redis")
+        needs_redis = library.startswith("cb_app") or library == "pybreaker-redis"
         module = {"pybreaker-memory": "pybreaker", "pybreaker-redis": "pybreaker"}.get(
             library, library if library == "circuitbreaker" else None
         )
@@ -274,5 +307,39 @@ def run(
         if module and not importlib.util.find_spec(module):
             notes.append(f"{library}: skipped, {module} is not installed.")
             continue
-        results.append(run_library(library, workdir, run_id, options))
+        runnable.append(library)
+    with _topologies(options.topologies if "cb_app" in runnable else (), notes) as topologies:
+        for workers in options.worker_counts:
+            sized = replace(options, workers=workers)
+            for library in runnable:
+                variants = [(library, None)]
+                if library == "cb_app":
+                    variants += [(f"cb_app-{kind}", url) for kind, url in topologies.items()]
+                for variant, url in variants:
+                    try:
+                        results.append(run_library(variant, workdir, run_id, sized, url))
+                    except RuntimeError as exc:  # one failed run must not hide the others
+                        notes.append(f"{variant}, W = {workers}: {exc}")
     return {"options": options.__dict__, "results": results, "notes": notes}
+
+
+@contextlib.contextmanager
+def _topologies(kinds: tuple[str, ...], notes: list[str]) -> Iterator[dict[str, str]]:
+    """``{kind: REDIS_URL}`` of a local Cluster / Sentinel group started for the run."""
+    needed = {
+        "cluster": ("redis-server", "redis-cli"),
+        "sentinel": ("redis-server", "redis-sentinel"),
+    }
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for kind in kinds:
+            missing = [name for name in needed[kind] if shutil.which(name) is None]
+            if missing:
+                notes.append(
+                    f"circuitbreaker_app on {kind}: skipped, {', '.join(missing)} missing."
+                )
+                continue
+            from tests.topologies import running
+
+            urls[kind] = stack.enter_context(running(kind)).url
+        yield urls

@@ -58,16 +58,27 @@ def overhead(results: list[dict[str, Any]], labels: dict[str, str], path: Path) 
 def fleet(results: list[dict[str, Any]], labels: dict[str, str], options: dict, path: Path) -> None:
     plt = _pyplot()
     names = [r["library"] for r in results]
-    ticks = [labels.get(n, n).replace(", ", "\n") for n in names]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ticks = [
+        labels.get(r["library"], r["library"]).replace(", ", "\n") + f"\nW={r['workers']}"
+        for r in results
+    ]
+    figure, axes = plt.subplots(1, 3, figsize=(max(15, 1.3 * len(names) * 3), 4.6))
     positions = list(range(len(names)))
     width = 0.38
     first = [(r["dead_hits"] or [0])[0] for r in results]
     second = [(r["dead_hits"] + [0, 0])[1] for r in results]
     axes[0].bar([p - width / 2 for p in positions], first, width, label="1st outage")
     axes[0].bar([p + width / 2 for p in positions], second, width, label="2nd outage")
-    axes[0].axhline(5 + options["workers"], color="red", linestyle="--", label="target 5 + W")
-    axes[0].set_title(f"Requests reaching a dead upstream (W = {options['workers']})")
+    axes[0].scatter(
+        positions,
+        [5 + r["workers"] for r in results],
+        color="red",
+        marker="_",
+        s=400,
+        label="target 5 + W",
+        zorder=3,
+    )
+    axes[0].set_title("Requests reaching a dead upstream")
     axes[0].legend(fontsize=8)
     trials = [r.get("trials") or 0 for r in results]
     axes[1].bar(positions, trials, color="#2ca02c")

@@ -152,21 +152,31 @@ def targets(data: dict[str, Any]) -> list[list[str]]:
     options = fleet.get("options") or {}
     for result in fleet.get("results") or []:
         workers = result["workers"]
-        if result["library"] == "cb_app":
+        if result["library"].startswith("cb_app"):
             hits = result["dead_hits"]
+            label = f"{FLEET_LIBRARIES.get(result['library'], result['library'])}, W = {workers}"
             rows.append(
                 [
-                    f"fleet: ≤ 5 + W = {5 + workers} requests to a dead upstream "
-                    f"({FLEET_LIBRARIES['cb_app']})",
+                    f"fleet: ≤ 5 + W = {5 + workers} requests to a dead upstream ({label})",
                     " / ".join(str(h) for h in hits) + " (1st / 2nd outage)",
                     _status(all(h is not None and h <= 5 + workers for h in hits)),
                 ]
             )
             rows.append(
                 [
-                    f"fleet: exactly N = {options.get('half_open_max_calls')} half-open trials",
+                    f"fleet: exactly N = {options.get('half_open_max_calls')} half-open trials "
+                    f"({label})",
                     str(result.get("trials")),
                     _status(result.get("trials") == options.get("half_open_max_calls")),
+                ]
+            )
+            together = result.get("release_to_all_seconds")
+            rows.append(
+                [
+                    f"fleet: every process admits calls ≤ {RECOVERY_BOUND:g} s after a "
+                    f"successful trial (DESIGN §3) ({label})",
+                    _num(together, 2, " s"),
+                    _status(together is not None and together <= RECOVERY_BOUND),
                 ]
             )
         elif result["library"] == "pybreaker-memory":
@@ -377,6 +387,10 @@ def profiles_section(profiles: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+#: DESIGN §3: every process admits calls this long after a successful trial at the latest.
+RECOVERY_BOUND = 0.25
+
+
 def fleet_section(data: dict[str, Any]) -> list[str]:
     part = data.get("fleet")
     lines = [SECTIONS[3], ""]
@@ -384,19 +398,24 @@ def fleet_section(data: dict[str, Any]) -> list[str]:
         return [*lines, "Not run.", ""]
     options = part["options"]
     lines += [
-        f"W = {options['workers']} worker processes call one loopback upstream every "
+        f"W = {' and '.join(str(w) for w in options.get('worker_counts') or [options['workers']])}"
+        " worker processes call one loopback upstream every "
         f'{options["pace"] * 1000:g} ms each, through their breaker configured as "open after 5 '
         f'consecutive failures, for {options["wait"]:g} s" (circuitbreaker_app: count window 5, '
         f"minimum 5 calls, 100 %, `half_open_max_calls` N = {options['half_open_max_calls']}, "
         "live trials, Redis cache, `STATE_TTL` 1 s; pybreaker `fail_max=5`; circuitbreaker "
         "`failure_threshold=5`). The upstream is a threaded HTTP server in its own process that "
-        "counts every request. Per library, fresh workers and a fresh upstream:",
+        "counts every request. circuitbreaker_app runs on the single Redis server and also on a "
+        "local 3-master Redis Cluster and a Sentinel group (primary, replica, 3 sentinels) "
+        "started for the run. Per library and W, fresh workers and a fresh upstream:",
         "",
         "1. **1st outage.** From the start the upstream answers 503. *Dead hits* = requests "
         "that reached it until every worker was being rejected. The upstream then *holds* "
         "requests (accepts, never answers): the trial calls of half-open hang there, so the "
         f"requests that arrive within {options['hold']:g} s of the first one are the trial "
-        "calls the whole fleet admits at once (*trials*). Then it answers 200.",
+        "calls the whole fleet admits at once (*trials*). Then it answers 200: the trials "
+        "succeed, and *trial ok → all* is the time from that answer until every worker's "
+        "calls pass again (DESIGN §3: at most 0.25 s).",
         "2. **2nd outage, after a period of successes.** Once every worker passes calls again, "
         "the upstream answers 503 again (*dead hits*, 2nd figure: the requests it answered "
         "503, so that calls answered 200 while the switch travels to its process are not "
@@ -411,9 +430,11 @@ def fleet_section(data: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 FLEET_LIBRARIES.get(r["library"], r["library"]),
+                str(r["workers"]),
                 " / ".join(str(h) for h in r["dead_hits"]),
                 str(r.get("trials")),
                 _num(r.get("open_seconds"), 2, " s"),
+                _num(r.get("release_to_all_seconds"), 2, " s"),
                 _num(r.get("heal_to_first_seconds"), 2, " s"),
                 _num(r.get("heal_to_all_seconds"), 2, " s"),
                 f"{r['calls']:,}",
@@ -423,9 +444,11 @@ def fleet_section(data: dict[str, Any]) -> list[str]:
     lines += _table(
         [
             "library",
+            "W",
             "dead hits (1st / 2nd)",
             "trials at once",
             "all rejected → first trial",
+            "trial ok → all",
             "heal → first",
             "heal → all",
             "calls",
@@ -458,7 +481,8 @@ def fleet_section(data: dict[str, Any]) -> list[str]:
     ]
     for r in part["results"]:
         lines.append(
-            f"<details><summary>{FLEET_LIBRARIES.get(r['library'], r['library'])}</summary>"
+            f"<details><summary>{FLEET_LIBRARIES.get(r['library'], r['library'])}, "
+            f"W = {r['workers']}</summary>"
         )
         lines.append("")
         for index, events in enumerate(r.get("events", [])):

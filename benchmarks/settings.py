@@ -6,6 +6,8 @@ Everything comes from the environment the runner sets for itself and its childre
 - ``CB_BENCH_RUN``: the run id, used as the Redis key prefix so a run never touches the
   keys of another run (or of the test suite) in the same Redis database;
 - ``CB_BENCH_REDIS_URL``: the Redis database (default ``redis://127.0.0.1:6379/8``);
+- ``CB_BENCH_BREAKER_REDIS_URL``: ``CIRCUITBREAKER["REDIS_URL"]`` (a Cluster or Sentinel
+  URL in the fleet part), else the cache's own server;
 - ``CB_BENCH_CACHE``: ``locmem`` (default) or ``redis``, the ``default`` cache alias, i.e.
   the one circuitbreaker_app uses. The ``redis`` alias is always defined.
 
@@ -74,6 +76,8 @@ CIRCUITBREAKER = {
     "METRICS": False,
     # The memory benchmark defines 1,000 circuits on top of the others.
     "MAX_CIRCUITS": 5_000,
+    # The fleet part's Cluster and Sentinel runs point the breaker at another deployment.
+    "REDIS_URL": os.environ.get("CB_BENCH_BREAKER_REDIS_URL") or None,
 }
 
 LOGGING = {
