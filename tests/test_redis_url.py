@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import RedisClusterException
 
+from circuitbreaker_app import breaker
 from circuitbreaker_app.checks import check_settings
-from circuitbreaker_app.store.backends.redis_url import RedisTarget, RedisURLError, parse_redis_url
+from circuitbreaker_app.store import CircuitStore, RedisUnavailable
+from circuitbreaker_app.store.backends.redis_url import (
+    RedisTarget,
+    RedisURLError,
+    parse_redis_url,
+    redis_client,
+)
+from tests.loopback import closed_port
 
 
 @pytest.mark.parametrize(
@@ -93,3 +102,53 @@ def test_the_system_check_reports_a_malformed_url_without_its_password(settings)
     assert check_id == "circuitbreaker_app.E030" and "bad port '99999'" in message
     ((check_id, message),) = _checks(settings, "memcached://a:11211/")
     assert check_id == "circuitbreaker_app.E020" and "redis+cluster://" in message
+
+
+# -- the clients ---------------------------------------------------------------------------
+
+
+def _no_retries(kwargs: dict) -> None:
+    assert kwargs["socket_timeout"] == 0.1
+    assert kwargs["socket_connect_timeout"] == 0.1
+    assert kwargs["retry"].get_retries() == 0
+
+
+def test_a_sentinel_client_has_short_timeouts_and_no_retries():
+    client = redis_client("redis+sentinel://127.0.0.1:1,127.0.0.1:2/payments/3", 0.1)
+    pool = client.connection_pool
+    assert (pool.service_name, pool.connection_kwargs["db"]) == ("payments", 3)
+    _no_retries(pool.connection_kwargs)
+    for sentinel in pool.sentinel_manager.sentinels:
+        assert sentinel.connection_pool.connection_kwargs["socket_timeout"] == 0.1
+
+
+@pytest.mark.redis_topology
+def test_a_cluster_client_has_short_timeouts_and_no_retries(redis_topologies):
+    client = redis_client(redis_topologies("cluster").url, 0.1)
+    try:
+        assert len(client.get_primaries()) == 3
+        for node in client.get_nodes():
+            _no_retries(node.redis_connection.connection_pool.connection_kwargs)
+    finally:
+        client.close()
+
+
+@pytest.mark.django_db
+def test_a_cluster_that_is_down_at_start_is_an_outage_not_an_error(settings, monkeypatch):
+    attempts = []
+
+    def counted(url: str, timeout: float):
+        attempts.append(url)
+        return redis_client(url, timeout)
+
+    monkeypatch.setattr("circuitbreaker_app.store.backends.redis.redis_client", counted)
+    settings.CIRCUITBREAKER = {"REDIS_URL": f"redis+cluster://127.0.0.1:{closed_port()}/"}
+    store = CircuitStore()  # making the store connects to nothing
+    assert attempts == []
+    with pytest.raises(RedisClusterException):
+        store.redis.mget(["key"])  # the slot map cannot be read
+    for _ in range(100):
+        with pytest.raises(RedisUnavailable):
+            store.redis.mget(["key"])  # skipped without I/O until the retry time
+    assert len(attempts) == 1
+    assert breaker("payments").call(lambda: "ok") == "ok"  # guarded calls go on
