@@ -164,7 +164,9 @@ class Fleet:
             return None, None
         return min(times), (max(times) if len(times) == len(self.processes) else None)
 
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Stop the workers: their summaries, and what those that failed wrote to stderr
+        (a worker still running 10 s after the stop file is stopped, exit status -15)."""
         self.stop_file.touch()
         for process in self.processes:
             try:
@@ -179,9 +181,7 @@ class Fleet:
             for process in self.processes
             if process.returncode not in (0, None) and process.stderr
         ]
-        if errors:
-            raise RuntimeError("fleet worker failed:\n" + "\n".join(errors))
-        return self.summaries
+        return self.summaries, errors
 
 
 def _make_circuit(name: str, options: FleetOptions) -> None:
@@ -255,7 +255,7 @@ def run_library(
             result["heal_to_all_seconds"] = None if last is None else last - healed
             result["second_trip_ok"] = rejected_again is not None
         finally:
-            summaries = fleet.finish()
+            summaries, worker_errors = fleet.finish()
         result["calls"] = sum(s.get("calls", 0) for s in summaries)
         result["events"] = [
             [{**event, "t": round(event["t"] - go, 4)} for event in events]
@@ -266,6 +266,7 @@ def run_library(
             for text, count in (summary.get("errors") or {}).items():
                 errors[text] = errors.get(text, 0) + count
         result["breaker_errors"] = errors
+        result["worker_errors"] = worker_errors
         result["upstream_hits_total"] = up.hits
     if cb_app:
         from circuitbreaker_app.models import CircuitEvent
@@ -296,7 +297,8 @@ def run(
     results = []
     notes = []
     runnable = []
-    for library in libraries:
+    # cb_app-<topology> are variants of cb_app that run() adds itself (never on its own).
+    for library in [name for name in libraries if not name.startswith("cb_app-")]:
         needs_redis = library.startswith("cb_app") or library == "pybreaker-redis"
         module = {"pybreaker-memory": "pybreaker", "pybreaker-redis": "pybreaker"}.get(
             library, library if library == "circuitbreaker" else None

@@ -466,6 +466,10 @@ def fleet_section(data: dict[str, Any]) -> list[str]:
                 "- circuitbreaker_app transitions (event log): "
                 + ", ".join(f"{a} → {b}" for a, b in r["transitions"])
             )
+    for r in part["results"]:
+        for error in r.get("worker_errors") or []:
+            label = FLEET_LIBRARIES.get(r["library"], r["library"])
+            lines.append(f"- {label}, W = {r['workers']}: a worker failed ({error[:300]})")
     for note in part.get("notes", []):
         lines.append(f"- {note}")
     if any(r["library"] == "pybreaker-redis" for r in part["results"]):
