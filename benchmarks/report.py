@@ -251,6 +251,33 @@ def machine_section(machine: dict[str, Any], smoke: bool) -> list[str]:
     return lines
 
 
+#: The most a closed success may cost more with Prometheus metrics on (DESIGN §4).
+METRICS_TARGET_NS = 30
+
+
+def metrics_comparison(results: list[dict[str, Any]]) -> list[str]:
+    """The closed success with metrics on and off, side by side (DESIGN §4's target)."""
+    median = {
+        row["library"]: row["median_ns"]
+        for row in results
+        if row["outcome"] == "success" and row["library"].startswith("cb_app-locmem")
+    }
+    off, on = median.get("cb_app-locmem"), median.get("cb_app-locmem-metrics")
+    if off is None or on is None:
+        return []
+    verdict = "met" if on - off <= METRICS_TARGET_NS else "**missed**"
+    return [
+        "",
+        "**Closed success, Prometheus metrics on vs off** (same run, same LocMem store; "
+        f"target: at most {METRICS_TARGET_NS} ns more with metrics on, {verdict}):",
+        "",
+        *_table(
+            ["metrics off, median ns", "metrics on, median ns", "difference ns"],
+            [[_num(off), _num(on), _num(on - off)]],
+        ),
+    ]
+
+
 def overhead_section(data: dict[str, Any]) -> list[str]:
     part = data.get("overhead")
     lines = [SECTIONS[2], ""]
@@ -328,6 +355,7 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
                 ]
             )
     lines += _table(header, rows)
+    lines += metrics_comparison(results)
     lines += (
         ["", f"![Per-call time per library]({OVERHEAD_PNG})", ""]
         if data.get("plots", {}).get("overhead")

@@ -275,6 +275,7 @@ class Breaker:
             self._closed_result(runtime, token, fn, args, kwargs, result, now)
             return result
         if now < runtime.reject_until:
+            runtime.rejected += 1  # the fleet's totals (read at scrape time)
             if OBSERVERS:
                 notify(self.name, "rejected", None)
             retry = None if runtime.retry_clock is None else runtime.retry_clock - now
@@ -331,6 +332,7 @@ class Breaker:
         try:
             permit = runtime.acquire()
         except CircuitOpenError as exc:
+            runtime.rejected += 1
             if OBSERVERS:
                 notify(self.name, "rejected", None)
             if self.fallback is not None:
@@ -375,9 +377,11 @@ class Breaker:
             notify(self.name, outcome.value, duration)
 
     def __enter__(self) -> Breaker:
+        runtime = self._runtime()
         try:
-            permit = self._runtime().acquire()
+            permit = runtime.acquire()
         except CircuitOpenError:
+            runtime.rejected += 1
             if OBSERVERS:
                 notify(self.name, "rejected", None)
             raise
@@ -417,6 +421,7 @@ class Breaker:
                 return await sync_to_async(runtime.acquire)()
             return runtime.acquire()
         except CircuitOpenError:
+            runtime.rejected += 1
             if OBSERVERS:
                 notify(self.name, "rejected", None)
             raise

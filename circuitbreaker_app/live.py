@@ -122,6 +122,9 @@ class LiveStatus:
     window: Snapshot
     #: While OPEN or HALF_OPEN (window empty), the window when it opened, if known.
     trip: Trip | None = None
+    #: Calls rejected (not permitted) by the whole fleet since the circuit was created, to
+    #: within ``STATE_TTL`` (other processes share theirs once per ``STATE_TTL``).
+    rejected: int = 0
 
     @property
     def name(self) -> str:
@@ -159,6 +162,7 @@ class LiveStatus:
             "failure_rate": round(self.failure_rate, 2),
             "slow_call_rate": round(self.slow_call_rate, 2),
             "at_trip": self.trip.as_json() if self.trip else None,
+            "rejected": self.rejected,
             "config": {
                 "window_type": row.window_type,
                 "window_size": row.window_size,
@@ -202,6 +206,8 @@ def live_statuses(rows: Iterable[Circuit]) -> list[LiveStatus]:
                 retry_after=status.retry_after(now),
                 window=runtime.snapshot(),
                 trip=_trip_of(row, status.state),
+                # the fleet's total, plus what this process has not shared yet
+                rejected=runtime.shared_tally.get("rejected", 0) + runtime.rejected,
             )
         )
     return result

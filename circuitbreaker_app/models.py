@@ -413,6 +413,8 @@ class CircuitSample(models.Model):
     calls = models.PositiveIntegerField(_("calls in window"), default=0)
     failures = models.PositiveIntegerField(_("failures in window"), default=0)
     slow = models.PositiveIntegerField(_("slow calls in window"), default=0)
+    #: The fleet's rejected calls in total when sampled; a period's count is the difference.
+    rejected_total = models.PositiveBigIntegerField(_("rejected calls in total"), default=0)
     state = models.CharField(
         _("state"),
         max_length=20,

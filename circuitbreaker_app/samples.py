@@ -47,6 +47,8 @@ class Point:
     failures: int
     slow: int
     state: str
+    #: Calls the fleet rejected during this period (to within ``STATE_TTL``).
+    rejected: int = 0
 
     @property
     def failure_rate(self) -> float:
@@ -83,6 +85,7 @@ def record_samples(statuses: Iterable[LiveStatus] | None = None, now: float | No
                     failures=status.window.failures,
                     slow=status.window.slow,
                     state=status.state.value,
+                    rejected_total=status.rejected,
                 )
                 for status in statuses
             ],
@@ -137,12 +140,19 @@ def history(
     since = period_of(store.now() if now is None else now) - span
     if after is not None:
         since = max(since, datetime.fromtimestamp(after, tz=UTC))
+    # One period more than shown: its rejected total is where the first one's count starts.
     rows = (
         CircuitSample.objects.using(store.db_alias)
-        .filter(circuit_id__in=ids, at__gt=since)
+        .filter(circuit_id__in=ids, at__gt=since - timedelta(seconds=INTERVAL))
         .order_by("circuit_id", "at")
-        .values_list("circuit_id", "at", "calls", "failures", "slow", "state")
+        .values_list("circuit_id", "at", "calls", "failures", "slow", "state", "rejected_total")
     )
-    for circuit_id, at, calls, failures, slow, state in rows:
-        result[circuit_id].append(Point(at.timestamp(), calls, failures, slow, state))
+    previous: dict[int, int] = {}
+    for circuit_id, at, calls, failures, slow, state, rejected_total in rows:
+        before = previous.get(circuit_id, rejected_total)
+        previous[circuit_id] = rejected_total
+        if at <= since:
+            continue
+        rejected = max(0, rejected_total - before)  # a total that went back: restarted
+        result[circuit_id].append(Point(at.timestamp(), calls, failures, slow, state, rejected))
     return result

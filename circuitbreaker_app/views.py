@@ -109,6 +109,7 @@ def status_payload(names: list[str] | None = None, with_history: bool = False) -
                     "failure_rate": point.failure_rate,
                     "calls": point.calls,
                     "state": point.state,
+                    "rejected": point.rejected,
                 }
                 for point in found[entry["id"]]
             ]

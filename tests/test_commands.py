@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, ManagementUtility, call_command
 from django.test import override_settings
 
-from circuitbreaker_app import State
+from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import get_store
 from tests.helpers import fake_dns, record
@@ -436,3 +436,16 @@ def test_a_move_is_one_line_not_a_log_line_too(circuits, caplog):
     assert [r.getMessage() for r in caplog.records if "->" in r.getMessage()] == [
         "circuit 'search': forced_open -> closed (by code)"
     ]
+
+
+def test_show_gives_the_rejected_calls_in_total_and_per_period(circuits):
+    for _ in range(4):
+        with pytest.raises(CircuitOpenError):
+            breaker("payments").call(lambda: "never")
+    get_store().flush()
+    data = json.loads(run("show", "payments", "--json"))
+    assert data["rejected"] == 4
+    assert isinstance(data["rejected_per_period"], list)
+    assert re.search(
+        r"\nrejected calls +4 in total, 0 in the last 15 min\n", run("show", "payments")
+    )

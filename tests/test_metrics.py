@@ -1,4 +1,7 @@
-"""Prometheus metrics: counters fed in memory, the state gauge read when scraped."""
+"""Prometheus metrics: the fleet's call totals and the state gauge, read when scraped.
+
+``tests/test_metrics_fleet.py`` runs two stores on real Redis and sums their calls.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from django.db import DatabaseError
 from django.test import override_settings
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from circuitbreaker_app import CircuitOpenError, State, breaker, metrics
+from circuitbreaker_app import CircuitOpenError, State, breaker, metrics, observers
+from circuitbreaker_app.core import Outcome
 from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
 from circuitbreaker_app.store.overflow import ISOLATED_LABEL
@@ -50,6 +54,8 @@ def registry():
 
 
 def calls(registry, circuit, outcome):
+    """The scraped total (after this process shares what it counted since its last flush)."""
+    get_store().flush()
     value = registry.get_sample_value(
         "circuitbreaker_calls_total", {"circuit": circuit, "outcome": outcome}
     )
@@ -64,6 +70,7 @@ def test_enabled_by_default_on_the_default_registry():
     active = metrics.enabled()
     assert active is not None and active.registry is REGISTRY
     names = {metric.name for metric in REGISTRY.collect()}
+    assert "circuitbreaker_state" in names
     assert {"circuitbreaker_calls", "circuitbreaker_transitions"} <= names
 
 
@@ -88,14 +95,43 @@ def test_calls_are_counted_by_outcome(registry):
 
 
 def test_slow_calls_are_counted_besides_their_outcome(registry):
-    Circuit.objects.create(name="search", slow_call_duration=1.0)
+    Circuit.objects.create(name="search", slow_call_duration=1.0, minimum_calls=10)
     breaker("search").call(lambda: "ok")  # loads the runtime
-    active = metrics.enabled()
-    active.observe("search", "success", 1.5)
-    active.observe("search", "failure", 0.2)
-    assert calls(registry, "search", "slow") == 1
+    runtime = get_store().runtime("search")  # what Breaker hands a timed outcome to
+    runtime.on_result(runtime.acquire(), Outcome.SUCCESS, 1.5)
+    runtime.on_result(runtime.acquire(), Outcome.FAILURE, 0.2)
+    runtime.on_result(runtime.acquire(), Outcome.IGNORED, 2.0)
+    assert calls(registry, "search", "slow") == 2
     assert calls(registry, "search", "success") == 2
     assert calls(registry, "search", "failure") == 1
+    assert calls(registry, "search", "ignored") == 1
+
+
+def test_metrics_on_keep_the_hot_path(registry):
+    """No call observer: a closed success stays ``pending += 1`` (no Counter.inc())."""
+    assert observers.OBSERVERS == []
+    Circuit.objects.create(name="payments")
+    guarded = breaker("payments")
+    guarded.call(lambda: "ok")
+    runtime = get_store().runtime("payments")
+    pending = runtime.pending
+    guarded.call(lambda: "ok")
+    assert runtime.pending == pending + 1
+    assert not runtime.has_tally()  # counted in pending only
+
+
+def test_a_scrape_reads_the_shared_totals_not_this_process(registry):
+    """What another process flushed counts; what this one has not flushed yet does not."""
+    Circuit.objects.create(name="payments", **TRIP_AT_TWO)
+    guarded = breaker("payments")
+    for _ in range(3):
+        guarded.call(lambda: "ok")
+    get_store().flush()
+    guarded.call(lambda: "ok")  # not flushed: within STATE_TTL
+    value = registry.get_sample_value(
+        "circuitbreaker_calls_total", {"circuit": "payments", "outcome": "success"}
+    )
+    assert value == 3
 
 
 def test_transitions_are_counted_once_each(registry, django_capture_on_commit_callbacks):
@@ -117,13 +153,12 @@ def test_transitions_are_counted_once_each(registry, django_capture_on_commit_ca
     assert value == 1
 
 
-def test_state_gauge_reads_every_circuit_in_one_query_when_scraped(
-    registry, django_assert_num_queries
-):
+def test_a_scrape_reads_every_circuit_in_one_query(registry, django_assert_num_queries):
     Circuit.objects.create(name="payments")
     Circuit.objects.create(name="search")
     get_store().move_to("search", State.FORCED_OPEN, "test")
-    with django_assert_num_queries(1):
+    # one query for the circuits, one more when the call totals live in the database
+    with django_assert_num_queries(1 + int(not get_store().counters.in_cache)):
         text = generate_latest(registry).decode()
     assert 'circuitbreaker_state{circuit="payments",state="closed"} 1.0' in text
     assert 'circuitbreaker_state{circuit="payments",state="open"} 0.0' in text
@@ -164,7 +199,7 @@ def test_labels_stay_bounded_past_max_circuits(registry):
         if metric.name == "circuitbreaker_calls"
         for sample in metric.samples
     }
-    assert labels == {ISOLATED_LABEL}
+    assert labels == {"payments", ISOLATED_LABEL}  # every circuit, none of the 5 names
 
 
 def test_enable_is_idempotent_and_disable_unregisters(registry):

@@ -12,7 +12,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from circuitbreaker_app import State, breaker, operator
+from circuitbreaker_app import CircuitOpenError, State, breaker, operator
 from circuitbreaker_app.models import Circuit, CircuitSample
 from circuitbreaker_app.samples import (
     HISTORY,
@@ -291,6 +291,7 @@ def test_history_lists_the_last_15_minutes_every_10_s_oldest_first(client, staff
         "failure_rate": 25.0,
         "calls": 4,
         "state": "closed",
+        "rejected": 0,
     }
     # bounded: what is older than RETENTION is gone
     per_circuit = CircuitSample.objects.filter(circuit__name="search").count()
@@ -382,3 +383,31 @@ def test_a_filtered_request_samples_only_when_no_worker_did(client, staff, circu
     fake.advance(STALE_AFTER)  # no worker: the endpoint samples by itself
     client.get(URL, {"circuit": "search"})
     assert CircuitSample.objects.count() == 4
+
+
+def test_rejected_calls_in_total_and_per_period(client, staff, circuits, fake):
+    """payments is open: every call is rejected, counted by the fleet, shown per period."""
+
+    def reject(times):
+        for _ in range(times):
+            with pytest.raises(CircuitOpenError):
+                breaker("payments").call(lambda: "never")
+
+    def payments(**query):
+        found = client.get(URL, {"circuit": "payments", **query}).json()["circuits"]
+        return found[0]
+
+    fake.advance(INTERVAL)
+    maybe_record_samples()
+    reject(7)
+    assert payments()["rejected"] == 7  # this process's, not shared yet, count too
+    fake.advance(INTERVAL)
+    maybe_record_samples()
+    reject(3)
+    get_store().flush()  # shared (as every process does once per STATE_TTL)
+    fake.advance(INTERVAL)
+    maybe_record_samples()
+    data = payments(history="1")
+    assert data["rejected"] == 10
+    assert [point["rejected"] for point in data["history"]][-3:] == [0, 7, 3]
+    assert (data["state"], data["calls"]) == ("open", 0)  # rejections are not window calls

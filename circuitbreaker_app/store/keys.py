@@ -30,6 +30,11 @@ def generation_prefix(name: str, generation: int) -> str:
     return f"{circuit_prefix(name)}/g{generation}"
 
 
+def tally_key(name: str) -> str:
+    """Key of the circuit's fleet-wide call totals by outcome (the Prometheus counters)."""
+    return f"{circuit_prefix(name)}/calls"
+
+
 def answer_key(name: str, key: str) -> str:
     """Cache key of the answer ``last_good`` keeps for one call key of a circuit."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]

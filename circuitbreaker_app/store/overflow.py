@@ -80,9 +80,15 @@ class IsolatedStore:
         return self.shared.now()
 
     def add_outcome(
-        self, runtime: CircuitRuntime, change: BucketAdd | CountAdd, known: bool
+        self,
+        runtime: CircuitRuntime,
+        change: BucketAdd | CountAdd,
+        known: bool,
+        tally: Any = None,
     ) -> Any:
         value, _entry = self.counters.add(change, known, None)
+        if tally:
+            self.add_tally(runtime, tally)
         return value
 
     def counter_claim(self, key: str, ttl: float, value: int = 1) -> bool:
@@ -116,10 +122,17 @@ class IsolatedStore:
         )
         return True
 
+    def add_tally(self, runtime: CircuitRuntime, tally: Any) -> None:
+        """Calls of isolated breakers join the fleet's totals under one label (their names
+        are unbounded)."""
+        self.shared.add_tally(runtime, tally, name=ISOLATED_LABEL)
+
     def refresh(self, runtime: CircuitRuntime) -> None:
         """Flush pending successes and re-read the window from the private cache."""
         if runtime.pending:
             runtime._push(Snapshot())
+        if runtime.has_tally():
+            self.add_tally(runtime, runtime.take_tally())
         now = self.now()
         keys = runtime.window.read_keys(now)
         runtime._stale_at = self.clock() + self.ttl

@@ -20,6 +20,7 @@ from circuitbreaker_app import conf
 from circuitbreaker_app.core import Snapshot, State
 from circuitbreaker_app.store import backends
 from circuitbreaker_app.store.answers import RememberedAnswers
+from circuitbreaker_app.store.backends.base import Tally, tallies_in, tally_keys
 from circuitbreaker_app.store.dbguard import DatabaseGuard
 from circuitbreaker_app.store.entry import (
     PROVISIONAL_ID,
@@ -27,7 +28,7 @@ from circuitbreaker_app.store.entry import (
     parse_entry,
     provisional_entry,
 )
-from circuitbreaker_app.store.keys import state_key
+from circuitbreaker_app.store.keys import state_key, tally_key
 from circuitbreaker_app.store.outages import Outages
 from circuitbreaker_app.store.overflow import CapReached, Overflow
 from circuitbreaker_app.store.persistence import CircuitPersistence
@@ -95,19 +96,28 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         )
 
     def add_outcome(
-        self, runtime: CircuitRuntime, change: BucketAdd | CountAdd, known: bool
+        self,
+        runtime: CircuitRuntime,
+        change: BucketAdd | CountAdd,
+        known: bool,
+        tally: Tally | None = None,
     ) -> Any:
         """Apply ``change`` to ``runtime``'s shared window: one round trip. Returns the
         bucket's new value or the count window, or None when the counters are unreachable.
 
         When the backend reads the circuit's state entry in the same round trip (Redis) and
         another process has moved the circuit on, ``runtime`` takes the new entry at once.
+        ``tally`` (calls by outcome not yet shared) goes to the circuit's fleet-wide call
+        totals with it; when the counters are unreachable it is handed back to ``runtime``.
         """
         watch = (state_key(runtime.name), runtime._generation, runtime.circuit_id)
+        totals = (tally_key(runtime.name), tally) if tally else None
         result = self.outages.guard(
-            "shared counters", None, self.counters.add, change, known, watch
+            "shared counters", None, self.counters.add, change, known, watch, totals
         )
         if result is None:
+            if tally:
+                runtime.keep_tally(tally)
             return None
         value, entry = result
         if entry is not None:
@@ -124,6 +134,26 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         runtime._apply(entry)
         runtime._unsaved.clear()  # the fleet moved on: our offline moves would lose
         runtime._stale_at = self.clock() + self.ttl
+
+    def add_tally(self, runtime: CircuitRuntime, tally: Tally, name: str | None = None) -> None:
+        """Add calls by outcome to the fleet-wide totals of ``runtime``'s circuit (or of
+        ``name``): one write, with nothing else to write."""
+        key = tally_key(name or runtime.name)
+        done = self.outages.guard("shared counters", False, self._add_tally, key, tally)
+        if not done:
+            runtime.keep_tally(tally)
+
+    def _add_tally(self, key: str, tally: Tally) -> bool:
+        self.counters.add_tally(key, tally)
+        return True
+
+    def read_tallies(self, names: Iterable[str]) -> dict[str, Tally]:
+        """The fleet's call totals by outcome of each circuit of ``names`` (one read; empty
+        when the counters are unreachable). Exact to within ``STATE_TTL``: each process
+        adds its calls once per ``STATE_TTL`` while calls come."""
+        keys = {tally_key(name): name for name in names}
+        found = self.outages.guard("shared counters", {}, self.counters.read_tallies, list(keys))
+        return {keys[key]: tally for key, tally in found.items()}
 
     def counter_claim(self, key: str, ttl: float, value: int = 1) -> bool:
         # Unreachable store: admit the trial (per-process), rather than stick in HALF_OPEN.
@@ -196,6 +226,8 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             # Breaker.call counts successes without looking at the clock: they are flushed
             # here, once per STATE_TTL, when the stale snapshot sends a call this way.
             runtime._push(Snapshot())
+        if runtime.has_tally():  # e.g. rejections while open: nothing else to write
+            self.add_tally(runtime, runtime.take_tally())
         now = self.now()
         key = state_key(runtime.name)
         window = runtime.window
@@ -257,7 +289,8 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
         A runtime this process lacks is built from its row (no read of its own); the state
         entries and window buckets of all circuits come back in one ``get_many`` (plus one
         counters query when the counters live in the database). Whichever of row and cache
-        entry has the higher generation wins.
+        entry has the higher generation wins. The same read brings each circuit's
+        fleet-wide call totals (``runtime.shared_tally``).
         """
         now = self.now()
         runtimes: dict[str, CircuitRuntime] = {}
@@ -278,17 +311,20 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             runtimes[row.name] = runtime
         window_keys = {name: rt.window.read_keys(now) for name, rt in runtimes.items()}
         generations = {name: rt._status.generation for name, rt in runtimes.items()}
+        totals = {name: tally_key(name) for name in runtimes}
+        counter_keys = [key for names in window_keys.values() for key in names]
+        counter_keys += tally_keys(list(totals.values()))
         keys = [state_key(name) for name in runtimes]
         if self.counters.in_cache:
-            keys += [key for names in window_keys.values() for key in names]
+            keys += counter_keys
         try:
             values = dict(self.cache.get_many(keys)) if keys else {}
         except Exception as exc:
             self.outages.failed("cache", exc)
             return runtimes
         if not self.counters.in_cache:
-            all_window_keys = [key for names in window_keys.values() for key in names]
-            values.update(self.counter_get_many(all_window_keys))
+            values.update(self.counter_get_many(counter_keys))
+        tallies = tallies_in(list(totals.values()), values)
         stale_at = self.clock() + self.ttl
         for name, runtime in runtimes.items():
             entry = parse_entry(values.get(state_key(name)))
@@ -301,6 +337,7 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
             if runtime._status.generation == generations[name]:
                 runtime.window.absorb(values, now, settled=not runtime.pending)
             runtime._stale_at = stale_at
+            runtime.shared_tally = tallies[totals[name]]
         return runtimes
 
     def _after_database_outage(self) -> None:
@@ -322,10 +359,13 @@ class CircuitStore(CircuitPersistence, RememberedAnswers):
                     self._runtimes.pop(name, None)
 
     def flush(self) -> None:
-        """Push every pending success count to the shared window now."""
-        for runtime in list(self._runtimes.values()):
+        """Push every pending success count to the shared window, and every call not yet in
+        the fleet's totals to them, now."""
+        for runtime in [*self._runtimes.values(), *self.overflow.runtimes.values()]:
             if runtime.pending:
                 runtime._push(Snapshot())
+            if runtime.has_tally():
+                runtime.store.add_tally(runtime, runtime.take_tally())
 
 
 def _older(entry: Any, runtime: CircuitRuntime) -> bool:

@@ -67,6 +67,18 @@ class CircuitRuntime:
         #: a lock: under thread races a success may go uncounted, which only nudges the
         #: failure rate up.
         self.pending = 0
+        #: Calls by outcome not yet added to the fleet's totals (DESIGN §4: observability
+        #: is free): plain integers where the call already touches the runtime. A closed
+        #: success on the fast path is only ``pending``, which joins ``successes`` when
+        #: it is flushed; ``successes`` counts the others (trials, slow calls, DISABLED).
+        self.successes = 0
+        self.failures = 0
+        self.ignored = 0
+        self.rejected = 0
+        self.slow = 0
+        self._pended = False  # did record() count the current success in ``pending``?
+        #: The fleet's call totals as the last status read saw them (``refresh_rows``).
+        self.shared_tally: dict[str, int] = {}
         self._written: set[str] = set()  # counter keys this process knows exist
         # Transitions made while the database was unreachable, oldest first: applied here
         # at once, written (in order, each a compare-and-set) when the database returns.
@@ -158,6 +170,7 @@ class CircuitRuntime:
             self.window: SharedWindow = window_for(
                 generation_prefix(self.name, status.generation), config
             )
+            self.successes += self.pending  # out of the window, but they were calls
             self.pending = 0
         self.config = config
         self._slow_after = config.slow_call_duration
@@ -197,6 +210,7 @@ class CircuitRuntime:
         if failed or slow:
             return self._push(Snapshot(1, int(failed), int(slow)))
         self.pending += 1
+        self._pended = True
         if self.clock() >= self._flush_at:
             return self._push(Snapshot())
         estimate = self.window.estimate_with(self.pending, self._pending_at, self.now())
@@ -208,6 +222,7 @@ class CircuitRuntime:
     def _push(self, outcome: Snapshot) -> Snapshot:
         """Add pending successes, then ``outcome``, to the shared window: one round trip."""
         pending, self.pending = self.pending, 0
+        self.successes += pending
         now = self.now()
         at, self._pending_at = self._pending_at, now
         self._flush_at = self.clock() + self.store.ttl
@@ -222,12 +237,44 @@ class CircuitRuntime:
             pending = 0
         if not (pending or outcome.calls):
             return self.window.estimate(now)
-        return self._write(self.window.change(outcome, pending, now), now)
+        # The calls by outcome ride along when the backend adds them in the same round trip
+        # (Redis); elsewhere with the periodic flush only, so a failure stays one write.
+        tally = None
+        if getattr(self.store.counters, "tally_in_add", False) or not outcome.calls:
+            tally = self.take_tally()
+        return self._write(self.window.change(outcome, pending, now), now, tally)
 
-    def _write(self, change: Any, now: float) -> Snapshot:
+    # -- calls by outcome (the fleet's totals, DESIGN §4) --------------------------------
+    def has_tally(self) -> bool:
+        """True when some calls are not yet in the fleet's totals."""
+        return bool(self.successes or self.failures or self.ignored or self.rejected or self.slow)
+
+    def take_tally(self) -> dict[str, int] | None:
+        """The calls by outcome not yet shared (nonzero ones), now counted as shared."""
+        if not self.has_tally():
+            return None
+        tally = {
+            "success": self.successes,
+            "failure": self.failures,
+            "ignored": self.ignored,
+            "rejected": self.rejected,
+            "slow": self.slow,
+        }
+        self.successes = self.failures = self.ignored = self.rejected = self.slow = 0
+        return {field: count for field, count in tally.items() if count}
+
+    def keep_tally(self, tally: dict[str, int]) -> None:
+        """Take back a tally the shared store did not accept (it is sent again later)."""
+        self.successes += tally.get("success", 0)
+        self.failures += tally.get("failure", 0)
+        self.ignored += tally.get("ignored", 0)
+        self.rejected += tally.get("rejected", 0)
+        self.slow += tally.get("slow", 0)
+
+    def _write(self, change: Any, now: float, tally: dict[str, int] | None = None) -> Snapshot:
         """Send one change to the shared window; return the window's totals after it."""
         generation = self._generation
-        value = self.store.add_outcome(self, change, change.key in self._written)
+        value = self.store.add_outcome(self, change, change.key in self._written, tally)
         if self._generation != generation:
             # The same round trip told us another process moved the circuit on: these
             # counts belong to a period that is over, and must not trip the new one.
@@ -265,6 +312,7 @@ class CircuitRuntime:
         if slow_after is not None and duration >= slow_after:
             return False
         if self._disabled:
+            self.successes += 1
             return True
         self.pending += 1
         if self.clock() >= self._flush_at:
@@ -326,7 +374,17 @@ class CircuitRuntime:
 
     def on_result(self, permit: Permit, outcome: Outcome, duration: float) -> None:
         """Report the outcome of a call admitted by :meth:`acquire`."""
+        # Counted before settle(), so a failure's write carries its own count.
+        if outcome is Outcome.FAILURE:
+            self.failures += 1
+        elif outcome is Outcome.IGNORED:
+            self.ignored += 1
+        if duration and self.config.is_slow(duration):
+            self.slow += 1
+        self._pended = False
         settle(self, permit, outcome, duration)
+        if outcome is Outcome.SUCCESS and not self._pended:  # else it is in ``pending``
+            self.successes += 1
 
     def acquire_needs_io(self) -> bool:
         """True when :meth:`acquire` may touch the cache or database (async callers)."""

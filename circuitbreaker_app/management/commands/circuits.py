@@ -73,6 +73,10 @@ def _when(value: datetime | float | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat()
+
+
 def _rates(status: LiveStatus) -> tuple[str, str, str]:
     """Failure %, slow %, calls; while open, the window's numbers at the trip (starred)."""
     slow_on = status.circuit.slow_call_duration is not None
@@ -236,6 +240,13 @@ class Command(BaseCommand):
             trial_lease=circuit.trial_lease,
             probe_timeout=circuit.probe_timeout,
         )
+        from circuitbreaker_app import samples
+
+        periods = samples.history([circuit.pk])[circuit.pk]
+        recent = sum(point.rejected for point in periods)
+        data["rejected_per_period"] = [
+            {"t": _iso(point.at), "rejected": point.rejected} for point in periods
+        ]
         data["events"] = [
             {
                 "at": event.created_at.isoformat(),
@@ -269,6 +280,11 @@ class Command(BaseCommand):
                 )
             )
         facts += [
+            (
+                "rejected calls",
+                f"{status.rejected} in total, {recent} in the last "
+                f"{int(samples.HISTORY.total_seconds() // 60)} min",
+            ),
             ("consecutive opens", status.open_count),
             ("generation", status.generation),
             ("last transition", _when(status.changed_at)),

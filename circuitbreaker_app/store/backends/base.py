@@ -33,11 +33,40 @@ def whole_seconds(ttl: float) -> int:
     return max(1, math.ceil(ttl))
 
 
+#: The outcomes a circuit's fleet-wide call totals count (``circuitbreaker_calls_total``);
+#: ``slow`` overlaps the others.
+TALLY_FIELDS = ("success", "failure", "ignored", "rejected", "slow")
+#: Seconds a backend without a hash type keeps a total after its last write.
+TALLY_TTL = 30 * 86_400
+
+#: Calls by outcome not yet added to the fleet's totals: ``{field: count}``, nonzero only.
+Tally = dict[str, int]
+
+
+def tally_keys(keys: list[str]) -> list[str]:
+    """The keys holding the call totals under each of ``keys``: one per outcome."""
+    return [f"{key}/{field}" for key in keys for field in TALLY_FIELDS]
+
+
+def tallies_in(keys: list[str], values: dict[str, Any]) -> dict[str, Tally]:
+    """The call totals under each of ``keys`` found in ``values`` (a read of
+    :func:`tally_keys`); anything that is not an integer counts as 0."""
+
+    def number(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    return {
+        key: {field: number(values.get(f"{key}/{field}")) for field in TALLY_FIELDS} for key in keys
+    }
+
+
 class Counters:
     """Atomic integers and claims shared by every process, with expiry."""
 
     #: True when the values live in the state cache, so refreshes read both at once.
     in_cache = False
+    #: True when :meth:`add` writes a tally in the same round trip as the change.
+    tally_in_add = False
     #: True when expired values stay until :meth:`purge_expired` drops them.
     needs_purge = False
 
@@ -70,18 +99,39 @@ class Counters:
         raise NotImplementedError("subclasses of Counters must provide delete()")
 
     def add(
-        self, change: BucketAdd | CountAdd, known: bool, watch: Watch | None
+        self,
+        change: BucketAdd | CountAdd,
+        known: bool,
+        watch: Watch | None,
+        tally: tuple[str, Tally] | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Record ``change`` in one round trip: ``(value, entry)``.
 
         ``value`` is the bucket's new integer or the count window after the change;
         ``entry`` is the circuit's shared state entry when a backend can read it in the same
         round trip and it differs from ``watch`` (another process moved the circuit on),
-        else None. The default applies the change with :meth:`incr` / :meth:`add_count`.
+        else None. ``tally`` (key, counts) is added to the circuit's call totals: in the
+        same round trip when :attr:`tally_in_add`, else with :meth:`add_tally` after it.
+        The default applies the change with :meth:`incr` / :meth:`add_count`.
         """
         if isinstance(change, CountAdd):
-            return self.add_count(change), None
-        return self.incr(change.key, change.delta, change.ttl, known), None
+            value = self.add_count(change)
+        else:
+            value = self.incr(change.key, change.delta, change.ttl, known)
+        if tally is not None:
+            self.add_tally(*tally)
+        return value, None
+
+    def add_tally(self, key: str, tally: Tally) -> None:
+        """Add ``tally`` to the call totals under ``key``. The default keeps one counter
+        per outcome (``key/field``), each expiring :data:`TALLY_TTL` after its last write."""
+        for field, count in tally.items():
+            self.incr(f"{key}/{field}", count, TALLY_TTL)
+
+    def read_tallies(self, keys: list[str]) -> dict[str, Tally]:
+        """The call totals under each of ``keys`` (missing outcomes are 0), in one read."""
+        names = tally_keys(keys)
+        return tallies_in(keys, self.get_many(names) if names else {})
 
     def purge_expired(self) -> None:
         """Drop expired values when :attr:`needs_purge` (transitions and the beat task call

@@ -18,7 +18,13 @@ from importlib.resources import files
 from typing import Any
 
 from circuitbreaker_app import conf
-from circuitbreaker_app.store.backends.base import Counters, Watch, decode, encode
+from circuitbreaker_app.store.backends.base import (
+    Counters,
+    Tally,
+    Watch,
+    decode,
+    encode,
+)
 from circuitbreaker_app.store.backends.redis_url import parse_redis_url, redis_client
 from circuitbreaker_app.store.windows import MAX_RUNS, BucketAdd, CountAdd, parse_count
 
@@ -305,6 +311,8 @@ class RedisCounters(Counters):
     """
 
     in_cache = True
+    #: The call totals are a hash the record scripts add to (``HINCRBY``).
+    tally_in_add = True
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
@@ -319,6 +327,15 @@ class RedisCounters(Counters):
     def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
         return self.record(key, delta, ttl, None, -1, -1)[0]
 
+    def _tally_args(
+        self, keys: list[str], watch: str | None, tally: tuple[str, Tally] | None
+    ) -> list[Any]:
+        """Append the call totals' keys (one per outcome) to ``keys``; return their counts."""
+        if tally is None or watch is None:
+            return []
+        keys += [self.link.make_key(f"{tally[0]}/{field}") for field in tally[1]]
+        return list(tally[1].values())
+
     def record(
         self,
         key: str,
@@ -327,16 +344,19 @@ class RedisCounters(Counters):
         watch: str | None,
         generation: int,
         circuit_id: int,
+        tally: tuple[str, Tally] | None = None,
     ) -> tuple[int, dict[str, Any] | None]:
-        """Add ``delta`` to ``key``; also return the state entry under ``watch`` when its
-        generation or circuit id is not ``generation`` / ``circuit_id``."""
+        """Add ``delta`` to ``key`` (and ``tally`` to the call totals); also return the state
+        entry under ``watch`` when its generation or circuit id is not ``generation`` /
+        ``circuit_id``."""
         self._note("incr")
         link = self.link
         keys = [link.make_key(key)] + ([link.make_key(watch)] if watch else [])
+        extra = self._tally_args(keys, watch, tally)
         result = link.run(
             link.script(RECORD_LUA),
             keys=keys,
-            args=[delta, max(1, int(ttl * 1000)), generation, circuit_id],
+            args=[delta, max(1, int(ttl * 1000)), generation, circuit_id, *extra],
         )
         entry = decode(result[1]) if len(result) > 1 and watch else None
         return int(result[0]), entry if isinstance(entry, dict) else None
@@ -345,12 +365,18 @@ class RedisCounters(Counters):
         return self.record_count(change, None, -1, -1)[0]
 
     def record_count(
-        self, change: CountAdd, watch: str | None, generation: int, circuit_id: int
+        self,
+        change: CountAdd,
+        watch: str | None,
+        generation: int,
+        circuit_id: int,
+        tally: tuple[str, Tally] | None = None,
     ) -> tuple[list[int], dict[str, Any] | None]:
         """Apply ``change`` to its count window (one script call, like :meth:`record`)."""
         self._note("incr")
         link = self.link
         keys = [link.make_key(change.key)] + ([link.make_key(watch)] if watch else [])
+        extra = self._tally_args(keys, watch, tally)
         args = [
             change.successes,
             change.outcome,
@@ -360,6 +386,7 @@ class RedisCounters(Counters):
             MAX_RUNS,
             generation,
             circuit_id,
+            *extra,
         ]
         result = link.run(link.script(COUNT_LUA), keys=keys, args=args)
         entry = decode(result[1]) if len(result) > 1 and watch else None
@@ -389,13 +416,34 @@ class RedisCounters(Counters):
         self.link.run(self.link.client.delete, self.link.make_key(key))
 
     def add(
-        self, change: BucketAdd | CountAdd, known: bool, watch: Watch | None
+        self,
+        change: BucketAdd | CountAdd,
+        known: bool,
+        watch: Watch | None,
+        tally: tuple[str, Tally] | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
-        """One script call that records ``change`` and reads the watched state entry."""
+        """One script call that records ``change`` (and ``tally``) and reads the watched
+        state entry."""
         key, generation, circuit_id = watch if watch is not None else (None, -1, -1)
+        if tally is not None and key is None:
+            self.add_tally(*tally)
+            tally = None
         if isinstance(change, CountAdd):
-            return self.record_count(change, key, generation, circuit_id)
-        return self.record(change.key, change.delta, change.ttl, key, generation, circuit_id)
+            return self.record_count(change, key, generation, circuit_id, tally)
+        return self.record(change.key, change.delta, change.ttl, key, generation, circuit_id, tally)
+
+    def add_tally(self, key: str, tally: Tally) -> None:
+        """``INCRBY`` each outcome's total (no expiry; one pipelined round trip)."""
+        self._note("incr")
+        link = self.link
+
+        def send() -> None:
+            pipe = link.client.pipeline(transaction=False)
+            for field, count in tally.items():
+                pipe.incrby(link.make_key(f"{key}/{field}"), count)
+            pipe.execute()
+
+        link.run(send)
 
     def after_fork(self) -> None:
         self.link.reset_after_fork()

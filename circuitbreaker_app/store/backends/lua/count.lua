@@ -1,7 +1,8 @@
 -- Apply a batch to a count window (store/windows.py apply_count, line by line) and hand back the
 -- window, plus the circuit's state entry when its generation is not the caller's.
--- KEYS: window[, state entry]. ARGV: successes, outcome, seen, size, TTL (ms), max runs,
--- known generation, known circuit id.
+-- KEYS: window[, state entry[, call totals…]]. ARGV: successes, outcome, seen, size, TTL (ms),
+-- max runs, known generation, known circuit id, then the count to add to each call total
+-- (one per outcome key).
 local seq, runs = 0, {}
 -- A stored window is taken only when it is well formed (windows.parse_count's rules);
 -- anything else at the key is an empty window, overwritten below.
@@ -98,6 +99,13 @@ for _, run in ipairs(merged) do
 end
 local encoded = cjson.encode(flat)
 redis.call('SET', KEYS[1], encoded, 'PX', ARGV[5])
+-- The call totals; a malformed value there is replaced, as at the other keys.
+for i = 3, #KEYS do
+  if type(redis.pcall('INCRBY', KEYS[i], ARGV[i + 6])) ~= 'number' then
+    redis.call('DEL', KEYS[i])
+    redis.call('INCRBY', KEYS[i], ARGV[i + 6])
+  end
+end
 if KEYS[2] then
   local state = redis.pcall('GET', KEYS[2])
   if type(state) == 'string' then
