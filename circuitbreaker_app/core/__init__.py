@@ -8,7 +8,6 @@ protocol, so the semantics of DESIGN §3 are written, and tested, exactly once.
 from circuitbreaker_app.core.clock import Clock, FakeClock, SystemClock
 from circuitbreaker_app.core.config import CircuitConfig, ConfigError, validate_fields
 from circuitbreaker_app.core.errors import CircuitOpenError, IllegalTransitionError
-from circuitbreaker_app.core.machine import CircuitStateMachine
 from circuitbreaker_app.core.states import (
     CircuitStatus,
     Outcome,
@@ -17,9 +16,7 @@ from circuitbreaker_app.core.states import (
     behaviour_for,
 )
 from circuitbreaker_app.core.windows import (
-    CountWindow,
     Snapshot,
-    TimeWindow,
     WindowResult,
     evaluate,
 )
@@ -27,11 +24,9 @@ from circuitbreaker_app.core.windows import (
 __all__ = [
     "CircuitConfig",
     "CircuitOpenError",
-    "CircuitStateMachine",
     "CircuitStatus",
     "Clock",
     "ConfigError",
-    "CountWindow",
     "FakeClock",
     "IllegalTransitionError",
     "Outcome",
@@ -39,7 +34,6 @@ __all__ = [
     "Snapshot",
     "State",
     "SystemClock",
-    "TimeWindow",
     "WindowResult",
     "behaviour_for",
     "evaluate",

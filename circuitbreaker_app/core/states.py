@@ -1,8 +1,9 @@
 """States, allowed transitions, and one small class per state (Resilience4j's shape).
 
 A state class holds no data: it reads and changes a circuit only through a
-:class:`CircuitContext`, which the in-memory machine implements for one process and
-``circuitbreaker_app.store`` implements for a fleet sharing a cache and a database.
+:class:`CircuitContext`, which ``circuitbreaker_app.store``'s runtime implements for a
+fleet sharing a cache and a database: production runs these classes, and the tests drive
+them through it (``tests/test_semantics.py``, ``tests/test_model_based.py``).
 """
 
 from __future__ import annotations

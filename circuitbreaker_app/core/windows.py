@@ -1,16 +1,14 @@
-"""Sliding windows of call outcomes and the rule that decides when a circuit opens.
+"""A window's totals (:class:`Snapshot`) and the rule that decides when a circuit opens.
 
-Both windows keep running totals so that recording and reading are O(1), as
-Resilience4j's FixedSizeSlidingWindowMetrics and SlidingTimeWindowMetrics do.
+The sliding windows themselves are shared by every process, so they live beside their
+storage in ``circuitbreaker_app.store.windows`` (pure arithmetic, exact for one process).
 """
 
 from __future__ import annotations
 
 import enum
-import math
-from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from circuitbreaker_app.core.config import CircuitConfig
@@ -72,88 +70,3 @@ def evaluate(snapshot: Snapshot, config: CircuitConfig) -> WindowResult:
     ):
         return WindowResult.SLOW_CALL_RATE_ABOVE_THRESHOLD
     return WindowResult.BELOW_THRESHOLDS
-
-
-class Window(Protocol):
-    """What the state machine needs from a window."""
-
-    def record(self, failed: bool, slow: bool, now: float) -> Snapshot: ...
-
-    def snapshot(self, now: float) -> Snapshot: ...
-
-
-class CountWindow:
-    """The last ``size`` recorded calls, as a ring with running totals."""
-
-    def __init__(self, size: int) -> None:
-        if size < 1:
-            raise ValueError(f"window_size must be at least 1, but was {size!r}")
-        self._ring: list[tuple[bool, bool] | None] = [None] * size
-        self._head = 0
-        self._calls = self._failures = self._slow = 0
-
-    def record(self, failed: bool, slow: bool, now: float = 0.0) -> Snapshot:
-        evicted = self._ring[self._head]
-        if evicted is not None:
-            self._calls -= 1
-            self._failures -= evicted[0]
-            self._slow -= evicted[1]
-        self._ring[self._head] = (failed, slow)
-        self._head = (self._head + 1) % len(self._ring)
-        self._calls += 1
-        self._failures += failed
-        self._slow += slow
-        return self.snapshot(now)
-
-    def snapshot(self, now: float = 0.0) -> Snapshot:
-        return Snapshot(self._calls, self._failures, self._slow)
-
-
-class TimeWindow:
-    """The calls of the last ``size`` seconds, in one bucket per whole second.
-
-    A call at time ``t`` lands in bucket ``floor(t)``; the window at ``now`` holds the
-    buckets ``floor(now) - size + 1 … floor(now)``, so a bucket leaves the window
-    exactly ``size`` seconds after its second began.
-    """
-
-    def __init__(self, size: int) -> None:
-        if size < 1:
-            raise ValueError(f"window_size must be at least 1, but was {size!r}")
-        self._size = size
-        self._buckets: deque[list[int]] = deque()  # [second, calls, failures, slow]
-        self._calls = self._failures = self._slow = 0
-
-    def _roll(self, now: float) -> int:
-        second = math.floor(now)
-        oldest = second - self._size + 1
-        while self._buckets and self._buckets[0][0] < oldest:
-            _, calls, failures, slow = self._buckets.popleft()
-            self._calls -= calls
-            self._failures -= failures
-            self._slow -= slow
-        return second
-
-    def record(self, failed: bool, slow: bool, now: float = 0.0) -> Snapshot:
-        second = self._roll(now)
-        if not self._buckets or self._buckets[-1][0] != second:
-            self._buckets.append([second, 0, 0, 0])
-        bucket = self._buckets[-1]
-        bucket[1] += 1
-        bucket[2] += failed
-        bucket[3] += slow
-        self._calls += 1
-        self._failures += failed
-        self._slow += slow
-        return Snapshot(self._calls, self._failures, self._slow)
-
-    def snapshot(self, now: float = 0.0) -> Snapshot:
-        self._roll(now)
-        return Snapshot(self._calls, self._failures, self._slow)
-
-
-def window_for(config: CircuitConfig) -> CountWindow | TimeWindow:
-    """A fresh, empty window of the kind ``config`` asks for."""
-    if config.window_type == "time":
-        return TimeWindow(config.window_size)
-    return CountWindow(config.window_size)

@@ -7,7 +7,6 @@ import pickle
 import pytest
 
 from circuitbreaker_app.core import CircuitOpenError, State
-from tests.core.helpers import Harness
 
 
 @pytest.mark.parametrize(
@@ -25,16 +24,6 @@ def test_circuit_open_error_survives_a_pickle_round_trip(
     assert copy.retry_after == retry_after
     assert str(copy) == str(error)
     assert copy.args == error.args
-
-
-def test_a_real_rejection_pickles_too() -> None:
-    h = Harness(window_size=1, minimum_calls=1, failure_rate_threshold=100, wait_duration=10)
-    h.trip()
-    h.clock.advance(2.5)
-    with pytest.raises(CircuitOpenError) as info:
-        h.machine.acquire()
-    copy = pickle.loads(pickle.dumps(info.value))
-    assert (copy.circuit, copy.state, copy.retry_after) == ("payments", State.OPEN, 7.5)
 
 
 def test_message_names_the_circuit_state_and_rounded_up_wait() -> None:

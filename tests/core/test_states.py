@@ -97,17 +97,24 @@ def test_retry_after_is_none_outside_open() -> None:
 
 def test_a_move_the_circuit_already_made_elsewhere_is_a_no_op() -> None:
     """A refresh inside the move may show another process already opened it: no error."""
-    from circuitbreaker_app.core import CircuitConfig, CircuitStateMachine, FakeClock
+    from circuitbreaker_app.core import CircuitConfig
     from circuitbreaker_app.core.states import Closed, Snapshot
 
-    machine = CircuitStateMachine(
-        "race",
-        CircuitConfig(window_size=2, minimum_calls=2, failure_rate_threshold=50),
-        FakeClock(),
-    )
-    machine.move_to(State.FORCED_OPEN, "elsewhere")  # what the refreshed snapshot shows
-    transitions = []
-    machine.listeners.append(transitions.append)
-    Closed.check_window(machine, Snapshot(calls=2, failures=2))
-    assert machine.state is State.FORCED_OPEN
-    assert transitions == []
+    class Elsewhere:
+        """A context whose refreshed snapshot shows a move made by another process."""
+
+        name = "race"
+        config = CircuitConfig(window_size=2, minimum_calls=2, failure_rate_threshold=50)
+        status = CircuitStatus(state=State.FORCED_OPEN, generation=1)
+        transitions: list[object] = []
+
+        def now(self) -> float:
+            return 0.0
+
+        def transition(self, new: object, reason: str, snapshot: object) -> bool:
+            self.transitions.append(new)
+            return True
+
+    ctx = Elsewhere()
+    Closed.check_window(ctx, Snapshot(calls=2, failures=2))  # type: ignore[arg-type]
+    assert ctx.transitions == []

@@ -1,4 +1,6 @@
-"""DESIGN §3 continued: operator states, reset, generations and transition listeners."""
+"""DESIGN §3 continued, on the runtime production runs: operator states (with and without an
+end), reset and generations. Races between processes (one transition per trip, the
+compare-and-set) are in tests/test_store.py and tests/test_multiprocess.py."""
 
 from __future__ import annotations
 
@@ -6,14 +8,15 @@ import pytest
 
 from circuitbreaker_app.core import (
     CircuitOpenError,
-    CircuitStateMachine,
     CircuitStatus,
     IllegalTransitionError,
     Permit,
     Snapshot,
     State,
 )
-from tests.core.helpers import F, Harness, S
+from tests.semantics import F, Harness, S
+
+pytestmark = pytest.mark.django_db(transaction=True)
 
 TRIPPY = {"window_size": 5, "minimum_calls": 5, "failure_rate_threshold": 100}
 
@@ -176,68 +179,7 @@ def test_trial_outcome_from_an_earlier_half_open_period_is_dropped() -> None:
     assert h.machine.state is State.HALF_OPEN
 
 
-def test_transition_is_a_compare_and_set_on_generation() -> None:
-    h = Harness(**TRIPPY)
-    current = h.machine.status
-    moved = current.moved_to(State.OPEN, h.clock(), h.machine.config)
-    assert moved.generation == current.generation + 1
-    stale = CircuitStatus(state=State.OPEN, generation=current.generation)
-    assert not h.machine.transition(stale, "stale", None)
-    skipped = CircuitStatus(state=State.OPEN, generation=current.generation + 2)
-    assert not h.machine.transition(skipped, "skipped", None)
-    assert h.machine.status == current
-    assert h.events == []
-    assert h.machine.transition(moved, "ok", None)
-    assert not h.machine.transition(moved, "again", None)  # the same move twice: once
-    assert len(h.events) == 1
-
-
-def test_open_call_that_loses_the_race_to_half_open_is_decided_by_the_winner() -> None:
-    class Racing(CircuitStateMachine):
-        """Another process moves OPEN -> HALF_OPEN just before this one tries."""
-
-        raced = False
-
-        def transition(self, new, reason, snapshot):  # type: ignore[no-untyped-def]
-            if new.state is State.HALF_OPEN and not self.raced:
-                self.raced = True
-                super().transition(new, "other_process", snapshot)
-                return False
-            return super().transition(new, reason, snapshot)
-
-    h = Harness(**TRIPPY, half_open_max_calls=1)
-    h.machine = racing = Racing("payments", h.machine.config, clock=h.clock)
-    racing.listeners.append(h.events.append)
-    h.trip()
-    permit = h.to_half_open()
-    assert permit.state is State.HALF_OPEN
-    assert [e.reason for e in h.events][-1] == "other_process"
-    assert len(h.events) == 2
-
-
 # -- listeners -----------------------------------------------------------------------
-
-
-def test_listeners_get_one_transition_per_real_transition() -> None:
-    h = Harness(window_size=10, minimum_calls=5, failure_rate_threshold=50, half_open_max_calls=2)
-    second: list[object] = []
-    h.machine.listeners.append(second.append)
-    h.run("SFSFF")
-    for _ in range(5):
-        with pytest.raises(CircuitOpenError):
-            h.machine.acquire()
-    h.clock.advance(30)
-    h.run("SS")
-    assert [(e.old.state, e.new.state, e.reason) for e in h.events] == [
-        (State.CLOSED, State.OPEN, "failure_rate_above_threshold"),
-        (State.OPEN, State.HALF_OPEN, "wait_elapsed"),
-        (State.HALF_OPEN, State.CLOSED, "trials_succeeded"),
-    ]
-    assert second == h.events
-    assert all(e.name == "payments" for e in h.events)
-    assert h.events[0].snapshot == Snapshot(calls=5, failures=3)
-    assert h.events[1].snapshot is None
-    assert h.events[2].new == h.machine.status
 
 
 def test_a_rejected_illegal_move_changes_nothing_and_notifies_no_one() -> None:

@@ -1,16 +1,23 @@
-"""DESIGN §3 (Semantics), sentence by sentence, on one in-memory machine and a FakeClock.
+"""DESIGN §3 (Semantics), sentence by sentence, on the runtime production runs (one process,
+a FakeClock; tests/semantics.py drives it as a guarded call would).
 
-Operator states, reset, generations and listeners are in test_machine.py.
+Operator states, reset and generations are in test_transitions.py.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
+from django.test import override_settings
 
 from circuitbreaker_app.core import CircuitOpenError, Permit, Snapshot, State
-from tests.core.helpers import IGN, F, Harness, S
+from circuitbreaker_app.store.runtime import RECHECK_INTERVAL
+from tests.helpers import backend_settings
+from tests.semantics import IGN, F, Harness, S
+
+pytestmark = pytest.mark.django_db(transaction=True)
 
 # -- Outcomes ------------------------------------------------------------------------
 
@@ -297,6 +304,15 @@ def test_an_ignored_trial_frees_its_permit() -> None:
     assert h.run("S") == ["closed"]
 
 
+@pytest.fixture
+def counters_on_the_fake_clock(tmp_path):
+    """Leases expire on the store's clock only in the database counters (LocMem's and a
+    Redis server's run on real time; ``tests/test_store.py`` covers those)."""
+    with override_settings(**backend_settings("database", tmp_path)):
+        yield
+
+
+@pytest.mark.usefixtures("counters_on_the_fake_clock")
 def test_a_leaked_trial_permit_frees_after_trial_lease() -> None:
     h = tripped(half_open_max_calls=1, trial_lease=5)
     h.to_half_open()  # its outcome never arrives: the process died
@@ -304,10 +320,12 @@ def test_a_leaked_trial_permit_frees_after_trial_lease() -> None:
     h.clock.set(math.nextafter(leased_at + 5, 0.0))
     with pytest.raises(CircuitOpenError):
         h.machine.acquire()
-    h.clock.set(leased_at + 5)
+    # A process refused a trial tries again RECHECK_INTERVAL later (the lease is free by then)
+    h.clock.set(leased_at + 5 + RECHECK_INTERVAL)
     assert h.run("S") == ["closed"]
 
 
+@pytest.mark.usefixtures("counters_on_the_fake_clock")
 def test_a_leaked_trial_permit_frees_long_after_trial_lease() -> None:
     h = tripped(half_open_max_calls=2, trial_lease=5)
     h.to_half_open()
@@ -316,6 +334,7 @@ def test_a_leaked_trial_permit_frees_long_after_trial_lease() -> None:
     assert h.run("SS") == ["half_open", "closed"]
 
 
+@pytest.mark.usefixtures("counters_on_the_fake_clock")
 def test_a_leaked_permit_reporting_late_does_not_free_a_re_leased_slot() -> None:
     h = tripped(half_open_max_calls=1, trial_lease=5)
     leaked = h.to_half_open()
@@ -373,3 +392,13 @@ def test_probe_mode_the_probe_is_the_trial(outcome, after: State) -> None:
     assert lease is not None
     h.machine.on_result(Permit(State.HALF_OPEN, h.machine.status.generation, *lease), outcome)
     assert h.machine.state is after
+
+
+def test_a_real_rejection_pickles_too() -> None:
+    h = Harness(window_size=1, minimum_calls=1, failure_rate_threshold=100, wait_duration=10)
+    h.trip()
+    h.clock.advance(2.5)
+    with pytest.raises(CircuitOpenError) as info:
+        h.machine.acquire()
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.circuit, copy.state, copy.retry_after) == ("payments", State.OPEN, 7.5)
