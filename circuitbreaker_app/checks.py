@@ -295,7 +295,7 @@ def _redis_checks(raw: dict[str, Any]) -> list[Any]:
 
 
 def _backend_checks(cache_alias: str, db_alias: str) -> list[Any]:
-    from circuitbreaker_app.store import redis_url_for
+    from circuitbreaker_app.store import backend_name
 
     backend = settings.CACHES[cache_alias].get("BACKEND", "")
     engine = settings.DATABASES[db_alias].get("ENGINE", "")
@@ -309,11 +309,7 @@ def _backend_checks(cache_alias: str, db_alias: str) -> list[Any]:
                 "Point CIRCUITBREAKER['CACHE'] at a real cache.",
             )
         )
-    elif (
-        backend != "django.core.cache.backends.locmem.LocMemCache"
-        and redis_url_for(cache_alias) is None
-        and not engine.endswith(("sqlite3", "postgresql"))
-    ):
+    elif backend_name(cache_alias) == "database" and not engine.endswith(("sqlite3", "postgresql")):
         found.append(
             _error(
                 12,

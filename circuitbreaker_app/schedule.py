@@ -229,14 +229,11 @@ _sender = _Sender()
 
 def _open_deadline(name: str) -> tuple[float, int] | None:
     """(seconds until ``retry_at``, generation) of an open circuit; None when not open."""
-    from circuitbreaker_app.store import get_store, state_key
+    from circuitbreaker_app.store import get_store
 
     store = get_store()
-    try:
-        entry = store.cache.get(state_key(name))
-    except Exception:  # cache down: ask the database
-        entry = None
-    if entry is None:
+    entry: dict[str, Any] | None = store.shared_entry(name)
+    if entry is None:  # missing, malformed, or the cache is down: ask the database
         from circuitbreaker_app.models import Circuit
 
         row = (

@@ -44,10 +44,8 @@ from circuitbreaker_app.schedule import beat_schedule
 from circuitbreaker_app.store import (
     KEY_PREFIX,
     CircuitStore,
-    entry_from_row,
     generation_prefix,
     get_store,
-    state_key,
 )
 
 __all__ = ["beat_schedule", "probe_circuit", "probe_circuits", "resync_cache"]
@@ -57,7 +55,6 @@ logger = logging.getLogger("circuitbreaker_app")
 LOCK_KEY = f"{KEY_PREFIX}/probe_circuits/lock"
 #: Seconds a probe permit outlives ``probe_timeout`` (time to record the verdict).
 PROBE_LEASE_MARGIN = 2.0
-RESYNC_BATCH = 500
 
 
 def _circuits(store: CircuitStore) -> Any:
@@ -257,31 +254,6 @@ def _verdict(store: CircuitStore, name: str, result: probes.ProbeResult) -> str:
 
 
 def resync_cache(store: CircuitStore | None = None) -> int:
-    """Rewrite cache entries whose generation differs from the database; return how many.
-
-    Repairs a cache that missed transitions (it was unreachable when they were published,
-    or came back with old data). Missing entries are left for processes to load.
-    """
-    store = store or get_store()
-    generations = dict(_circuits(store).values_list("name", "generation"))
-    names = list(generations)
-    stale: list[str] = []
-    for start in range(0, len(names), RESYNC_BATCH):
-        batch = names[start : start + RESYNC_BATCH]
-        try:
-            cached = store.cache.get_many([state_key(name) for name in batch])
-        except Exception as exc:  # cache down: nothing to repair now
-            logger.warning("circuitbreaker: cannot re-sync the cache (%s)", exc)
-            return 0
-        for name in batch:
-            entry = cached.get(state_key(name))
-            if isinstance(entry, dict) and entry.get("generation") != generations[name]:
-                stale.append(name)
-    for row in _circuits(store).filter(name__in=stale):
-        try:
-            store.cache.set(state_key(row.name), entry_from_row(row), timeout=None)
-        except Exception as exc:
-            logger.warning("circuitbreaker: cannot re-sync the cache (%s)", exc)
-            return 0
-        logger.info("circuit %r: cache entry re-synced from the database", row.name)
-    return len(stale)
+    """Rewrite cache entries that are malformed or older than the database; return how
+    many (see :meth:`CircuitStore.resync`)."""
+    return (store or get_store()).resync()

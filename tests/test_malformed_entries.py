@@ -200,3 +200,17 @@ def test_garbage_in_every_shared_key_never_fails_a_guarded_call(process, config,
     process.advance(1.0)
     guard(name, "S")  # a refresh: whatever was at the state key is a good entry again
     assert parse_entry(process.store.cache.get(state_key(name))) is not None
+
+
+def test_the_beat_task_rewrites_a_malformed_entry_through_the_publish_path(process):
+    from circuitbreaker_app.tasks import resync_cache
+
+    Circuit.objects.create(name="payments", **CONFIG)
+    Circuit.objects.create(name="search", **CONFIG)
+    guard("payments", "S")
+    guard("search", "S")
+    write(process, state_key("payments"), "hello")
+    assert resync_cache(process.store) == 1
+    assert parse_entry(process.store.cache.get(state_key("payments")))["id"] == (
+        Circuit.objects.get(name="payments").pk
+    )

@@ -32,6 +32,7 @@ from circuitbreaker_app.store.keys import state_key, tally_key
 from circuitbreaker_app.store.outages import Outages
 from circuitbreaker_app.store.overflow import CapReached, Overflow
 from circuitbreaker_app.store.persistence import CircuitPersistence
+from circuitbreaker_app.store.repair import CacheRepair
 from circuitbreaker_app.store.runtime import CircuitRuntime
 from circuitbreaker_app.store.windows import BucketAdd, CountAdd
 
@@ -39,7 +40,7 @@ from circuitbreaker_app.store.windows import BucketAdd, CountAdd
 RECORDING_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED})
 
 
-class CircuitStore(CircuitPersistence, RememberedAnswers):
+class CircuitStore(CircuitPersistence, RememberedAnswers, CacheRepair):
     """This process's view of every circuit, and all reads and writes behind it."""
 
     def __init__(

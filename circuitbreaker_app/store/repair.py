@@ -1,0 +1,60 @@
+"""Reading and repairing the shared entries outside the hot path: what the beat task and
+the probe scheduling need from the cache, as store methods (they never touch the store's
+cache themselves). Every write goes through the never-roll-back publish path."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from circuitbreaker_app.store.entry import entry_from_row, parse_entry
+from circuitbreaker_app.store.keys import state_key
+from circuitbreaker_app.store.outages import Outages
+
+logger = logging.getLogger("circuitbreaker_app")
+
+#: Circuits whose entries one ``get_many`` reads while re-syncing.
+RESYNC_BATCH = 500
+
+
+class CacheRepair:
+    """The ``shared_entry``/``resync`` side of :class:`~circuitbreaker_app.store.CircuitStore`."""
+
+    cache: Any
+    db_alias: str
+    outages: Outages
+
+    def _publish_entry(self, key: str, entry: dict[str, Any]) -> None:
+        raise NotImplementedError("CircuitStore provides _publish_entry()")
+
+    def shared_entry(self, name: str) -> dict[str, Any] | None:
+        """The circuit's entry in the shared cache, or None (missing, malformed, or the
+        cache is unreachable: logged once per outage)."""
+        return parse_entry(self.outages.guard("cache", None, self.cache.get, state_key(name)))
+
+    def resync(self) -> int:
+        """Rewrite shared entries that are malformed or older than the database; return
+        how many. Repairs a cache that missed transitions (unreachable when they were
+        published, or back with old data); missing entries are left for processes to load.
+        Never writes over a later generation (on Redis)."""
+        from circuitbreaker_app.models import Circuit
+
+        circuits = Circuit.objects.using(self.db_alias)
+        generations = dict(circuits.values_list("name", "generation"))
+        names = list(generations)
+        stale: list[str] = []
+        for start in range(0, len(names), RESYNC_BATCH):
+            batch = names[start : start + RESYNC_BATCH]
+            keys = [state_key(name) for name in batch]
+            cached = self.outages.guard("cache", None, self.cache.get_many, keys)
+            if cached is None:
+                return 0  # cache down: nothing to repair now
+            for name in batch:
+                raw = cached.get(state_key(name))
+                entry = parse_entry(raw)
+                if raw is not None and (entry is None or entry["generation"] != generations[name]):
+                    stale.append(name)
+        for row in circuits.filter(name__in=stale):
+            self._publish_entry(state_key(row.name), entry_from_row(row))
+            logger.info("circuit %r: cache entry re-synced from the database", row.name)
+        return len(stale)
