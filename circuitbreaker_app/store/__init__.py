@@ -23,10 +23,9 @@ from circuitbreaker_app.store.backends import backend_name
 from circuitbreaker_app.store.backends.base import Counters
 from circuitbreaker_app.store.backends.database import CountContention, DatabaseCounters
 from circuitbreaker_app.store.backends.locmem import CacheCounters, LocMemCounters
-from circuitbreaker_app.store.backends.redis import (
-    RedisCounters,
+from circuitbreaker_app.store.backends.redis import RedisCounters, RedisStateCache
+from circuitbreaker_app.store.backends.redis_link import (
     RedisLink,
-    RedisStateCache,
     RedisUnavailable,
     mask_redis_url,
     redis_url_for,

@@ -11,8 +11,6 @@ decisions use.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
@@ -25,7 +23,10 @@ from circuitbreaker_app.store.backends.base import (
     decode,
     encode,
 )
-from circuitbreaker_app.store.backends.redis_url import parse_redis_url, redis_client
+from circuitbreaker_app.store.backends.redis_link import (
+    RedisLink,
+    redis_url_for,
+)
 from circuitbreaker_app.store.windows import MAX_RUNS, BucketAdd, CountAdd, parse_count
 
 
@@ -45,204 +46,8 @@ CLAIM_LUA = _script("claim")
 #: Publish a state entry unless a later generation of the same circuit is there.
 PUBLISH_LUA = _script("publish")
 
+
 #: Backends whose server the Redis path can talk to directly (their LOCATION is a URL).
-REDIS_CACHE_BACKENDS = frozenset(
-    {"django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache"}
-)
-#: Seconds between two readings of Redis's ``TIME`` (piggybacked on a refresh).
-CLOCK_SYNC_INTERVAL = 30.0
-
-
-class RedisUnavailable(ConnectionError):
-    """Redis failed moments ago: skip it until the retry time instead of waiting again."""
-
-
-def redis_url_for(cache_alias: str) -> str | None:
-    """The Redis URL the store should use directly, or None for the generic cache path.
-
-    ``CIRCUITBREAKER["REDIS_URL"]`` wins; otherwise the first server of a Redis cache's
-    ``LOCATION`` (the one Django writes to).
-    """
-    from django.conf import settings
-
-    url = conf.get("REDIS_URL")
-    if url:
-        return str(url)
-    params = settings.CACHES.get(cache_alias, {})
-    if params.get("BACKEND") not in REDIS_CACHE_BACKENDS:
-        return None
-    location = params.get("LOCATION")
-    if isinstance(location, str):
-        location = location.split(",")
-    if not location:
-        return None
-    first = str(location[0]).strip()
-    return first if first.startswith(("redis://", "rediss://", "unix://")) else None
-
-
-def mask_redis_url(url: str) -> str:
-    """``url`` without its password, for log lines."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
-
-
-class RedisLink:
-    """One redis-py client with short timeouts, shared by the state cache and the counters.
-
-    A failed operation marks Redis down for ``retry_after`` seconds: until then every
-    operation fails at once without touching the network, so an outage (even a server
-    that hangs) costs each process at most one timeout per ``retry_after``, never one per
-    call. Also reads Redis's ``TIME`` now and then, for the store's shared clock.
-
-    The client is made from the URL on first use (:func:`.redis_url.redis_client`): one
-    server, a Redis Cluster or a Sentinel service. A cluster client reads the slot map
-    when it is made, so a cluster that is down then is an outage like any other, not an
-    error at start. After a Sentinel failover the first round trip that fails marks Redis
-    down; the next one (``retry_after`` later) asks the sentinels for the new primary.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        make_key: Callable[[str], str],
-        timeout: float,
-        clock_sink: Callable[[float], None] | None = None,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        import redis
-        from redis.exceptions import RedisClusterException
-
-        self.url = url
-        self.label = f"Redis ({mask_redis_url(url)})"
-        self.make_key = make_key
-        self.timeout = timeout
-        #: ``single``, ``cluster`` or ``sentinel`` (see :mod:`.redis_url`).
-        self.kind = parse_redis_url(url).kind
-        self._client: Any = None
-        self._scripts: dict[str, Any] = {}
-        self._connecting = threading.Lock()
-        self._abandoned: list[Any] = []  # clients of a parent process (never closed here)
-        self.errors: tuple[type[BaseException], ...] = (
-            redis.RedisError,
-            RedisClusterException,
-            OSError,
-        )
-        self.retry_after = 1.0
-        self.round_trips = 0
-        self._down_until = 0.0
-        self._probe = threading.Lock()
-        self._clock_sink = clock_sink
-        self._wall = wall
-        self._sync_at = 0.0  # time.monotonic() of the next TIME reading
-
-    @property
-    def client(self) -> Any:
-        """The redis-py client, made on first use; while that fails, Redis is down."""
-        client = self._client
-        if client is None:
-            with self._connecting:
-                client = self._client
-                if client is None:
-                    self._check_down()
-                    try:
-                        client = self._client = redis_client(self.url, self.timeout)
-                    except self.errors:
-                        self._down_until = time.monotonic() + self.retry_after
-                        raise
-        return client
-
-    def script(self, source: str) -> Any:
-        """The Lua script ``source`` registered with the current client."""
-        client = self.client
-        script = self._scripts.get(source)
-        if script is None or script.registered_client is not client:
-            script = self._scripts[source] = client.register_script(source)
-        return script
-
-    def _check_down(self) -> None:
-        if self._down_until and time.monotonic() < self._down_until:
-            raise RedisUnavailable(f"{self.label} failed less than {self.retry_after:g} s ago")
-
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One round trip: ``fn(*args)``, or :class:`RedisUnavailable` while Redis is down.
-
-        Once the retry time has passed, one thread tries Redis again while the others keep
-        skipping it, so a server that still hangs costs one more timeout, not one per thread.
-        """
-        probing = False
-        if self._down_until:
-            if time.monotonic() < self._down_until or not self._probe.acquire(blocking=False):
-                raise RedisUnavailable(f"{self.label} failed less than {self.retry_after:g} s ago")
-            probing = True
-        self.round_trips += 1
-        try:
-            result = fn(*args, **kwargs)
-        except self.errors:
-            self._down_until = time.monotonic() + self.retry_after
-            raise
-        finally:
-            if probing:
-                self._probe.release()
-        self._down_until = 0.0
-        return result
-
-    def mget(self, keys: list[str]) -> list[Any]:
-        """``MGET`` of store keys; with Redis's ``TIME`` in the same round trip when due.
-
-        In a cluster, keys of several circuits sit in several slots: they are read with
-        one ``MGET`` per slot, pipelined per node (the keys of one circuit share a slot,
-        so a refresh stays one ``MGET``), and ``TIME`` is a round trip of its own.
-        """
-        redis_keys = [self.make_key(key) for key in keys]
-        clock_due = self._clock_sink is not None and time.monotonic() >= self._sync_at
-        client = self.client
-        if self.kind == "cluster":
-            values = self.run(client.mget_nonatomic, redis_keys)
-            if clock_due:
-                # One node's clock (the default node's) for every reading, as on one server.
-                node = client.get_default_node()
-                self._read_clock(lambda: self.run(client.time, target_nodes=node))
-            return list(values)
-        if not clock_due:
-            return list(self.run(client.mget, redis_keys))
-        pipe = client.pipeline(transaction=False)
-        pipe.mget(redis_keys)
-        pipe.time()
-        found: list[Any] = []
-
-        def read() -> tuple[int, int]:
-            values, now = self.run(pipe.execute)
-            found.extend(values)
-            return now  # type: ignore[no-any-return]
-
-        self._read_clock(read)
-        return found
-
-    def _read_clock(self, read: Callable[[], tuple[int, int]]) -> None:
-        """Pass the offset of Redis's clock (``read()`` returns ``TIME``) to the store."""
-        before = self._wall()
-        seconds, micros = read()
-        after = self._wall()
-        self._sync_at = time.monotonic() + CLOCK_SYNC_INTERVAL
-        offset = seconds + micros / 1e6 - (before + after) / 2
-        if abs(offset) < 86_400 and self._clock_sink is not None:  # ignore nonsense
-            self._clock_sink(offset)
-
-    def reset_after_fork(self) -> None:
-        """Forget the parent's connections in a forked child (never close them: the parent
-        still uses the sockets); the child makes a client of its own on first use."""
-        if self._client is not None:
-            self._abandoned.append(self._client)
-        self._client = None
-        self._scripts = {}
-        self._connecting = threading.Lock()
-        self._probe = threading.Lock()
-        self._down_until = 0.0
-        self._sync_at = 0.0
-
-
 class RedisStateCache:
     """The store's cache on the Redis path: the subset of Django's cache API it uses.
 
