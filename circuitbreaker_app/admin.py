@@ -24,10 +24,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.cache import add_never_cache_headers
+from django.utils.formats import number_format
 from django.utils.html import format_html, format_html_join, json_script
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from circuitbreaker_app import dashboard, extras, samples, views
@@ -132,6 +133,13 @@ def countdown(seconds: float | None) -> SafeString | str:
 
 def percent(value: float) -> str:
     return f"{value:.1f} %"
+
+
+def rejected_text(count: int) -> str:
+    """ "1,234 rejected": the calls a circuit turned away in total (fleet-wide)."""
+    return ngettext("%(count)s rejected", "%(count)s rejected", count) % {
+        "count": number_format(count, force_grouping=True)
+    }
 
 
 def at_trip(value: str) -> SafeString:
@@ -397,11 +405,16 @@ class CircuitAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description=_("calls in window"))
-    def calls_column(self, obj: Circuit) -> SafeString | int:
+    def calls_column(self, obj: Circuit) -> SafeString | str:
+        """Calls in the window (at the trip while open) and, below, the calls the fleet
+        rejected in total: how many callers the circuit turned away."""
         status = self._status_of(obj)
-        if status.trip is not None:
-            return at_trip(str(status.trip.calls))
-        return status.window.calls
+        calls = at_trip(str(status.trip.calls)) if status.trip is not None else status.window.calls
+        if not status.rejected:
+            return format_html("{}", calls)
+        return format_html(
+            '{}<span class="cb-sub cb-rejected">{}</span>', calls, rejected_text(status.rejected)
+        )
 
     @admin.display(description=_("trial in"), ordering="retry_at")
     def retry_column(self, obj: Circuit) -> SafeString | str:
@@ -500,6 +513,12 @@ class CircuitAdmin(admin.ModelAdmin):
                 "calls",
                 calls,
                 gettext("(minimum %(minimum)s)") % {"minimum": obj.minimum_calls},
+            ),
+            (
+                gettext("rejected calls"),
+                "rejected",
+                number_format(status.rejected, force_grouping=True),
+                gettext("(in total, every process)"),
             ),
             (gettext("consecutive opens"), "open_count", status.open_count, ""),
             (gettext("generation"), "generation", status.generation, ""),

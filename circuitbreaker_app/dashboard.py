@@ -115,6 +115,7 @@ def entry(status: LiveStatus) -> dict[str, Any]:
         "changed_at": iso(status.changed_at),
         "at_trip": status.trip.as_json() if status.trip else None,
         "threshold": row.failure_rate_threshold,
+        "rejected": status.rejected,
     }
 
 
@@ -123,12 +124,14 @@ def _epoch(moment: float) -> datetime:
 
 
 def _point(origin: float, point: samples.Point) -> list[int]:
-    """``[period index from origin, calls, failures, state index]``: 10 to 20 bytes."""
+    """``[period index from origin, calls, failures, state index, calls rejected in the
+    period]``: 12 to 25 bytes."""
     return [
         round((point.at - origin) / samples.INTERVAL),
         point.calls,
         point.failures,
         STATE_ORDER[State(point.state)],
+        point.rejected,
     ]
 
 
@@ -186,16 +189,23 @@ def changes(circuits: QuerySet[Circuit], cursor: Cursor) -> dict[str, Any]:
     changed = live_statuses(
         with_trip(circuits.filter(Q(changed_at__gt=since) | Q(updated_at__gt=since)))
     )
+    # From the client's newest period on: its rejected total is where the next count starts.
     rows = (
         CircuitSample.objects.using(store.db_alias)
-        .filter(circuit__in=circuits.values("pk"), at__gt=_epoch(cursor.period))
+        .filter(circuit__in=circuits.values("pk"), at__gte=_epoch(cursor.period))
         .order_by("circuit_id", "at")
-        .values_list("circuit_id", "at", "calls", "failures", "slow", "state")
+        .values_list("circuit_id", "at", "calls", "failures", "slow", "state", "rejected_total")
     )
     found: dict[int, list[samples.Point]] = {}
-    for circuit_id, at, calls, failures, slow, state in rows:
+    before: dict[int, int] = {}
+    for circuit_id, at, calls, failures, slow, state, rejected_total in rows:
+        previous = before.get(circuit_id, rejected_total)
+        before[circuit_id] = rejected_total
+        if at.timestamp() <= cursor.period:
+            continue  # the client has this period
+        rejected = max(0, rejected_total - previous)  # a total that went back: restarted
         found.setdefault(circuit_id, []).append(
-            samples.Point(at.timestamp(), calls, failures, slow, state)
+            samples.Point(at.timestamp(), calls, failures, slow, state, rejected)
         )
     origin = cursor.period
     return {

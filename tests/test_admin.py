@@ -16,7 +16,7 @@ import responses
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-from circuitbreaker_app import State
+from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import get_store
@@ -243,6 +243,23 @@ def test_events_inline_is_read_only_newest_first_and_bounded(client, operator, c
     assert "round 11 &lt;b&gt;closed&lt;/b&gt;" in html  # reasons are escaped
     assert "<b>closed</b>" not in html
     assert 'name="events-0-reason"' not in html  # read-only: no inputs
+
+
+def test_rejected_calls_in_the_change_list_and_the_live_panel(client, operator, circuits):
+    for _ in range(1234):
+        with pytest.raises(CircuitOpenError):
+            breaker("mail").call(lambda: None)
+    get_store().flush()
+    html = client.get(reverse(CHANGELIST)).content.decode()
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"<tr>(?:(?!</tr>).)*?>(mail|search)</a>.*?</tr>", html, re.S)
+    }
+    row = rows["mail"]
+    assert '<span class="cb-sub cb-rejected">1,234 rejected</span>' in row
+    assert "rejected" not in rows["search"]  # none turned away: nothing to say
+    panel = client.get(change_url(circuits["mail"])).content.decode()
+    assert '<span data-field="rejected">1,234</span> (in total, every process)' in panel
 
 
 def test_events_inline_shows_each_event_once(client, operator, circuits):

@@ -18,7 +18,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from playwright.sync_api import Page, expect
 
-from circuitbreaker_app import State
+from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent, CircuitSample
 from circuitbreaker_app.samples import INTERVAL, period_of
 from circuitbreaker_app.store import get_store
@@ -161,7 +161,8 @@ def test_dashboard_follows_state_changes(page: Page, live_server, operator, resu
     card = page.locator('.cb-card[data-circuit="payments"]')
     expect(card).to_have_attribute("data-state", "closed")
     expect(card).to_contain_text("25.0 %")
-    expect(card.locator("svg.cb-spark")).to_be_visible()
+    expect(card.locator("svg.cb-spark").first).to_be_visible()
+    expect(card.locator("svg.cb-spark-bars")).to_be_visible()
     # changed elsewhere: the next poll (every 5 s) redraws the card
     get_store().move_to("payments", State.FORCED_OPEN, "maintenance")
     expect(card).to_have_attribute("data-state", "forced_open", timeout=15_000)
@@ -174,10 +175,13 @@ def test_dashboard_follows_state_changes(page: Page, live_server, operator, resu
 def _history(circuit: Circuit, now: float, rate_of_minute, state_of_minute=None) -> None:
     """15 minutes of 10-second samples ending now (the functions take minutes ago)."""
     rows = []
+    rejected_total = 0
     for ago in range(89, 0, -1):
         minutes = ago * INTERVAL / 60
         state = state_of_minute(minutes) if state_of_minute else "closed"
         calls = 0 if state in ("open", "forced_open") else 20  # rejected calls are not counted
+        if state in ("open", "forced_open"):
+            rejected_total += 30 + (ago * 7) % 25  # callers turned away in the period
         rows.append(
             CircuitSample(
                 circuit=circuit,
@@ -185,6 +189,7 @@ def _history(circuit: Circuit, now: float, rate_of_minute, state_of_minute=None)
                 calls=calls,
                 failures=round(calls * rate_of_minute(minutes) / 100),
                 state=state,
+                rejected_total=rejected_total,
             )
         )
     CircuitSample.objects.bulk_create(rows)
@@ -215,6 +220,11 @@ def test_screenshots_for_the_readme(page: Page, live_server, operator, results):
     record("inventory-api", "SSFSFSSS")
     record("http:maps.example.com", "SSSSSSSSSS")
     get_store().move_to("mail", State.FORCED_OPEN, "SMTP relay maintenance", actor=operator)
+    for name, times in (("payments", 37), ("mail", 1234)):  # callers turned away
+        for _ in range(times):
+            with pytest.raises(CircuitOpenError):
+                breaker(name).call(lambda: None)
+    get_store().flush()
 
     page.set_viewport_size({"width": 1440, "height": 600})
     log_in(page, live_server, "/admin/circuitbreaker_app/circuit/")
@@ -225,6 +235,10 @@ def test_screenshots_for_the_readme(page: Page, live_server, operator, results):
     page.click("a.cb-dashboard-link")
     expect(page.locator(".cb-card")).to_have_count(5)
     expect(page.locator('.cb-card[data-circuit="search"] polyline')).to_have_count(1)
+    mail = page.locator('.cb-card[data-circuit="mail"]')
+    expect(mail).to_contain_text("1,234")  # rejected in total
+    assert mail.locator(".cb-spark-bar").count() > 10  # rejected in each period
+    expect(page.locator('.cb-card[data-circuit="search"] .cb-spark-bar')).to_have_count(0)
     page.screenshot(path=str(results / "dashboard.png"), full_page=True)
     # dark mode (the OS preference): the sparklines take the admin's dark colours
     page.emulate_media(color_scheme="dark")
@@ -244,6 +258,10 @@ def test_change_list_fits_at_1280_px(page: Page, live_server, operator):
     record("payments", "SFSFF")  # open: its figures are the ones at trip
     record("search", "SSSSSSSF")
     get_store().move_to("mail", State.FORCED_CLOSED, "relay pinned")  # the widest badge
+    for _ in range(12345):  # the open one turned callers away
+        with pytest.raises(CircuitOpenError):
+            breaker("payments").call(lambda: None)
+    get_store().flush()
     page.set_viewport_size({"width": 1280, "height": 800})
     log_in(page, live_server, "/admin/circuitbreaker_app/circuit/")
     header = page.locator("#result_list thead th.column-changed_column")

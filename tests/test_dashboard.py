@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-from circuitbreaker_app import State
+from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.core import FakeClock
 from circuitbreaker_app.dashboard import Cursor
 from circuitbreaker_app.models import Circuit, CircuitSample
@@ -190,3 +190,29 @@ def test_with_1000_circuits_a_poll_is_small_and_its_queries_are_fixed(
     assert [c["name"] for c in data["changed"]] == ["svc-0500"]
     assert len(data["samples"]) == 1000
     assert CircuitSample.objects.count() == 2000
+
+
+def reject(name: str, times: int) -> None:
+    """``times`` calls the open circuit turns away, shared with the fleet's totals."""
+    for _ in range(times):
+        with pytest.raises(CircuitOpenError):
+            breaker(name).call(lambda: None)
+    get_store().flush()
+
+
+def test_rejected_calls_reach_the_cards_in_total_and_per_period(client, viewer, fleet):
+    reject("d-forced", 2)
+    fleet.advance(10)
+    record_samples()
+    first = client.get(reverse(FEED)).json()
+    forced = next(c for c in first["circuits"] if c["name"] == "d-forced")
+    assert forced["rejected"] == 2  # in total
+    reject("d-forced", 3)
+    fleet.advance(INTERVAL)
+    record_samples()
+    poll = client.get(reverse(FEED), {"cursor": first["cursor"]}).json()
+    points = poll["samples"][str(forced["id"])]
+    assert [p[4] for p in points] == [3]  # in the period, not the total
+    assert {
+        pk: [p[4] for p in ps] for pk, ps in poll["samples"].items() if pk != str(forced["id"])
+    } == {pk: [0] for pk in poll["samples"] if pk != str(forced["id"])}

@@ -147,6 +147,7 @@
         }
         cell("calls").textContent = String(trip ? trip.calls : c.calls) + (trip ? atTrip() : "");
         cell("open_count").textContent = String(c.open_count);
+        if (cell("rejected")) { cell("rejected").textContent = c.rejected.toLocaleString(); }
         cell("generation").textContent = String(c.generation);
         replace(cell("changed_at"), timeTag(c.changed_at));
       })

@@ -29,14 +29,17 @@
 
   function y(rate) { return (HEIGHT - 2 - (Math.min(100, Math.max(0, rate)) / 100) * (HEIGHT - 4)).toFixed(1); }
 
-  /* Sample points arrive as [period index from origin, calls, failures, state index]. */
+  /* Sample points arrive as [period index from origin, calls, failures, state index,
+     calls rejected in the period]. */
   function addPoints(circuit, origin, points) {
     var known = {};
     circuit.points.forEach(function (p) { known[p.t] = true; });
     points.forEach(function (p) {
       var t = (origin + p[0] * model.interval) * 1000;
       if (known[t]) { return; }
-      circuit.points.push({ t: t, calls: p[1], failures: p[2], state: model.states[p[3]] });
+      circuit.points.push({
+        t: t, calls: p[1], failures: p[2], state: model.states[p[3]], rejected: p[4] || 0
+      });
     });
     circuit.points.sort(function (a, b) { return a.t - b.t; });
     var oldest = model.now - model.span * 1000;
@@ -46,12 +49,17 @@
       circuit.calls = last.calls;
       circuit.failure_rate = last.calls ? 100 * last.failures / last.calls : 0;
     }
+    // the entry's rejected total, plus what the periods sampled since then rejected
+    circuit.rejectedTotal = (circuit.rejected || 0) + circuit.points.reduce(function (sum, p) {
+      return p.t >= circuit.seenAt ? sum + p.rejected : sum;
+    }, 0);
   }
 
   function merge(entry) {
     var circuit = model.circuits[entry.id] || { points: [] };
     for (var key in entry) { if (key !== "points") { circuit[key] = entry[key]; } }
     circuit.seenAt = model.now;
+    circuit.rejectedTotal = entry.rejected || 0;
     model.circuits[entry.id] = circuit;
     return circuit;
   }
@@ -113,6 +121,33 @@
     return chart;
   }
 
+  /* The calls rejected in each 10 s period, as bars scaled to the largest (its value
+     in the label), beside the failure rate's line. */
+  function rejectedBars(circuit, label) {
+    var height = 20;
+    var chart = svg("svg", {
+      "class": "cb-spark cb-spark-bars", viewBox: "0 0 " + WIDTH + " " + height,
+      preserveAspectRatio: "none", role: "img", "aria-label": label
+    });
+    var title = svg("title", {});
+    title.textContent = label;
+    chart.appendChild(title);
+    chart.appendChild(svg("rect", { "class": "cb-spark-bg", x: 0, y: 0, width: WIDTH, height: height }));
+    var most = circuit.points.reduce(function (m, p) { return Math.max(m, p.rejected); }, 0);
+    if (!most) { return chart; }
+    var span = model.span * 1000, step = WIDTH * model.interval * 1000 / span;
+    circuit.points.forEach(function (p) {
+      if (!p.rejected) { return; }
+      var left = Math.max(0, WIDTH - ((model.now - p.t) / span) * WIDTH);
+      var tall = Math.max(1, (height - 2) * p.rejected / most);
+      chart.appendChild(svg("rect", {
+        "class": "cb-spark-bar", x: left.toFixed(1), y: (height - tall).toFixed(1),
+        width: Math.max(1, Math.min(step - 0.5, WIDTH - left)).toFixed(1), height: tall.toFixed(1)
+      }));
+    });
+    return chart;
+  }
+
   function card(circuit, root) {
     var labels = root.dataset;
     var node = el("article", "cb-card");
@@ -140,11 +175,16 @@
       add(labels.labelSlow, (trip || circuit).slow_call_rate.toFixed(1) + " %" + suffix);
     }
     add(labels.labelCalls, String((trip || circuit).calls) + suffix);
+    add(labels.labelRejected, circuit.rejectedTotal.toLocaleString());
     add(labels.labelTrial, window.circuitbreakerCountdown(circuit.retry_after));
     add(labels.labelChanged, window.circuitbreakerTime.tag(circuit.changed_at));
     node.appendChild(facts);
     node.appendChild(el("div", "cb-spark-label", labels.labelHistory));
     node.appendChild(sparkline(circuit, circuit.name + ": " + labels.labelHistory));
+    var most = circuit.points.reduce(function (m, p) { return Math.max(m, p.rejected); }, 0);
+    var barsLabel = labels.labelRejectedHistory.replace("%(most)s", String(most));
+    node.appendChild(el("div", "cb-spark-label", barsLabel));
+    node.appendChild(rejectedBars(circuit, circuit.name + ": " + barsLabel));
     return node;
   }
 
