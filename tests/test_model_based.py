@@ -17,9 +17,9 @@ refreshes its snapshot (``STATE_TTL``'s lag between processes is tested in
 ``tests/test_store.py`` and ``tests/test_multiprocess.py``). Batching inside a process is
 never flushed by the test: it must stay invisible on its own.
 
-Not modelled: forced states with an expiry (``until``: the operator API that sets it is
-not on main yet), slow calls and probe mode (``tests/test_store.py``,
-``tests/test_tasks.py``).
+Forced states are set with and without an end (``until``): the first call after the end
+leaves them (the beat task's move is tested in ``tests/test_tasks.py``). Not modelled:
+slow calls and probe mode (``tests/test_store.py``, ``tests/test_tasks.py``).
 
 Examples: ``CB_MODEL_EXAMPLES`` (default 20, local runs stay short); under the CI
 hypothesis profile (``HYPOTHESIS_PROFILE=ci``) in the services run (``CB_CACHE=redis``),
@@ -72,6 +72,12 @@ def examples() -> int:
 # the database's microseconds): a divergence is a semantic one, never a rounding one.
 PAUSES = [0.125, 0.5, 1.0, 1.375, 2.5, 3.25, 6.0]
 THRESHOLDS = [25, 50, 62.5, 75, 100]
+#: Where an operator state goes when its end passes (DESIGN §1, operator API).
+ENDS_IN = {
+    State.FORCED_OPEN: State.HALF_OPEN,
+    State.FORCED_CLOSED: State.CLOSED,
+    State.DISABLED: State.CLOSED,
+}
 
 
 class Ignored(Exception):
@@ -114,6 +120,8 @@ class Model:
     #: HALF_OPEN: trial permits taken (calls in flight plus trials that succeeded).
     trials: int = 0
     trial_successes: int = 0
+    #: When an operator state ends by itself (None: until reset).
+    forced_until: float | None = None
 
     def window(self, now: float) -> tuple[int, int]:
         """(calls, failures) in the sliding window at ``now``."""
@@ -124,8 +132,9 @@ class Model:
             held = [o for o in self.outcomes if math.floor(o[0]) > math.floor(now) - size]
         return len(held), sum(failed for _, failed in held)
 
-    def move(self, state: State, now: float) -> None:
+    def move(self, state: State, now: float, until: float | None = None) -> None:
         self.state = state
+        self.forced_until = until if state in ENDS_IN else None
         self.generation += 1
         self.outcomes, self.trials, self.trial_successes = [], 0, 0
         self.retry_at = None
@@ -140,6 +149,8 @@ class Model:
 
     def admit(self, now: float) -> tuple[State, int] | None:
         """The permit (state, generation) a call gets at ``now``, or None (rejected)."""
+        if self.forced_until is not None and now >= self.forced_until:
+            self.move(ENDS_IN[self.state], now)  # an operator state that has ended
         if self.state in (State.CLOSED, State.FORCED_CLOSED, State.DISABLED):
             return self.state, self.generation
         if self.state is State.FORCED_OPEN:
@@ -307,13 +318,19 @@ class FleetMachine(RuleBasedStateMachine):
         if self.model.state is State.OPEN and self.model.retry_at > self.now():
             self.clock.set(self.model.retry_at)
 
-    @rule(state=st.sampled_from([State.FORCED_OPEN, State.FORCED_CLOSED, State.DISABLED]))
-    def force(self, state: State) -> None:
+    @rule(
+        state=st.sampled_from([State.FORCED_OPEN, State.FORCED_CLOSED, State.DISABLED]),
+        ends_in=st.sampled_from([None, None, 0.5, 2.5]),
+    )
+    def force(self, state: State, ends_in: float | None) -> None:
+        """An operator's move, until reset or for ``ends_in`` seconds."""
+        until = None if ends_in is None else self.now() + ends_in
         store = self.processes[self.active].store
-        changed = store.move_to(self.name, state, "model: operator")
-        assert changed == (self.model.state is not state)
+        changed = store.move_to(self.name, state, "model: operator", until=until)
+        model = self.model
+        assert changed == (model.state is not state or model.forced_until != until)
         if changed:
-            self.model.move(state, self.now())
+            model.move(state, self.now(), until)
 
     @rule()
     def reset(self) -> None:
@@ -330,5 +347,6 @@ class FleetMachine(RuleBasedStateMachine):
         assert state is self.model.state, f"state {state}, model {self.model.state}"
         assert runtime.status.generation == self.model.generation
         assert runtime.status.open_count == self.model.open_count
+        assert runtime.status.forced_until == self.model.forced_until
         snapshot = runtime.snapshot()
         assert (snapshot.calls, snapshot.failures) == self.model.window(self.now())
