@@ -189,20 +189,28 @@ def changes(circuits: QuerySet[Circuit], cursor: Cursor) -> dict[str, Any]:
     changed = live_statuses(
         with_trip(circuits.filter(Q(changed_at__gt=since) | Q(updated_at__gt=since)))
     )
-    # From the client's newest period on: its rejected total is where the next count starts.
-    rows = (
-        CircuitSample.objects.using(store.db_alias)
-        .filter(circuit__in=circuits.values("pk"), at__gte=_epoch(cursor.period))
+    manager = CircuitSample.objects.using(store.db_alias)
+    rows = list(
+        manager.filter(circuit__in=circuits.values("pk"), at__gt=_epoch(cursor.period))
         .order_by("circuit_id", "at")
         .values_list("circuit_id", "at", "calls", "failures", "slow", "state", "rejected_total")
     )
+    # A period's rejected count starts from the total of the client's newest period: read
+    # only for circuits that ever rejected a call (most never do; no query when none did).
+    rejecting = {row[0] for row in rows if row[6]}
+    before: dict[int, int] = (
+        dict(
+            manager.filter(circuit_id__in=rejecting, at=_epoch(cursor.period)).values_list(
+                "circuit_id", "rejected_total"
+            )
+        )
+        if rejecting
+        else {}
+    )
     found: dict[int, list[samples.Point]] = {}
-    before: dict[int, int] = {}
     for circuit_id, at, calls, failures, slow, state, rejected_total in rows:
         previous = before.get(circuit_id, rejected_total)
         before[circuit_id] = rejected_total
-        if at.timestamp() <= cursor.period:
-            continue  # the client has this period
         rejected = max(0, rejected_total - previous)  # a total that went back: restarted
         found.setdefault(circuit_id, []).append(
             samples.Point(at.timestamp(), calls, failures, slow, state, rejected)
