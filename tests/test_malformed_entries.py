@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import uuid
 
 import pytest
 from django.test import override_settings
@@ -169,7 +170,8 @@ GARBAGE = st.one_of(
     ),
 )
 FUZZ_EXAMPLES = int(os.environ.get("CB_FUZZ_EXAMPLES") or 40)
-names = (f"fuzz-{n}" for n in itertools.count())
+# Names never used before: Redis keeps a circuit's counters across test runs.
+names = (f"fuzz-{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count())
 
 
 @given(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
@@ -196,7 +197,9 @@ def test_the_runtime_follows_the_model(backend, tmp_path):
     with override_settings(**backend_settings(backend, tmp_path)):
         clock = FakeClock(1_000_000.0)
         processes = [FakeStore(clock), FakeStore(clock)]
-        names = (f"model-{n}" for n in itertools.count())
+        # Names never used before: Redis keeps a circuit's counters across test runs.
+        run = uuid.uuid4().hex[:8]
+        names = (f"model-{run}-{n}" for n in itertools.count())
 
         class Fleet(FleetMachine):
             pass
