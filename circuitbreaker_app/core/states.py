@@ -101,11 +101,15 @@ class CircuitStatus:
         ignore it.
         """
         forced_until = until if new in OPERATOR_STATES else None
+        # A transition never dates from before the one it follows: the shared clock is
+        # re-synchronised now and then and may step back a little, and the audit log
+        # is read in time order.
+        changed_at = now if self.changed_at is None else max(now, self.changed_at)
         base = replace(
             self,
             state=new,
             generation=self.generation + 1,
-            changed_at=now,
+            changed_at=changed_at,
             forced_until=forced_until,
         )
         if new is State.OPEN:

@@ -89,6 +89,15 @@ def test_moved_to_operator_states_has_no_deadline() -> None:
         assert moved.changed_at == 9.0
 
 
+def test_a_transition_never_dates_from_before_the_one_it_follows() -> None:
+    """The shared clock may step back when it is re-synchronised; the event log stays in order."""
+    config = CircuitConfig()
+    status = CircuitStatus(State.FORCED_CLOSED, 7, changed_at=100.0)
+    moved = status.moved_to(State.FORCED_OPEN, 99.5, config)
+    assert moved.changed_at == 100.0
+    assert status.moved_to(State.FORCED_OPEN, 101.0, config).changed_at == 101.0
+
+
 def test_retry_after_is_none_outside_open() -> None:
     for state in State:
         if state is not State.OPEN:
