@@ -64,7 +64,9 @@ def test_sixteen_processes_on_two_hosts_recover_together(
     ):
         # This process (which creates the circuits and reads the events) uses the same Redis.
         settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, "REDIS_URL": redis_server.url}
-        env = worker_env(STATE_TTL=STATE_TTL)
+        # PostgreSQL is reached through a forwarder thread of this (busy) test process: give
+        # the workers' database queries more than the default DB_TIMEOUT of 0.5 s.
+        env = worker_env(STATE_TTL=STATE_TTL, DB_TIMEOUT=5.0)
         env.update(
             CB_REDIS_URL=redis_server.url_on(lan),
             CB_POSTGRES_HOST=lan,
