@@ -141,7 +141,7 @@ def test_a_cluster_that_is_down_at_start_is_an_outage_not_an_error(settings, mon
         attempts.append(url)
         return redis_client(url, timeout)
 
-    monkeypatch.setattr("circuitbreaker_app.store.backends.redis.redis_client", counted)
+    monkeypatch.setattr("circuitbreaker_app.store.backends.redis_link.redis_client", counted)
     settings.CIRCUITBREAKER = {"REDIS_URL": f"redis+cluster://127.0.0.1:{closed_port()}/"}
     store = CircuitStore()  # making the store connects to nothing
     assert attempts == []
