@@ -23,9 +23,13 @@ def install_hint(extra: str) -> str:
     return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
-def missing_celery(module: str) -> ImportError:
-    """The ImportError ``module`` raises when Celery is not installed."""
-    return ImportError(
+def missing_celery(module: str) -> ModuleNotFoundError:
+    """The error ``module`` raises when Celery is not installed.
+
+    A ``ModuleNotFoundError`` (an ``ImportError``) naming ``celery``, as Python's own would,
+    so code that tolerates missing optional modules by ``exc.name`` tolerates this one too.
+    """
+    return ModuleNotFoundError(
         f"{module} needs Celery, which is not installed. Install it with "
         f"{install_hint('celery')} (breakers, the admin, the circuits command, the "
         "middleware and the HTTP helpers work without it).",
