@@ -87,6 +87,8 @@ def write(process: FakeStore, key: str, value: object) -> None:
     if not store.counters.in_cache and key != state_key(key.split("{")[1].split("}")[0]):
         # the database backend keeps counters in their table: garbage goes there
         data = value if isinstance(value, str) else repr(value)
+        # PostgreSQL text cannot hold NUL, so no such garbage can be found there.
+        data = data.replace("\x00", "")
         CircuitCounter.objects.update_or_create(
             key=key, defaults={"value": 0, "data": data, "expires_at": store.now() + 3600}
         )
