@@ -1,88 +1,24 @@
-"""Circuit definitions with their durable state, and the append-only event log."""
+"""The circuit model: one breaker's definition and its durable state."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, router, transaction
-from django.utils import timezone
-from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from circuitbreaker_app import probe_targets
 from circuitbreaker_app.core import CircuitConfig, State, validate_fields
 from circuitbreaker_app.core import config as core_config
-from circuitbreaker_app.core.config import Message
-
-NAME_PATTERN = r"^[A-Za-z0-9._:-]+\Z"
-validate_circuit_name = RegexValidator(
-    NAME_PATTERN,
-    _("Use only letters, digits and the characters . _ : - (no spaces)."),
-    code="invalid_name",
+from circuitbreaker_app.models.definition import (
+    DECISION_FIELDS,
+    DEFINITION_FIELDS,
+    translate_message,
+    validate_circuit_name,
 )
-
-MASK = "***"
-
-
-def translate_message(message: str) -> str:
-    """A core validation message in the active language (see ``core.config.Message``)."""
-    if isinstance(message, Message):
-        return gettext(message.template) % message.params
-    return message
-
-
-def mask_url(url: str) -> str:
-    """``url`` safe to show: user name, password, query values, bare query tokens and the
-    fragment become ``***``.
-
-    Probe URLs may carry credentials (``https://user:secret@host/health?token=…``); the
-    admin, the status endpoint and the ``circuits`` command show only this form.
-    """
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return MASK
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    if parts.username is not None or parts.password is not None:
-        netloc = f"{MASK}@{netloc}"
-    # A parameter keeps its name and loses its value; a bare token (``?SuperSecretApiKey``,
-    # no ``=``) is all value.
-    query = "&".join(
-        f"{item.split('=', 1)[0]}={MASK}" if "=" in item else MASK
-        for item in parts.query.split("&")
-        if item
-    )
-    fragment = MASK if parts.fragment else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
-
-
-#: Model fields that make up a :class:`~circuitbreaker_app.core.CircuitConfig`.
-DECISION_FIELDS = (
-    "window_type",
-    "window_size",
-    "minimum_calls",
-    "failure_rate_threshold",
-    "slow_call_duration",
-    "slow_call_rate_threshold",
-    "wait_duration",
-    "backoff_multiplier",
-    "max_wait_duration",
-    "half_open_max_calls",
-    "trial_mode",
-    "trial_lease",
-)
-#: Everything an operator may define (and ``CIRCUITBREAKER["CIRCUITS"]`` may set).
-DEFINITION_FIELDS = ("description", *DECISION_FIELDS, "probe_url", "probe_timeout")
+from circuitbreaker_app.models.masking import mask_url
 
 
 class Circuit(models.Model):
@@ -320,120 +256,3 @@ class Circuit(models.Model):
             raise ValidationError(
                 {name: [translate_message(message)] for name, message in errors.items()}
             )
-
-
-class CircuitEvent(models.Model):
-    """One transition, definition edit or deletion of one circuit (append-only).
-
-    The log outlives its circuit: ``circuit_name`` keeps the name, and deleting the circuit
-    only clears ``circuit`` (an audit trail an operator can erase is no audit trail).
-    ``changes`` is set on definition edits and deletions, ``{field: [old, new]}``
-    (``new`` is None for a deletion), and empty on transitions.
-    """
-
-    circuit = models.ForeignKey(
-        Circuit,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="events",
-        verbose_name=_("circuit"),
-    )
-    circuit_name = models.CharField(_("circuit name"), max_length=100, db_index=True)
-    created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
-    from_state = models.CharField(_("from"), max_length=20, choices=Circuit.StateChoices.choices)
-    to_state = models.CharField(_("to"), max_length=20, choices=Circuit.StateChoices.choices)
-    reason = models.CharField(_("reason"), max_length=200, blank=True)
-    generation = models.PositiveBigIntegerField(_("generation"), default=0)
-    failure_rate = models.FloatField(_("failure rate (%)"), null=True, blank=True)
-    slow_call_rate = models.FloatField(_("slow call rate (%)"), null=True, blank=True)
-    calls = models.PositiveIntegerField(_("calls in window"), null=True, blank=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        verbose_name=_("acting user"),
-    )
-    changes = models.JSONField(
-        _("changed fields"),
-        null=True,
-        blank=True,
-        help_text=_("For definition edits and deletions: {field: [old, new]}."),
-    )
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        verbose_name = _("circuit event")
-        verbose_name_plural = _("circuit events")
-
-    def __str__(self) -> str:
-        return (
-            f"{self.circuit_name}: {self.get_from_state_display()} → {self.get_to_state_display()}"
-        )
-
-
-class CircuitCounter(models.Model):
-    """Atomic shared counters for caches whose ``incr``/``add`` are not atomic.
-
-    Django's database and file caches implement ``incr`` as get + set (DESIGN §6), so on
-    those the store counts with ``INSERT … ON CONFLICT … RETURNING`` on this table instead,
-    and keeps count windows here as JSON written by compare-and-set.
-    """
-
-    key = models.CharField(max_length=250, primary_key=True)
-    #: The count, or for a count window (``data`` set) the version its writes compare.
-    value = models.BigIntegerField(default=0)
-    #: A count window as JSON (see ``buckets.apply_count``); empty for plain counters.
-    data = models.TextField(blank=True, default="")
-    expires_at = models.FloatField(db_index=True)
-
-    class Meta:
-        verbose_name = _("shared counter")
-        verbose_name_plural = _("shared counters")
-
-    def __str__(self) -> str:
-        return f"{self.key}={self.value}"
-
-
-class CircuitSample(models.Model):
-    """A circuit's state and window totals in one 10-second period, for the dashboard.
-
-    Written off the hot path by :func:`circuitbreaker_app.samples.record_samples` (the
-    beat task calls it every period; the status endpoint and the dashboard too, when no
-    worker did); rows older than ``samples.RETENTION`` are deleted when new ones are
-    written, so the table holds at most ``RETENTION / INTERVAL`` rows per circuit.
-    """
-
-    circuit = models.ForeignKey(
-        Circuit, on_delete=models.CASCADE, related_name="samples", verbose_name=_("circuit")
-    )
-    at = models.DateTimeField(_("period start"), db_index=True)
-    calls = models.PositiveIntegerField(_("calls in window"), default=0)
-    failures = models.PositiveIntegerField(_("failures in window"), default=0)
-    slow = models.PositiveIntegerField(_("slow calls in window"), default=0)
-    #: The fleet's rejected calls in total when sampled; a period's count is the difference.
-    rejected_total = models.PositiveBigIntegerField(_("rejected calls in total"), default=0)
-    state = models.CharField(
-        _("state"),
-        max_length=20,
-        choices=Circuit.StateChoices.choices,
-        default=State.CLOSED.value,
-    )
-
-    class Meta:
-        ordering = ["circuit", "at"]
-        verbose_name = _("circuit sample")
-        verbose_name_plural = _("circuit samples")
-        constraints = [
-            models.UniqueConstraint(fields=["circuit", "at"], name="circuitsample_per_period")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.circuit_id}@{self.at:%Y-%m-%d %H:%M:%S}: {self.failures}/{self.calls}"
-
-    @property
-    def failure_rate(self) -> float:
-        """Failures as a percentage of calls (0.0 without calls)."""
-        return 100.0 * self.failures / self.calls if self.calls else 0.0
