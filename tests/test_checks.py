@@ -6,6 +6,7 @@ import pytest
 
 from circuitbreaker_app import checks
 from circuitbreaker_app.checks import check_settings
+from circuitbreaker_app.checks import probes as probe_checks
 from circuitbreaker_app.models import Circuit
 
 
@@ -110,7 +111,7 @@ def test_a_database_without_connect_timeout_is_a_warning(settings):
 
 @pytest.fixture
 def no_celery(monkeypatch):
-    monkeypatch.setattr(checks, "celery_installed", lambda: False)
+    monkeypatch.setattr(probe_checks, "celery_installed", lambda: False)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +136,7 @@ def test_no_probe_asked_for_without_celery_is_fine(settings, no_celery):
 
 
 def test_probes_with_celery_installed_are_fine(settings, monkeypatch):
-    monkeypatch.setattr(checks, "celery_installed", lambda: True)
+    monkeypatch.setattr(probe_checks, "celery_installed", lambda: True)
     settings.CIRCUITBREAKER = {"PROBE_INTERVAL": 10, "DEFAULTS": {"trial_mode": "probe"}}
     assert checks.check_celery() == []
 

@@ -23,15 +23,15 @@ DOCS = ROOT / "docs"
 def check_ids() -> set[str]:
     """Every check id the package can report, read from its source.
 
-    Ids appear as ``id="circuitbreaker_app.W001"``, as ``_error(12, …)`` (E012) and as
-    ``("STATE_TTL", 3)`` pairs looped over in checks.py.
+    Ids appear as ``id="circuitbreaker_app.W001"``, as ``settings_error(12, …)`` (E012) and
+    as ``("STATE_TTL", 3)`` pairs looped over in the checks/ package.
     """
     ids: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
         source = path.read_text()
         ids.update(re.findall(r"circuitbreaker_app\.([EW]\d{3})\b", source))
-        ids.update(f"E{int(n):03d}" for n in re.findall(r"\b_error\(\s*(\d+)\s*,", source))
-        if path.name == "checks.py":
+        ids.update(f"E{int(n):03d}" for n in re.findall(r"\bsettings_error\(\s*(\d+)\s*,", source))
+        if path.parent.name == "checks":
             ids.update(f"E{int(n):03d}" for n in re.findall(r'\(\s*"[A-Z_]+",\s*(\d+)\)', source))
     return ids
 
