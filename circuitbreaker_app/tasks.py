@@ -217,7 +217,7 @@ def _probe_open(store: CircuitStore, name: str, generation: int | None) -> str:
 
 def _take_permit(store: CircuitStore, row: Any) -> bool:
     """One probe per circuit period across every worker; freed after its lease."""
-    key = f"{generation_prefix(row.name, row.generation)}/probe"
+    key = f"{generation_prefix(row.name, row.generation, circuit_id=row.pk)}/probe"
     return store.counter_claim(key, float(row.probe_timeout) + PROBE_LEASE_MARGIN)
 
 

@@ -407,9 +407,12 @@ def test_a_leaked_probe_permit_is_freed_after_its_lease(run, upstream):
     make(upstream, "leak", trial_mode="probe", probe_timeout=1.0)
     opened = trip(upstream, "leak")
     half_open = Circuit.objects.get(name="leak").generation + 1
+    leak_id = Circuit.objects.get(name="leak").pk
     # A worker took the half-open period's probe permit and died.
     lease = WAIT + 1.0 + PROBE_LEASE_MARGIN
-    assert get_store().counter_claim(f"{generation_prefix('leak', half_open)}/probe", lease)
+    assert get_store().counter_claim(
+        f"{generation_prefix('leak', half_open, circuit_id=leak_id)}/probe", lease
+    )
     freed = opened + lease
     wait_for(lambda: state("leak") == "half_open", opened + WAIT + INTERVAL + 2, workers)
     while time.monotonic() < freed - 0.3:

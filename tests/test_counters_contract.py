@@ -49,7 +49,7 @@ def backend(request, tmp_path):
 @pytest.fixture
 def prefix() -> str:
     """Keys no other test uses (Redis is shared by the whole run)."""
-    return generation_prefix(f"contract-{uuid.uuid4().hex[:12]}", 0)
+    return generation_prefix(f"contract-{uuid.uuid4().hex[:12]}", 0, circuit_id=1)
 
 
 class TestCountersContract:

@@ -81,7 +81,8 @@ def test_a_forked_child_has_its_own_store_snapshot_batch_and_connection(redis_pa
     # successes reach the shared window once: 10 + the child's 1.
     assert parent.redis.client.client_id() == parent_client
     parent.flush()
-    window = f"{generation_prefix('payments', 0)}/count"
+    prefix = generation_prefix("payments", 0, circuit_id=Circuit.objects.get(name="payments").pk)
+    window = f"{prefix}/count"
     assert parent.counters.get_many([window])[window][0] == 11  # calls recorded in all
 
 

@@ -101,10 +101,11 @@ def write(process: FakeStore, key: str, value: object) -> None:
 
 
 def shared_keys(name: str, now: float) -> list[str]:
-    """Every key a circuit uses in its first generations."""
+    """Every key a circuit (created already) uses in its first generations."""
     keys = [state_key(name)]
+    circuit_id = Circuit.objects.get(name=name).pk
     for generation in range(3):
-        prefix = generation_prefix(name, generation)
+        prefix = generation_prefix(name, generation, circuit_id=circuit_id)
         keys.append(f"{prefix}/count")
         keys += [f"{prefix}/t{math.floor(now) - back}" for back in range(3)]
         keys += [f"{prefix}/trial{slot}" for slot in range(2)]

@@ -300,7 +300,8 @@ def test_redis_stopping_under_load_fails_no_call_and_warns_once_per_outage(priva
     entry = store.cache.get(state_key("payments"))
     assert entry["state"] == "closed"
     assert client.exists(store.redis.make_key(state_key("payments")))
-    window = client.get(store.redis.make_key(f"{generation_prefix('payments', 0)}/count"))
+    prefix = generation_prefix("payments", 0, circuit_id=Circuit.objects.get(name="payments").pk)
+    window = client.get(store.redis.make_key(f"{prefix}/count"))
     assert window is not None and json.loads(window)[0] > 0  # calls recorded since
     figures(
         "redis_stopped_under_load",

@@ -156,7 +156,7 @@ def test_a_failure_is_one_script_call_that_writes_the_count_window_with_a_ttl(ci
     succeed(ra, 2)
     fail(ra)
     assert a.cache.calls == {"incr": 1}  # two pending successes ride along
-    prefix = generation_prefix("payments", 0)
+    prefix = generation_prefix("payments", 0, circuit_id=ra.circuit_id)
     key = a.store.redis.make_key(f"{prefix}/count")
     assert json.loads(redis_path.get(key)) == [3, 2, 0, 0, 1, 1, 0]  # 3 calls: S S F
     ttl = redis_path.pttl(key)

@@ -260,8 +260,11 @@ def test_a_probe_already_running_elsewhere_is_not_repeated_until_its_lease_ends(
     fake.advance(10)
     fake.store.advance("payments", State.OPEN, State.HALF_OPEN, "probe_due")
     half = Circuit.objects.get(name="payments").generation
+    circuit_id = Circuit.objects.get(name="payments").pk
     # A worker took the probe permit, then died.
-    assert fake.store.counter_claim(f"{generation_prefix('payments', half)}/probe", 1.0 + 2.0)
+    assert fake.store.counter_claim(
+        f"{generation_prefix('payments', half, circuit_id=circuit_id)}/probe", 1.0 + 2.0
+    )
     assert probe(generation=half) == ("skipped: a probe is already running", 0)
     fake.advance(1.0 + PROBE_LEASE_MARGIN)
     assert probe(generation=half) == ("closed", 1)

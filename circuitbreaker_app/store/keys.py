@@ -25,9 +25,14 @@ def state_key(name: str) -> str:
     return f"{circuit_prefix(name)}/state"
 
 
-def generation_prefix(name: str, generation: int) -> str:
-    """Prefix of the keys that belong to one period (generation) of a circuit."""
-    return f"{circuit_prefix(name)}/g{generation}"
+def generation_prefix(name: str, generation: int, *, circuit_id: int) -> str:
+    """Prefix of the keys that belong to one period (generation) of one circuit row.
+
+    The row's id is part of it: a circuit deleted and created again under the same name
+    starts again at generation 0, and must not read the window counters, trial permits or
+    probe lease the old circuit left behind until they expire.
+    """
+    return f"{circuit_prefix(name)}/c{circuit_id}/g{generation}"
 
 
 def tally_key(name: str) -> str:

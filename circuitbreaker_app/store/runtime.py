@@ -161,14 +161,16 @@ class CircuitRuntime:
         status = status_from_entry(entry)
         config = CircuitConfig.from_mapping(entry["config"])
         previous = getattr(self, "_status", None)
+        previous_id = getattr(self, "circuit_id", None)
         self.circuit_id: int = entry["id"]
         if (
             previous is None
             or previous.generation != status.generation
+            or previous_id != self.circuit_id  # deleted and created again: a new circuit
             or (config != getattr(self, "config", None))
         ):
             self.window: SharedWindow = window_for(
-                generation_prefix(self.name, status.generation), config
+                generation_prefix(self.name, status.generation, circuit_id=self.circuit_id), config
             )
             self.successes += self.pending  # out of the window, but they were calls
             self.pending = 0
@@ -322,7 +324,7 @@ class CircuitRuntime:
         return True
 
     def acquire_trial(self) -> tuple[int, int] | None:
-        prefix = generation_prefix(self.name, self._status.generation)
+        prefix = generation_prefix(self.name, self._status.generation, circuit_id=self.circuit_id)
         token = random.getrandbits(62) or 1
         for slot in range(self.config.half_open_max_calls):
             key = f"{prefix}/trial{slot}"
@@ -331,7 +333,7 @@ class CircuitRuntime:
         return None
 
     def complete_trial(self, slot: int, token: int, succeeded: bool) -> int:
-        prefix = generation_prefix(self.name, self._status.generation)
+        prefix = generation_prefix(self.name, self._status.generation, circuit_id=self.circuit_id)
         if not succeeded:
             self.store.counter_release(f"{prefix}/trial{slot}", token)
             return 0
