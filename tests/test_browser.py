@@ -290,7 +290,7 @@ def test_dashboard_with_150_circuits_puts_the_forced_one_first_and_filters(
     """The on-call scene of issue 15: 150 circuits, one forced open for 15 minutes from
     the admin (a test shortens what "15 minutes" means to 2 s), found first on the
     dashboard, found by the filter, and back to HALF_OPEN when its time is up."""
-    from circuitbreaker_app import admin_moves
+    from circuitbreaker_app.admin import moves as admin_moves
     from circuitbreaker_app.tasks import probe_circuits
 
     duration = admin_moves.MoveForm.base_fields["duration"]
