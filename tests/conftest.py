@@ -221,3 +221,21 @@ def _fresh_breaker_state():
     clear()
     yield
     clear()
+
+
+@pytest.fixture
+def registry():
+    """The package's metrics on a private Prometheus registry for the test (the metrics
+    tests); whatever was enabled before is enabled again after."""
+    from prometheus_client import CollectorRegistry
+
+    from circuitbreaker_app import metrics
+
+    was_enabled = metrics.enabled() is not None
+    metrics.disable()
+    registry = CollectorRegistry()
+    metrics.enable(registry)
+    yield registry
+    metrics.disable()
+    if was_enabled:
+        metrics.enable()

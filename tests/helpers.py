@@ -1,4 +1,5 @@
-"""Shared test helpers: a fake-clocked store and a cache that counts its operations."""
+"""Shared test helpers: a fake-clocked store and a cache that counts its operations, the
+circuit definitions, users and circuits several test files start from."""
 
 from __future__ import annotations
 
@@ -14,12 +15,42 @@ from circuitbreaker_app.testing import CACHE_OPERATIONS, CountingCache
 
 __all__ = [
     "CACHE_OPERATIONS",
+    "CHANGELIST",
+    "FOUR_STRAIGHT",
+    "TRIP_FAST",
     "CountingCache",
     "FakeStore",
+    "change_url",
     "fake_dns",
+    "fake_store_with",
+    "form_data",
     "record",
+    "scraped_calls",
+    "staff_user",
     "store_queries",
+    "three_circuits",
+    "window_snapshot",
 ]
+
+#: The admin's change list.
+CHANGELIST = "admin:circuitbreaker_app_circuit_changelist"
+#: Opens at 50 % failures over the last 10 calls (5 calls at least), then waits 30 s.
+TRIP_FAST = {
+    "window_type": "count",
+    "window_size": 10,
+    "minimum_calls": 5,
+    "failure_rate_threshold": 50,
+    "wait_duration": 30,
+}
+#: Opens at the fourth failure in a row (a count window of 4), waits 30 s, admits 2 trials.
+FOUR_STRAIGHT = {
+    "window_type": "count",
+    "window_size": 4,
+    "minimum_calls": 4,
+    "failure_rate_threshold": 100,
+    "wait_duration": 30,
+    "half_open_max_calls": 2,
+}
 
 
 class FakeStore:
@@ -52,6 +83,92 @@ def record(name: str, outcomes: str) -> None:
         permit = runtime.acquire()
         runtime.on_result(permit, Outcome.FAILURE if letter == "F" else Outcome.SUCCESS, 0.0)
     get_store().flush()
+
+
+def fake_store_with(name: str, **definition: Any) -> FakeStore:
+    """Create the circuit ``name`` with ``definition``, then install a fake-clocked store."""
+    from circuitbreaker_app.models import Circuit
+
+    Circuit.objects.create(name=name, **definition)
+    return FakeStore().install()
+
+
+def window_snapshot(name: str) -> Any:
+    """The circuit's window totals as this process's runtime sees them (a ``Snapshot``:
+    calls, failures, slow)."""
+    return get_store().runtime(name).snapshot()
+
+
+def three_circuits() -> dict[str, Any]:
+    """payments tripped (OPEN), search healthy with calls (slow calls count), mail forced
+    open: one circuit in each kind of state the admin pages draw. By name."""
+    from circuitbreaker_app.core import State
+    from circuitbreaker_app.models import Circuit
+
+    Circuit.objects.create(name="payments", **TRIP_FAST)
+    Circuit.objects.create(name="search", slow_call_duration=2.0, **TRIP_FAST)
+    Circuit.objects.create(name="mail", **TRIP_FAST)
+    record("payments", "SFSFF")  # 3/5 = 60 % opens it at the fifth call
+    record("search", "SSSF")
+    get_store().move_to("mail", State.FORCED_OPEN, "maintenance")
+    return {c.name: c for c in Circuit.objects.all()}
+
+
+def staff_user(username: str, *codenames: str) -> Any:
+    """A staff user (password ``pw``) with exactly these ``circuitbreaker_app`` permissions,
+    read back from the database so that its permission cache is empty."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    perms = Permission.objects.filter(
+        content_type__app_label="circuitbreaker_app", codename__in=codenames
+    )
+    assert perms.count() == len(codenames)
+    user.user_permissions.add(*perms)
+    return User.objects.get(pk=user.pk)
+
+
+def change_url(circuit: Any) -> str:
+    """The admin change page of ``circuit``."""
+    from django.urls import reverse
+
+    return reverse("admin:circuitbreaker_app_circuit_change", args=[circuit.pk])
+
+
+def form_data(circuit: Any, **changes: Any) -> dict[str, Any]:
+    """What the admin change form of ``circuit`` posts unchanged, then ``changes``."""
+    data = {
+        "description": circuit.description,
+        "window_type": circuit.window_type,
+        "window_size": circuit.window_size,
+        "minimum_calls": circuit.minimum_calls,
+        "failure_rate_threshold": circuit.failure_rate_threshold,
+        "slow_call_duration": circuit.slow_call_duration or "",
+        "slow_call_rate_threshold": circuit.slow_call_rate_threshold,
+        "wait_duration": circuit.wait_duration,
+        "backoff_multiplier": circuit.backoff_multiplier,
+        "max_wait_duration": circuit.max_wait_duration,
+        "trial_mode": circuit.trial_mode,
+        "half_open_max_calls": circuit.half_open_max_calls,
+        "trial_lease": circuit.trial_lease,
+        "probe_url": circuit.probe_url,
+        "probe_timeout": circuit.probe_timeout,
+        "events-TOTAL_FORMS": "0",
+        "events-INITIAL_FORMS": "0",
+        "events-MIN_NUM_FORMS": "0",
+        "events-MAX_NUM_FORMS": "0",
+    }
+    data.update(changes)
+    return data
+
+
+def scraped_calls(registry: Any, circuit: str, outcome: str) -> int:
+    """``circuitbreaker_calls_total`` for ``circuit`` and ``outcome`` as ``registry`` shows
+    it now (0 when it has no such sample)."""
+    value = registry.get_sample_value(
+        "circuitbreaker_calls_total", {"circuit": circuit, "outcome": outcome}
+    )
+    return int(value or 0)
 
 
 def store_queries() -> int:

@@ -13,7 +13,6 @@ from unittest import mock
 
 import pytest
 import responses
-from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
@@ -21,29 +20,21 @@ from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.store import get_store
 from circuitbreaker_app.tasks import probe_circuits
-from tests.helpers import CountingCache, FakeStore, fake_dns, record, store_queries
+from tests.helpers import (
+    CHANGELIST,
+    TRIP_FAST,
+    CountingCache,
+    FakeStore,
+    change_url,
+    fake_dns,
+    form_data,
+    record,
+    staff_user,
+    store_queries,
+    three_circuits,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-CHANGELIST = "admin:circuitbreaker_app_circuit_changelist"
-TRIP_FAST = {
-    "window_type": "count",
-    "window_size": 10,
-    "minimum_calls": 5,
-    "failure_rate_threshold": 50,
-    "wait_duration": 30,
-}
-
-
-def staff_user(username: str, *codenames: str) -> User:
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    perms = Permission.objects.filter(
-        content_type__app_label="circuitbreaker_app", codename__in=codenames
-    )
-    assert perms.count() == len(codenames)
-    user.user_permissions.add(*perms)
-    return User.objects.get(pk=user.pk)  # fresh permission cache
 
 
 @pytest.fixture
@@ -65,13 +56,7 @@ def operator(client):
 @pytest.fixture
 def circuits(db):
     """payments tripped (OPEN), search healthy with calls, mail forced open."""
-    Circuit.objects.create(name="payments", **TRIP_FAST)
-    Circuit.objects.create(name="search", slow_call_duration=2.0, **TRIP_FAST)
-    Circuit.objects.create(name="mail", **TRIP_FAST)
-    record("payments", "SFSFF")  # 3/5 = 60 % opens it at the fifth call
-    record("search", "SSSF")
-    get_store().move_to("mail", State.FORCED_OPEN, "maintenance")
-    return {c.name: c for c in Circuit.objects.all()}
+    return three_circuits()
 
 
 def action_choices(response) -> set[str]:
@@ -178,36 +163,6 @@ def test_state_columns_are_not_in_the_forms(client, operator, circuits):
 
 
 # -- change form ------------------------------------------------------------------------
-
-
-def change_url(circuit: Circuit) -> str:
-    return reverse("admin:circuitbreaker_app_circuit_change", args=[circuit.pk])
-
-
-def form_data(circuit: Circuit, **changes) -> dict:
-    data = {
-        "description": circuit.description,
-        "window_type": circuit.window_type,
-        "window_size": circuit.window_size,
-        "minimum_calls": circuit.minimum_calls,
-        "failure_rate_threshold": circuit.failure_rate_threshold,
-        "slow_call_duration": circuit.slow_call_duration or "",
-        "slow_call_rate_threshold": circuit.slow_call_rate_threshold,
-        "wait_duration": circuit.wait_duration,
-        "backoff_multiplier": circuit.backoff_multiplier,
-        "max_wait_duration": circuit.max_wait_duration,
-        "trial_mode": circuit.trial_mode,
-        "half_open_max_calls": circuit.half_open_max_calls,
-        "trial_lease": circuit.trial_lease,
-        "probe_url": circuit.probe_url,
-        "probe_timeout": circuit.probe_timeout,
-        "events-TOTAL_FORMS": "0",
-        "events-INITIAL_FORMS": "0",
-        "events-MIN_NUM_FORMS": "0",
-        "events-MAX_NUM_FORMS": "0",
-    }
-    data.update(changes)
-    return data
 
 
 def test_change_form_shows_live_state_panel(client, operator, circuits):

@@ -14,8 +14,7 @@ from django.urls import reverse
 from circuitbreaker_app import State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import get_store
-from tests.helpers import record
-from tests.test_admin import CHANGELIST, TRIP_FAST, change_url, form_data, staff_user
+from tests.helpers import CHANGELIST, TRIP_FAST, change_url, form_data, record, staff_user
 
 pytestmark = pytest.mark.django_db
 

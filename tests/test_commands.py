@@ -20,17 +20,9 @@ from django.test import override_settings
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import get_store
-from tests.helpers import fake_dns, record
+from tests.helpers import TRIP_FAST, fake_dns, record
 
 pytestmark = pytest.mark.django_db
-
-TRIP_FAST = {
-    "window_type": "count",
-    "window_size": 10,
-    "minimum_calls": 5,
-    "failure_rate_threshold": 50,
-    "wait_duration": 30,
-}
 
 
 def run(*args: str) -> str:

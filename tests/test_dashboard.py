@@ -11,7 +11,6 @@ import json
 import time
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
@@ -20,19 +19,12 @@ from circuitbreaker_app.dashboard import Cursor
 from circuitbreaker_app.models import Circuit, CircuitSample
 from circuitbreaker_app.samples import INTERVAL, record_samples
 from circuitbreaker_app.store import get_store
-from tests.helpers import FakeStore, record, store_queries
+from tests.helpers import TRIP_FAST, FakeStore, record, staff_user, store_queries
 
 pytestmark = pytest.mark.django_db
 
 DASHBOARD = "admin:circuitbreaker_app_circuit_dashboard"
 FEED = "admin:circuitbreaker_app_circuit_feed"
-TRIP_FAST = {
-    "window_type": "count",
-    "window_size": 10,
-    "minimum_calls": 5,
-    "failure_rate_threshold": 50,
-    "wait_duration": 30,
-}
 
 
 @pytest.fixture
@@ -43,12 +35,7 @@ def fake():
 
 @pytest.fixture
 def viewer(client):
-    user = User.objects.create_user("viewer", password="pw", is_staff=True)
-    user.user_permissions.add(
-        Permission.objects.get(
-            content_type__app_label="circuitbreaker_app", codename="view_circuit"
-        )
-    )
+    user = staff_user("viewer", "view_circuit")
     client.force_login(user)
     return user
 

@@ -14,6 +14,7 @@ import io
 import re
 import uuid
 from contextlib import redirect_stderr, redirect_stdout
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -30,6 +31,7 @@ from circuitbreaker_app import breaker, conf
 from circuitbreaker_app.checks import check_settings
 from circuitbreaker_app.core.config import NAME_RE
 from circuitbreaker_app.models import DEFINITION_FIELDS, Circuit, CircuitEvent
+from tests.helpers import form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -232,31 +234,9 @@ FORM_TEXT = st.one_of(
 )
 
 
-def add_form_data(**changes: str) -> dict[str, str]:
-    data = {
-        "name": f"fuzz-{uuid.uuid4().hex[:8]}",
-        "description": "",
-        "window_type": "count",
-        "window_size": "20",
-        "minimum_calls": "10",
-        "failure_rate_threshold": "50",
-        "slow_call_duration": "",
-        "slow_call_rate_threshold": "100",
-        "wait_duration": "30",
-        "backoff_multiplier": "2",
-        "max_wait_duration": "600",
-        "half_open_max_calls": "3",
-        "trial_mode": "live",
-        "trial_lease": "30",
-        "probe_url": "",
-        "probe_timeout": "5",
-        "events-TOTAL_FORMS": "0",
-        "events-INITIAL_FORMS": "0",
-        "events-MIN_NUM_FORMS": "0",
-        "events-MAX_NUM_FORMS": "0",
-    }
-    data.update(changes)
-    return data
+def add_form_data(**changes: str) -> dict[str, Any]:
+    """The add form as posted with every field at its default, then ``changes``."""
+    return form_data(Circuit(), **{"name": f"fuzz-{uuid.uuid4().hex[:8]}", **changes})
 
 
 @pytest.fixture

@@ -28,26 +28,17 @@ from circuitbreaker_app.http import (
     circuit_for_url,
 )
 from circuitbreaker_app.models import Circuit
-from tests.helpers import FakeStore
+from tests.helpers import FOUR_STRAIGHT, FakeStore, fake_store_with, window_snapshot
 from tests.loopback import closed_port, loopback_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 URL = "https://pay.example/charge"
-FOUR_STRAIGHT = {
-    "window_type": "count",
-    "window_size": 4,
-    "minimum_calls": 4,
-    "failure_rate_threshold": 100,
-    "wait_duration": 30,
-    "half_open_max_calls": 2,
-}
 
 
 @pytest.fixture
 def fake():
-    Circuit.objects.create(name="payments", **FOUR_STRAIGHT)
-    return FakeStore().install()
+    return fake_store_with("payments", **FOUR_STRAIGHT)
 
 
 @pytest.fixture
@@ -58,9 +49,7 @@ def upstream():
 
 def window(name: str = "payments"):
     """The circuit's window totals as this process sees them (calls, failures, slow)."""
-    from circuitbreaker_app.store import get_store
-
-    return get_store().runtime(name).snapshot()
+    return window_snapshot(name)
 
 
 def trip(session: CircuitSession, upstream, url: str = URL) -> None:

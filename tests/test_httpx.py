@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.http import CircuitSession
 from circuitbreaker_app.models import Circuit
-from tests.helpers import FakeStore, record
+from tests.helpers import FOUR_STRAIGHT, FakeStore, fake_store_with, record, window_snapshot
 from tests.loopback import closed_port, loopback_server
 from tests.test_async import watch
 
@@ -23,20 +23,10 @@ from circuitbreaker_app.httpx import AsyncCircuitTransport, CircuitTransport  # 
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FOUR_STRAIGHT = {
-    "window_type": "count",
-    "window_size": 4,
-    "minimum_calls": 4,
-    "failure_rate_threshold": 100,
-    "wait_duration": 30,
-    "half_open_max_calls": 2,
-}
-
 
 @pytest.fixture
 def fake():
-    Circuit.objects.create(name="payments", **FOUR_STRAIGHT)
-    return FakeStore().install()
+    return fake_store_with("payments", **FOUR_STRAIGHT)
 
 
 @pytest.fixture
@@ -47,9 +37,7 @@ def server():
 
 def window(name: str = "payments") -> tuple[int, int]:
     """(calls, failures) in the circuit's window as this process sees it."""
-    from circuitbreaker_app.store import get_store
-
-    snapshot = get_store().runtime(name).snapshot()
+    snapshot = window_snapshot(name)
     return snapshot.calls, snapshot.failures
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import polib
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import translation
@@ -32,13 +31,12 @@ from circuitbreaker_app import State
 from circuitbreaker_app.core import CircuitOpenError
 from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
-from tests.helpers import record
+from tests.helpers import staff_user, three_circuits
 
 PACKAGE = Path(circuitbreaker_app.__file__).resolve().parent
 LOCALE = PACKAGE / "locale"
 GERMAN_PO = LOCALE / "de" / "LC_MESSAGES" / "django.po"
 GERMAN_MO = LOCALE / "de" / "LC_MESSAGES" / "django.mo"
-TRIP_FAST = {"window_type": "count", "window_size": 10, "minimum_calls": 5}
 
 
 def german() -> polib.POFile:
@@ -186,12 +184,8 @@ def english_labels_left(english_html: str, german_html: str) -> tuple[set[str], 
 
 @pytest.fixture
 def operator(client, db):
-    user = User.objects.create_user("operator", password="pw", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="circuitbreaker_app",
-            codename__in=["view_circuit", "change_circuit", "force_circuit", "view_circuitevent"],
-        )
+    user = staff_user(
+        "operator", "view_circuit", "change_circuit", "force_circuit", "view_circuitevent"
     )
     client.force_login(user)
     return user
@@ -200,12 +194,7 @@ def operator(client, db):
 @pytest.fixture
 def circuits(db):
     """One circuit in each kind of state the pages draw: open (at trip), closed, forced."""
-    Circuit.objects.create(name="payments", **TRIP_FAST)
-    Circuit.objects.create(name="search", slow_call_duration=2.0, **TRIP_FAST)
-    Circuit.objects.create(name="mail", **TRIP_FAST)
-    record("payments", "SFSFF")
-    record("search", "SSSF")
-    get_store().move_to("mail", State.FORCED_OPEN, "maintenance")
+    three_circuits()
     get_store().move_to("mail", State.FORCED_CLOSED, "maintenance")
     return {c.name: c for c in Circuit.objects.all()}
 

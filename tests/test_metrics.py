@@ -13,14 +13,14 @@ from django.apps import apps
 from django.core.checks import run_checks
 from django.db import DatabaseError
 from django.test import override_settings
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, generate_latest
 
 from circuitbreaker_app import CircuitOpenError, State, breaker, metrics, observers
 from circuitbreaker_app.core import Outcome
 from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
 from circuitbreaker_app.store.overflow import ISOLATED_LABEL
-from tests.helpers import FakeStore
+from tests.helpers import FakeStore, scraped_calls
 
 pytestmark = pytest.mark.django_db
 
@@ -40,26 +40,10 @@ class NotOurs(Exception):
     pass
 
 
-@pytest.fixture
-def registry():
-    """Metrics on a private registry for the test; the default ones are restored after."""
-    was_enabled = metrics.enabled() is not None
-    metrics.disable()
-    registry = CollectorRegistry()
-    metrics.enable(registry)
-    yield registry
-    metrics.disable()
-    if was_enabled:
-        metrics.enable()
-
-
 def calls(registry, circuit, outcome):
     """The scraped total (after this process shares what it counted since its last flush)."""
     get_store().flush()
-    value = registry.get_sample_value(
-        "circuitbreaker_calls_total", {"circuit": circuit, "outcome": outcome}
-    )
-    return int(value or 0)
+    return scraped_calls(registry, circuit, outcome)
 
 
 def fail():

@@ -11,11 +11,10 @@ import os
 
 import pytest
 import redis
-from prometheus_client import CollectorRegistry
 
-from circuitbreaker_app import CircuitOpenError, breaker, metrics
+from circuitbreaker_app import CircuitOpenError, breaker
 from circuitbreaker_app.models import Circuit
-from tests.helpers import FakeStore
+from tests.helpers import FakeStore, scraped_calls
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -48,25 +47,6 @@ def redis_path(settings):
     client.close()
 
 
-@pytest.fixture
-def registry():
-    was_enabled = metrics.enabled() is not None
-    metrics.disable()
-    registry = CollectorRegistry()
-    metrics.enable(registry)
-    yield registry
-    metrics.disable()
-    if was_enabled:
-        metrics.enable()
-
-
-def scraped(registry, circuit: str, outcome: str) -> int:
-    value = registry.get_sample_value(
-        "circuitbreaker_calls_total", {"circuit": circuit, "outcome": outcome}
-    )
-    return int(value or 0)
-
-
 def test_a_scrape_shows_the_calls_of_every_process(redis_path, registry):
     Circuit.objects.create(
         name="payments",
@@ -86,8 +66,8 @@ def test_a_scrape_shows_the_calls_of_every_process(redis_path, registry):
     for _ in range(200):
         breaker("payments").call(lambda: "ok")
     # a's failure was one round trip that also shared a's batched successes; b's 200 wait
-    assert scraped(registry, "payments", "success") == 300
-    assert scraped(registry, "payments", "failure") == 1
+    assert scraped_calls(registry, "payments", "success") == 300
+    assert scraped_calls(registry, "payments", "failure") == 1
     a.advance(1.0)  # STATE_TTL: the next call of each process flushes what it counted
     b.advance(1.0)
     breaker("payments").call(lambda: "ok")  # b
@@ -95,8 +75,8 @@ def test_a_scrape_shows_the_calls_of_every_process(redis_path, registry):
     breaker("payments").call(lambda: "ok")  # a
     # b's refresh shared its 200; a had nothing batched, and its call, past a's flush
     # time, shared itself (b's last call waits for b's next flush)
-    assert scraped(registry, "payments", "success") == 300 + 200 + 1
-    assert scraped(registry, "payments", "failure") == 1
+    assert scraped_calls(registry, "payments", "success") == 300 + 200 + 1
+    assert scraped_calls(registry, "payments", "failure") == 1
     # Four more failures open the circuit; rejections are counted and flushed too.
     for _ in range(4):
         with pytest.raises(Boom):
@@ -106,9 +86,9 @@ def test_a_scrape_shows_the_calls_of_every_process(redis_path, registry):
             breaker("payments").call(lambda: "never")
     a.store.flush()
     b.store.flush()
-    assert scraped(registry, "payments", "success") == 502
-    assert scraped(registry, "payments", "failure") == 5
-    assert scraped(registry, "payments", "rejected") == 25
+    assert scraped_calls(registry, "payments", "success") == 502
+    assert scraped_calls(registry, "payments", "failure") == 5
+    assert scraped_calls(registry, "payments", "rejected") == 25
 
 
 def test_the_tally_rides_in_the_round_trip_of_the_flush_and_of_a_failure(redis_path):

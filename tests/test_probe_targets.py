@@ -14,8 +14,7 @@ from django.core.exceptions import ValidationError
 from circuitbreaker_app import probe_targets, probes
 from circuitbreaker_app.models import Circuit
 from tests import loopback
-from tests.helpers import fake_dns
-from tests.test_admin import change_url, form_data, staff_user
+from tests.helpers import change_url, fake_dns, form_data, staff_user
 
 #: The targets of the security review, and their disguises.
 METADATA_URLS = [

@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -23,7 +23,7 @@ from circuitbreaker_app.samples import (
     record_samples,
 )
 from circuitbreaker_app.store import get_store
-from tests.helpers import FakeStore, record, store_queries
+from tests.helpers import TRIP_FAST, FakeStore, record, staff_user, store_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -31,13 +31,6 @@ pytestmark = pytest.mark.django_db
 URL = "/circuits/status/"
 TOKEN = "k3Jx9-monitoring-token-0123456789"
 SECRET_PROBE = "https://monitor:s3cret@status.example.com/health?token=abc123"
-TRIP_FAST = {
-    "window_type": "count",
-    "window_size": 10,
-    "minimum_calls": 5,
-    "failure_rate_threshold": 50,
-    "wait_duration": 30,
-}
 
 
 @pytest.fixture
@@ -56,13 +49,7 @@ def circuits(fake):
 
 
 def staff_with(*codenames: str) -> User:
-    user = User.objects.create_user("-".join(("staff", *codenames)), password="pw", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="circuitbreaker_app", codename__in=codenames
-        )
-    )
-    return User.objects.get(pk=user.pk)
+    return staff_user("-".join(("staff", *codenames)), *codenames)
 
 
 @pytest.fixture
