@@ -232,8 +232,10 @@ def _open_deadline(name: str) -> tuple[float, int] | None:
     from circuitbreaker_app.store import get_store
 
     store = get_store()
-    entry: dict[str, Any] | None = store.shared_entry(name)
-    if entry is None:  # missing, malformed, or the cache is down: ask the database
+    entry = store.shared_entry(name)
+    if entry is not None:
+        state, generation, retry_at = entry.status.state, entry.generation, entry.status.retry_at
+    else:  # missing, malformed, or the cache is down: ask the database
         from circuitbreaker_app.models import Circuit
 
         row = (
@@ -244,11 +246,8 @@ def _open_deadline(name: str) -> tuple[float, int] | None:
         )
         if row is None:
             return None
-        entry = {
-            "state": row["state"],
-            "generation": row["generation"],
-            "retry_at": row["retry_at"].timestamp() if row["retry_at"] else None,
-        }
-    if entry.get("state") != State.OPEN.value or entry.get("retry_at") is None:
+        state, generation = row["state"], row["generation"]
+        retry_at = row["retry_at"].timestamp() if row["retry_at"] else None
+    if state != State.OPEN or retry_at is None:
         return None
-    return max(0.0, entry["retry_at"] - store.now()), int(entry["generation"])
+    return max(0.0, retry_at - store.now()), int(generation)

@@ -223,7 +223,7 @@ def main() -> None:
         unexpected: list[str] = []
 
         def call() -> int:
-            status = runtime._status  # the state this call was admitted in
+            status = runtime.entry.status  # the state this call was admitted in
             first.setdefault(str(status.generation), time.monotonic())
             trial = status.state is State.HALF_OPEN
             headers = {

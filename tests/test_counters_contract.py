@@ -13,8 +13,9 @@ import uuid
 import pytest
 from django.test import override_settings
 
-from circuitbreaker_app.core import Snapshot
+from circuitbreaker_app.core import CircuitConfig, CircuitStatus, Snapshot, State
 from circuitbreaker_app.store import backends
+from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.keys import generation_prefix, state_key
 from circuitbreaker_app.store.windows import (
     FAILED,
@@ -114,8 +115,9 @@ class TestCountersContract:
         # A backend that reads the watched state entry in the same round trip returns it
         # when its generation (or circuit) is not the writer's; others return None.
         name = f"contract-{uuid.uuid4().hex[:12]}"
-        newer = {"id": 7, "state": "open", "generation": 3, "open_count": 1}
-        backend.cache.set(state_key(name), newer, timeout=60)
+        status = CircuitStatus(State.OPEN, generation=3, open_count=1)
+        newer = CircuitEntry(7, status, CircuitConfig())
+        backend.cache.set(state_key(name), newer.to_json(), timeout=60)
         change = BucketAdd(f"{prefix}/t1", 60, 1, 1)
         _, entry = backend.counters.add(change, True, (state_key(name), 2, 7))
         assert entry in (None, newer)

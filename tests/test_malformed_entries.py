@@ -23,7 +23,7 @@ from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.core import FakeClock
 from circuitbreaker_app.models import Circuit, CircuitCounter
 from circuitbreaker_app.store import reset_store
-from circuitbreaker_app.store.entry import parse_entry
+from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.keys import generation_prefix, state_key
 from tests.helpers import BACKENDS, FakeStore, backend_settings
 
@@ -130,7 +130,7 @@ def test_a_malformed_state_entry_is_a_miss_rewritten_from_the_database(process, 
         process.advance(1.0)  # the next call refreshes the snapshot
     write(process, state_key("payments"), garbage)
     guard("payments", "SFSF")
-    assert parse_entry(process.store.cache.get(state_key("payments"))) is not None
+    assert CircuitEntry.from_json(process.store.cache.get(state_key("payments"))) is not None
     # The circuit still decides: F S F F in a window of 4, minimum 2, 50 %.
     assert breaker("payments").state is State.OPEN
 
@@ -204,7 +204,7 @@ def test_garbage_in_every_shared_key_never_fails_a_guarded_call(process, config,
             process.advance(1.0 if step == "pause" else 0.25)
     process.advance(1.0)
     guard(name, "S")  # a refresh: whatever was at the state key is a good entry again
-    assert parse_entry(process.store.cache.get(state_key(name))) is not None
+    assert CircuitEntry.from_json(process.store.cache.get(state_key(name))) is not None
 
 
 def test_the_beat_task_rewrites_a_malformed_entry_through_the_publish_path(process):
@@ -216,6 +216,5 @@ def test_the_beat_task_rewrites_a_malformed_entry_through_the_publish_path(proce
     guard("search", "S")
     write(process, state_key("payments"), "hello")
     assert resync_cache(process.store) == 1
-    assert parse_entry(process.store.cache.get(state_key("payments")))["id"] == (
-        Circuit.objects.get(name="payments").pk
-    )
+    entry = CircuitEntry.from_json(process.store.cache.get(state_key("payments")))
+    assert entry is not None and entry.circuit_id == Circuit.objects.get(name="payments").pk

@@ -444,15 +444,15 @@ def test_with_the_database_down_calls_go_on_and_transitions_are_saved_on_return(
     # The other process counts in the same shared window and trips on its own as well.
     permit = other_runtime.acquire()
     other_runtime.on_result(permit, Outcome.FAILURE, 0.0)
-    assert other_runtime.status.state is State.OPEN and other_runtime._unsaved
+    assert other_runtime.status.state is State.OPEN and other_runtime.unsaved
 
     restarted = time.time()
     database_behind_proxy.start()  # ...and written when the database returns
     with payments.running():
         assert wait_until(lambda: bool(messages(caplog, "is saved")), timeout=10)
-    other_runtime._stale_at = 0.0
+    other_runtime.mark_stale()
     assert other_runtime.status.state is State.OPEN  # its own write lost: it re-read
-    assert not other_runtime._unsaved and other_runtime.status.generation == 1
+    assert not other_runtime.unsaved and other_runtime.status.generation == 1
     rows = list(CircuitEvent.objects.values_list("circuit__name", "from_state", "to_state"))
     assert rows == [("payments", "closed", "open")]
     event = CircuitEvent.objects.get()

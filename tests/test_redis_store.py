@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import time
+from dataclasses import replace
 
 import pytest
 import redis
@@ -30,6 +31,7 @@ from circuitbreaker_app.store import (
     state_key,
 )
 from circuitbreaker_app.store.backends.redis import COUNT_LUA
+from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.windows import MAX_RUNS, apply_count
 from tests.helpers import FakeStore
 
@@ -203,7 +205,7 @@ def test_a_failure_learns_of_another_process_trip_from_its_own_round_trip(
     b.cache.reset()
     with django_assert_num_queries(0):
         fail(rb)  # B still trusts its CLOSED snapshot: the call ran and failed...
-    assert rb._status.state is State.OPEN  # ...and the script's answer carried the trip
+    assert rb.entry.status.state is State.OPEN  # ...and the script's answer carried the trip
     assert b.cache.calls == {"incr": 1}  # no compare-and-set to lose, no re-read
     assert CircuitEvent.objects.count() == 1
 
@@ -217,7 +219,7 @@ def test_news_from_a_script_never_rolls_a_process_back(circuit):
     stale = {**entry, "state": "closed", "generation": 0, "retry_at": None}
     a.store.cache.set(state_key("payments"), stale)  # a cache entry that lags behind
     ra.record(True, False)  # the script returns the older entry: ignored
-    assert ra._status.generation == 1
+    assert ra.entry.generation == 1
 
 
 # -- permits, publishing, the clock -------------------------------------------------------
@@ -242,12 +244,19 @@ def test_publishing_never_replaces_a_later_generation(circuit):
     store = CircuitStore()
     entry = store.load_entry("payments")
     key = state_key("payments")
-    store.cache.publish(key, {**entry, "generation": 3, "state": "open"})
-    assert not store.cache.publish(key, {**entry, "generation": 2, "state": "half_open"})
+
+    def at(generation: int, state: State, circuit_id: int = entry.circuit_id) -> CircuitEntry:
+        status = replace(entry.status, generation=generation, state=state)
+        return replace(entry, circuit_id=circuit_id, status=status)
+
+    store.cache.publish(key, at(3, State.OPEN))
+    assert not store.cache.publish(key, at(2, State.HALF_OPEN))
     assert store.cache.get(key)["generation"] == 3
-    assert store.cache.publish(key, {**entry, "generation": 3, "state": "open", "x": 1})
-    assert store.cache.get(key)["x"] == 1  # same generation: a definition edit goes through
-    assert store.cache.publish(key, {**entry, "id": entry["id"] + 1, "generation": 0})
+    edited = replace(at(3, State.OPEN), config=replace(entry.config, window_size=42))
+    assert store.cache.publish(key, edited)
+    # same generation: a definition edit goes through
+    assert store.cache.get(key)["config"]["window_size"] == 42
+    assert store.cache.publish(key, at(0, State.CLOSED, entry.circuit_id + 1))
     assert store.cache.get(key)["generation"] == 0  # a re-created circuit starts over
 
 

@@ -112,7 +112,7 @@ def test_a_trip_both_processes_see_is_one_transition(pair, signals):
     # B admitted a call before it could know; its failure also crosses the threshold,
     # but its compare-and-set loses: no second transition.
     permit_b = rb.acquire() if rb.status.state is State.CLOSED else None
-    rb._stale_at = float("inf")
+    rb.mark_fresh(float("inf"))
     if permit_b is None:
         pytest.fail("B should still trust its CLOSED snapshot")
     rb.on_result(permit_b, Outcome.FAILURE, 0.0)

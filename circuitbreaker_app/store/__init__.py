@@ -30,14 +30,9 @@ from circuitbreaker_app.store.backends.redis_link import (
     mask_redis_url,
     redis_url_for,
 )
-from circuitbreaker_app.store.entry import (
-    PROVISIONAL_ID,
-    entry_from_row,
-    provisional_entry,
-    status_from_entry,
-)
+from circuitbreaker_app.store.entry import PROVISIONAL_ID, CircuitEntry
 from circuitbreaker_app.store.keys import KEY_PREFIX, generation_prefix, state_key
-from circuitbreaker_app.store.persistence import UnknownCircuitError, UnsavedTransition
+from circuitbreaker_app.store.persistence import UnknownCircuitError
 from circuitbreaker_app.store.registry import (
     CircuitStore,
     circuit_deleted,
@@ -46,11 +41,13 @@ from circuitbreaker_app.store.registry import (
     reset_store,
 )
 from circuitbreaker_app.store.runtime import CircuitRuntime
+from circuitbreaker_app.store.unsaved import UnsavedTransition
 
 __all__ = [
     "KEY_PREFIX",
     "PROVISIONAL_ID",
     "CacheCounters",
+    "CircuitEntry",
     "CircuitRuntime",
     "CircuitStore",
     "CountContention",
@@ -66,13 +63,10 @@ __all__ = [
     "backend_name",
     "circuit_deleted",
     "definition_saved",
-    "entry_from_row",
     "generation_prefix",
     "get_store",
     "mask_redis_url",
-    "provisional_entry",
     "redis_url_for",
     "reset_store",
     "state_key",
-    "status_from_entry",
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache.backends.locmem import LocMemCache
@@ -32,7 +33,7 @@ from circuitbreaker_app import conf
 from circuitbreaker_app.core import CircuitStatus, Snapshot
 from circuitbreaker_app.core.config import TRIAL_LIVE
 from circuitbreaker_app.store.backends.locmem import LocMemCounters
-from circuitbreaker_app.store.entry import entry_with, provisional_entry
+from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.runtime import CircuitRuntime
 from circuitbreaker_app.store.windows import BucketAdd, CountAdd
 
@@ -109,10 +110,10 @@ class IsolatedStore:
         actor: Any = None,
     ) -> bool:
         """Apply the transition here; nothing is written and no signal is sent."""
-        old = runtime._status
+        old = runtime.entry.status
         if new.generation != old.generation + 1:
             return False
-        runtime._apply(entry_with(runtime.circuit_id, runtime.config, new))
+        runtime.adopt(runtime.entry.with_status(new))
         logger.debug(
             "isolated circuit %r: %s -> %s (%s)",
             runtime.name,
@@ -129,16 +130,12 @@ class IsolatedStore:
 
     def refresh(self, runtime: CircuitRuntime) -> None:
         """Flush pending successes and re-read the window from the private cache."""
-        if runtime.pending:
-            runtime._push(Snapshot())
-        if runtime.has_tally():
-            self.add_tally(runtime, runtime.take_tally())
+        runtime.flush()
         now = self.now()
         keys = runtime.window.read_keys(now)
-        runtime._stale_at = self.clock() + self.ttl
+        runtime.mark_fresh(self.clock() + self.ttl)
         if keys:
-            runtime.window.absorb(self.cache.get_many(keys), now)
-            runtime._watch(runtime.window.estimate(now))
+            runtime.absorb(self.cache.get_many(keys), now)
 
 
 class Overflow:
@@ -153,7 +150,7 @@ class Overflow:
         self.warn_at = 0.0
         self.isolated_since_warning = 0
         self._isolated_store: IsolatedStore | None = None
-        self._template: dict[str, Any] = {}
+        self._template: CircuitEntry | None = None
 
     def get(self, name: str) -> CircuitRuntime | None:
         """The isolated breaker of ``name`` if this process has one (marked recently used)."""
@@ -183,14 +180,13 @@ class Overflow:
 
     def isolate(self, name: str) -> CircuitRuntime:
         """A new isolated breaker for ``name``, from ``DEFAULTS``."""
-        if self._isolated_store is None:
+        if self._isolated_store is None or self._template is None:
             self._isolated_store = IsolatedStore(self.store)
             # One entry for all: names past the cap are never in CIRCUITS, so DEFAULTS.
-            template = provisional_entry(ISOLATED_LABEL)
-            template["id"] = ISOLATED_ID
-            template["config"] = {**template["config"], "trial_mode": TRIAL_LIVE}
-            self._template = template
-        runtime = CircuitRuntime(self._isolated_store, name, dict(self._template))  # type: ignore[arg-type]
+            template = CircuitEntry.provisional(ISOLATED_LABEL)
+            config = replace(template.config, trial_mode=TRIAL_LIVE)
+            self._template = replace(template, circuit_id=ISOLATED_ID, config=config)
+        runtime = CircuitRuntime(self._isolated_store, name, self._template)  # type: ignore[arg-type]
         runtime.label = ISOLATED_LABEL
         self.runtimes[name] = runtime
         while len(self.runtimes) > ISOLATED_MAX:

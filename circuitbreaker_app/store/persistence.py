@@ -2,15 +2,16 @@
 
 Loading (and creating on first use), the compare-and-set of every transition with its
 event row, publishing entries to the cache on commit (never over a later generation),
-transitions made while the database was down and written later, and the operator and
-task moves built on them. :class:`CircuitStore` (``registry.py``) inherits these.
+and the operator and task moves built on them. Everything here takes and returns
+:class:`~circuitbreaker_app.store.entry.CircuitEntry` values and talks to a runtime through
+its public methods only. Transitions made while the database was down are queued and
+written later (``unsaved.py``). :class:`CircuitStore` (``registry.py``) inherits these.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,11 @@ from circuitbreaker_app import conf
 from circuitbreaker_app.core import CircuitStatus, Snapshot, State
 from circuitbreaker_app.core.states import check_transition
 from circuitbreaker_app.store.backends.base import Counters
-from circuitbreaker_app.store.entry import entry_from_row, entry_with, parse_entry, to_datetime
+from circuitbreaker_app.store.entry import CircuitEntry, to_datetime
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
 from circuitbreaker_app.store.overflow import CapReached
+from circuitbreaker_app.store.unsaved import UnsavedTransition, UnsavedWriter
 from circuitbreaker_app.text import shorten
 
 if TYPE_CHECKING:
@@ -45,23 +47,9 @@ class UnknownCircuitError(LookupError):
     """Code used a circuit name that has no row, and ``AUTO_CREATE`` is off."""
 
 
-@dataclass(frozen=True, slots=True)
-class UnsavedTransition:
-    """A transition waiting to be written: ``old`` → ``new`` and what the event records."""
-
-    old: CircuitStatus
-    new: CircuitStatus
-    reason: str
-    snapshot: Snapshot | None
-    actor: Any = None
-
-
-def _entry_with(runtime: CircuitRuntime, status: CircuitStatus) -> dict[str, Any]:
-    return entry_with(runtime.circuit_id, runtime.config, status)
-
-
-class CircuitPersistence:
-    """The database side of :class:`~circuitbreaker_app.store.registry.CircuitStore`."""
+class CircuitPersistence(UnsavedWriter):
+    """The database side of :class:`~circuitbreaker_app.store.registry.CircuitStore` (with
+    the writing of transitions saved later it inherits)."""
 
     db_alias: str
     cache: Any
@@ -82,7 +70,7 @@ class CircuitPersistence:
     def runtime(self, name: str) -> CircuitRuntime:
         raise NotImplementedError("CircuitStore provides runtime()")
 
-    def load_entry(self, name: str, create: bool = True, heal: bool = False) -> dict[str, Any]:
+    def load_entry(self, name: str, create: bool = True, heal: bool = False) -> CircuitEntry:
         """Read a circuit from the database (creating it when allowed) and fill the cache.
 
         The queries are bounded by ``DB_TIMEOUT`` and fail at once while the database is
@@ -91,15 +79,15 @@ class CircuitPersistence:
         generation, on Redis) instead of only where nothing is.
         """
         row = self.db.run(self._read_row, name, create)
-        entry = entry_from_row(row)
+        entry = CircuitEntry.from_row(row)
         if heal:
             self._publish_entry(state_key(name), entry)
             return entry
         try:
-            if not self.cache.add(state_key(name), entry, timeout=None):
+            if not self.cache.add(state_key(name), entry.to_json(), timeout=None):
                 # Something is there: another process's entry, or a value that reads as
                 # missing (a None, a foreign pickle). Only a good entry is kept.
-                if parse_entry(self.cache.get(state_key(name))) is None:
+                if CircuitEntry.from_json(self.cache.get(state_key(name))) is None:
                     self._publish_entry(state_key(name), entry)
         except Exception as exc:
             self.outages.failed("cache", exc)
@@ -160,7 +148,7 @@ class CircuitPersistence:
 
     def reload(self, runtime: CircuitRuntime) -> None:
         """Re-read a circuit from the database (after losing a compare-and-set)."""
-        if runtime._unsaved:
+        if runtime.unsaved:
             self.save_unsaved(runtime)  # reloads by itself when the fleet moved on
             return
         try:
@@ -168,17 +156,17 @@ class CircuitPersistence:
         except UnknownCircuitError:
             # Deleted meanwhile: the next call re-reads it (and re-creates it if allowed).
             self.definition_deleted(runtime.name)
-            runtime._stale_at = 0.0
+            runtime.mark_stale()
             return
         except DjangoDatabaseError as exc:
             self.outages.failed("database", exc)
             self._drop_broken_connection()
             return
-        current = parse_entry(self._cache_get(state_key(runtime.name)))
-        if current is None or current["generation"] < entry["generation"]:
-            self._cache_set(state_key(runtime.name), entry)
-        runtime._apply(entry)
-        runtime._stale_at = self.clock() + self.ttl
+        current = CircuitEntry.from_json(self._cache_get(state_key(runtime.name)))
+        if current is None or current.generation < entry.generation:
+            self._cache_set(state_key(runtime.name), entry.to_json())
+        runtime.adopt(entry)
+        runtime.mark_fresh(self.clock() + self.ttl)
 
     def _cache_get(self, key: str) -> Any:
         try:
@@ -187,11 +175,11 @@ class CircuitPersistence:
             self.outages.failed("cache", exc)
             return None
 
-    def _publish_entry(self, key: str, entry: dict[str, Any]) -> None:
+    def _publish_entry(self, key: str, entry: CircuitEntry) -> None:
         """Write a state entry; on Redis never over a later generation of the circuit."""
         publish = getattr(self.cache, "publish", None)
         if publish is None:
-            self._cache_set(key, entry)
+            self._cache_set(key, entry.to_json())
             return
         try:
             publish(key, entry)
@@ -220,13 +208,13 @@ class CircuitPersistence:
         With the database down the move is applied here at once and written when the
         database returns (:meth:`save_unsaved`).
         """
-        old = runtime._status
+        old = runtime.entry.status
         if new.generation != old.generation + 1:
             return False
         move = UnsavedTransition(old, new, reason, snapshot, actor)
-        if runtime._unsaved:  # earlier moves still wait for the database: keep the order
-            runtime._unsaved.append(move)
-            runtime._apply(_entry_with(runtime, new))
+        if runtime.unsaved:  # earlier moves still wait for the database: keep the order
+            runtime.unsaved.add(move)
+            runtime.adopt(runtime.entry.with_status(new))
             return True
         try:
             won = self.db.run(self._write_transition, runtime, move)
@@ -234,14 +222,14 @@ class CircuitPersistence:
             # The database is down: this process moves on its own and says so once.
             self.outages.failed("database", exc)
             self._drop_broken_connection()
-            runtime._unsaved.append(move)
-            runtime._apply(_entry_with(runtime, new))
+            runtime.unsaved.add(move)
+            runtime.adopt(runtime.entry.with_status(new))
             return True
         self.outages.recovered("database")
         if not won:
             self.reload(runtime)
             return False
-        runtime._apply(_entry_with(runtime, new))
+        runtime.adopt(runtime.entry.with_status(new))
         if self.counters.needs_purge and new.state is not State.HALF_OPEN:
             self.outages.guard("shared counters", None, self.counters.purge_expired)
         return True
@@ -283,49 +271,12 @@ class CircuitPersistence:
                 calls=snapshot.calls if snapshot else None,
                 actor=move.actor,
             )
-            entry = _entry_with(runtime, new)
+            entry = runtime.entry.with_status(new)
             transaction.on_commit(
                 partial(self._published, runtime.name, entry, old, new, move.reason),
                 using=self.db_alias,
             )
         return True
-
-    def save_unsaved(self, runtime: CircuitRuntime) -> None:
-        """Write the transitions made while the database was down, oldest first.
-
-        Each is a compare-and-set from the generation before it, so when another process
-        wrote its own transition meanwhile ours lose: they are dropped and the circuit is
-        re-read (one event row per real transition, fleet-wide). Stops at the first
-        database error and keeps the rest for the next refresh.
-        """
-        if not self._saving.acquire(blocking=False):
-            return  # another thread of this process is writing them
-        lost = False
-        try:
-            while runtime._unsaved:
-                move = runtime._unsaved[0]
-                try:
-                    won = self.db.run(self._write_transition, runtime, move)
-                except DjangoDatabaseError as exc:
-                    self.outages.failed("database", exc)
-                    self._drop_broken_connection()
-                    return
-                self.outages.recovered("database")
-                if not won:
-                    runtime._unsaved.clear()
-                    lost = True
-                    break
-                runtime._unsaved.pop(0)
-                logger.info(
-                    "circuit %r: transition %s -> %s made while the database was down is saved",
-                    runtime.name,
-                    move.old.state.value,
-                    move.new.state.value,
-                )
-        finally:
-            self._saving.release()
-        if lost:
-            self.reload(runtime)  # another process's transition won: take what it decided
 
     def _drop_broken_connection(self) -> None:
         """After a database error, let the next query reconnect (outside transactions)."""
@@ -340,7 +291,7 @@ class CircuitPersistence:
     def _published(
         self,
         name: str,
-        entry: dict[str, Any],
+        entry: CircuitEntry,
         old: CircuitStatus,
         new: CircuitStatus,
         reason: str,
@@ -381,7 +332,7 @@ class CircuitPersistence:
         runtime = self.runtime(name)
         for _attempt in range(5):
             self.reload(runtime)
-            old = runtime._status
+            old = runtime.entry.status
             check_transition(old.state, state, operator=True)
             if old.state is state and state is not State.CLOSED and old.forced_until == until:
                 return False
@@ -400,7 +351,7 @@ class CircuitPersistence:
         check_transition(expected, new)
         runtime = self.runtime(name)
         self.reload(runtime)
-        old = runtime._status
+        old = runtime.entry.status
         if old.state is not expected:
             return False
         if expected is State.OPEN and (old.retry_after(self.now()) or 0.0) > 0:
@@ -430,6 +381,6 @@ class CircuitPersistence:
             self._publish_entry(key, entry)
             runtime = self._runtimes.get(circuit.name)
             if runtime is not None:
-                runtime._apply(entry)
+                runtime.adopt(entry)
 
         transaction.on_commit(publish, using=circuit._state.db or self.db_alias)

@@ -1,6 +1,7 @@
-"""This process's store: the registry of circuit runtimes, their refresh from the shared
-cache, and the counters calls they make (each guarded: an outage is logged once and the
-process carries on with its own counts). ``get_store()`` returns the process's one store.
+"""This process's store: the registry of circuit runtimes and the counters calls they make
+(each guarded: an outage is logged once and the process carries on with its own counts).
+Their refresh from the shared cache is ``refresh.py``'s, the database side
+``persistence.py``'s. ``get_store()`` returns the process's one store.
 """
 
 from __future__ import annotations
@@ -17,30 +18,21 @@ from django.db import Error as DjangoDatabaseError
 from django.db import transaction
 
 from circuitbreaker_app import conf
-from circuitbreaker_app.core import Snapshot, State
 from circuitbreaker_app.store import backends
 from circuitbreaker_app.store.answers import RememberedAnswers
-from circuitbreaker_app.store.backends.base import Tally, tallies_in, tally_keys
+from circuitbreaker_app.store.backends.base import Tally
 from circuitbreaker_app.store.dbguard import DatabaseGuard
-from circuitbreaker_app.store.entry import (
-    PROVISIONAL_ID,
-    entry_from_row,
-    parse_entry,
-    provisional_entry,
-)
+from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.keys import state_key, tally_key
 from circuitbreaker_app.store.outages import Outages
 from circuitbreaker_app.store.overflow import CapReached, Overflow
-from circuitbreaker_app.store.persistence import CircuitPersistence
+from circuitbreaker_app.store.refresh import StoreRefresh
 from circuitbreaker_app.store.repair import CacheRepair
 from circuitbreaker_app.store.runtime import CircuitRuntime
 from circuitbreaker_app.store.windows import BucketAdd, CountAdd
 
-#: States whose calls go into the sliding window.
-RECORDING_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED})
 
-
-class CircuitStore(CircuitPersistence, RememberedAnswers, CacheRepair):
+class CircuitStore(StoreRefresh, RememberedAnswers, CacheRepair):
     """This process's view of every circuit, and all reads and writes behind it."""
 
     def __init__(
@@ -111,7 +103,7 @@ class CircuitStore(CircuitPersistence, RememberedAnswers, CacheRepair):
         ``tally`` (calls by outcome not yet shared) goes to the circuit's fleet-wide call
         totals with it; when the counters are unreachable it is handed back to ``runtime``.
         """
-        watch = (state_key(runtime.name), runtime._generation, runtime.circuit_id)
+        watch = (state_key(runtime.name), runtime.entry.generation, runtime.circuit_id)
         totals = (tally_key(runtime.name), tally) if tally else None
         result = self.outages.guard(
             "shared counters", None, self.counters.add, change, known, watch, totals
@@ -122,19 +114,8 @@ class CircuitStore(CircuitPersistence, RememberedAnswers, CacheRepair):
             return None
         value, entry = result
         if entry is not None:
-            self._adopt(runtime, entry)
+            self.adopt_later(runtime, entry)
         return value
-
-    def _adopt(self, runtime: CircuitRuntime, raw: Any) -> None:
-        """Take a shared state entry if it is later than what ``runtime`` holds."""
-        entry = parse_entry(raw)
-        if entry is None:  # not an entry of ours: the next refresh rewrites it
-            return
-        if entry["id"] == runtime.circuit_id and entry["generation"] <= runtime._generation:
-            return
-        runtime._apply(entry)
-        runtime._unsaved.clear()  # the fleet moved on: our offline moves would lose
-        runtime._stale_at = self.clock() + self.ttl
 
     def add_tally(self, runtime: CircuitRuntime, tally: Tally, name: str | None = None) -> None:
         """Add calls by outcome to the fleet-wide totals of ``runtime``'s circuit (or of
@@ -202,7 +183,7 @@ class CircuitStore(CircuitPersistence, RememberedAnswers, CacheRepair):
         except Exception as exc:
             self.outages.failed("cache", exc)
             raw = None
-        entry = parse_entry(raw)
+        entry = CircuitEntry.from_json(raw)
         if entry is None:
             try:
                 entry = self.load_entry(name, heal=raw is not None)
@@ -211,143 +192,12 @@ class CircuitStore(CircuitPersistence, RememberedAnswers, CacheRepair):
                 # calls with its settings in this process until one of them answers.
                 self.outages.failed("database", exc)
                 self._drop_broken_connection()
-                return CircuitRuntime(self, name, provisional_entry(name))
+                return CircuitRuntime(self, name, CircuitEntry.provisional(name))
         return CircuitRuntime(self, name, entry)
-
-    def refresh(self, runtime: CircuitRuntime) -> None:
-        """Flush this process's pending successes (one write), then re-read the circuit's
-        state entry and window (one ``get_many``).
-
-        Transitions this process made while the database was down are written first; until
-        they are, the circuit keeps its own (later) state rather than the shared one.
-        """
-        if runtime._unsaved:
-            self.save_unsaved(runtime)
-        if runtime.pending:
-            # Breaker.call counts successes without looking at the clock: they are flushed
-            # here, once per STATE_TTL, when the stale snapshot sends a call this way.
-            runtime._push(Snapshot())
-        if runtime.has_tally():  # e.g. rejections while open: nothing else to write
-            self.add_tally(runtime, runtime.take_tally())
-        now = self.now()
-        key = state_key(runtime.name)
-        window = runtime.window
-        window_keys = window.read_keys(now) if self.counters.in_cache else []
-        runtime._stale_at = self.clock() + self.ttl
-        try:
-            values = self.cache.get_many([key, *window_keys])
-        except Exception as exc:
-            self.outages.failed("cache", exc)
-            if runtime.circuit_id != PROVISIONAL_ID:
-                return  # keep the last known state
-            values, window_keys = {}, None  # a circuit built from settings: ask the database
-        else:
-            self.outages.recovered("cache")
-        raw = values.get(key)
-        entry = parse_entry(raw)
-        outdated = entry is not None and _older(entry, runtime)
-        if entry is None or outdated:
-            try:
-                entry = self.load_entry(runtime.name, heal=raw is not None and not outdated)
-            except DjangoDatabaseError as exc:
-                self.outages.failed("database", exc)
-                self._drop_broken_connection()
-                return
-            except CapReached:
-                return  # deleted meanwhile, and no room to re-create it: keep what we know
-            if outdated:
-                # An earlier generation than one this process saw written: a publish was
-                # lost (Redis was down, or a Sentinel failover promoted a replica that had
-                # not received it). The database is the truth: rewrite the shared entry.
-                self._publish_entry(key, entry)
-        if runtime._unsaved:
-            self._adopt(runtime, entry)  # only a later state than our own offline moves
-        else:
-            runtime._apply(entry)
-        if (
-            window_keys is not None
-            and (runtime.window is not window or not window_keys)
-            and runtime._status.state in RECORDING_STATES
-        ):
-            # A new period (or definition) has a window of its own, and counters outside
-            # the cache need a read of their own: one more round trip, only then, and only
-            # in the states whose window decides or is shown (the others' stays empty).
-            keys = runtime.window.read_keys(now)
-            values = self.outages.guard("shared counters", None, self.counters.get_many, keys)
-        if window_keys is not None and values is not None:
-            runtime.window.absorb(values, now, settled=not runtime.pending)
-        runtime._stale_at = self.clock() + self.ttl
-        runtime._watch(runtime.window.estimate(now))
 
     def loaded(self, name: str) -> CircuitRuntime | None:
         """The runtime of ``name`` if this process already has it (never any I/O)."""
         return self._runtimes.get(name) or self.overflow.peek(name)
-
-    def refresh_rows(self, rows: Iterable[Any]) -> dict[str, CircuitRuntime]:
-        """Runtimes of these ``Circuit`` rows with fresh windows, for admin pages and the
-        status endpoint (never the hot path).
-
-        A runtime this process lacks is built from its row (no read of its own); the state
-        entries and window buckets of all circuits come back in one ``get_many`` (plus one
-        counters query when the counters live in the database). Whichever of row and cache
-        entry has the higher generation wins. The same read brings each circuit's
-        fleet-wide call totals (``runtime.shared_tally``).
-        """
-        now = self.now()
-        runtimes: dict[str, CircuitRuntime] = {}
-        for row in rows:
-            entry = entry_from_row(row)
-            runtime = self._runtimes.get(row.name)
-            if runtime is None:
-                with self._lock:
-                    runtime = self._runtimes.get(row.name)
-                    if runtime is None:
-                        runtime = CircuitRuntime(self, row.name, entry)
-                        self._runtimes[row.name] = runtime
-            # A runtime holding transitions not yet saved (database was down) keeps its own.
-            if not getattr(runtime, "_unsaved", None) and (
-                runtime._status.generation <= row.generation
-            ):
-                runtime._apply(entry)
-            runtimes[row.name] = runtime
-        window_keys = {name: rt.window.read_keys(now) for name, rt in runtimes.items()}
-        generations = {name: rt._status.generation for name, rt in runtimes.items()}
-        totals = {name: tally_key(name) for name in runtimes}
-        counter_keys = [key for names in window_keys.values() for key in names]
-        counter_keys += tally_keys(list(totals.values()))
-        keys = [state_key(name) for name in runtimes]
-        if self.counters.in_cache:
-            keys += counter_keys
-        try:
-            values = dict(self.cache.get_many(keys)) if keys else {}
-        except Exception as exc:
-            self.outages.failed("cache", exc)
-            return runtimes
-        if not self.counters.in_cache:
-            values.update(self.counter_get_many(counter_keys))
-        tallies = tallies_in(list(totals.values()), values)
-        stale_at = self.clock() + self.ttl
-        for name, runtime in runtimes.items():
-            entry = parse_entry(values.get(state_key(name)))
-            if (
-                entry is not None
-                and not getattr(runtime, "_unsaved", None)
-                and entry["generation"] > runtime._status.generation
-            ):
-                runtime._apply(entry)
-            if runtime._status.generation == generations[name]:
-                runtime.window.absorb(values, now, settled=not runtime.pending)
-            runtime._stale_at = stale_at
-            runtime.shared_tally = tallies[totals[name]]
-        return runtimes
-
-    def _after_database_outage(self) -> None:
-        """The database answers again (the guard's background thread): write every
-        transition this process made meanwhile, oldest first."""
-        self.outages.recovered("database")
-        for runtime in list(self._runtimes.values()):
-            if runtime._unsaved:
-                self.save_unsaved(runtime)
 
     def forget(self, names: Iterable[str] | None = None) -> None:
         """Drop this process's snapshots (all, or of ``names``)."""
@@ -363,23 +213,7 @@ class CircuitStore(CircuitPersistence, RememberedAnswers, CacheRepair):
         """Push every pending success count to the shared window, and every call not yet in
         the fleet's totals to them, now."""
         for runtime in [*self._runtimes.values(), *self.overflow.runtimes.values()]:
-            if runtime.pending:
-                runtime._push(Snapshot())
-            if runtime.has_tally():
-                runtime.store.add_tally(runtime, runtime.take_tally())
-
-
-def _older(entry: Any, runtime: CircuitRuntime) -> bool:
-    """True when ``entry`` is an earlier generation of the circuit ``runtime`` holds, whose
-    state is saved (a runtime with transitions not yet written keeps its own rules)."""
-    try:
-        return bool(
-            entry["id"] == runtime.circuit_id
-            and entry["generation"] < runtime._generation
-            and not runtime._unsaved
-        )
-    except (KeyError, TypeError):
-        return False
+            runtime.flush()
 
 
 # -- the process's store ------------------------------------------------------------------

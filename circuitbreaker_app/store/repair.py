@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from circuitbreaker_app.store.entry import entry_from_row, parse_entry
+from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
 
@@ -24,13 +24,14 @@ class CacheRepair:
     db_alias: str
     outages: Outages
 
-    def _publish_entry(self, key: str, entry: dict[str, Any]) -> None:
+    def _publish_entry(self, key: str, entry: CircuitEntry) -> None:
         raise NotImplementedError("CircuitStore provides _publish_entry()")
 
-    def shared_entry(self, name: str) -> dict[str, Any] | None:
+    def shared_entry(self, name: str) -> CircuitEntry | None:
         """The circuit's entry in the shared cache, or None (missing, malformed, or the
         cache is unreachable: logged once per outage)."""
-        return parse_entry(self.outages.guard("cache", None, self.cache.get, state_key(name)))
+        raw = self.outages.guard("cache", None, self.cache.get, state_key(name))
+        return CircuitEntry.from_json(raw)
 
     def resync(self) -> int:
         """Rewrite shared entries that are malformed or older than the database; return
@@ -51,10 +52,10 @@ class CacheRepair:
                 return 0  # cache down: nothing to repair now
             for name in batch:
                 raw = cached.get(state_key(name))
-                entry = parse_entry(raw)
-                if raw is not None and (entry is None or entry["generation"] != generations[name]):
+                entry = CircuitEntry.from_json(raw)
+                if raw is not None and (entry is None or entry.generation != generations[name]):
                     stale.append(name)
         for row in circuits.filter(name__in=stale):
-            self._publish_entry(state_key(row.name), entry_from_row(row))
+            self._publish_entry(state_key(row.name), CircuitEntry.from_row(row))
             logger.info("circuit %r: cache entry re-synced from the database", row.name)
         return len(stale)

@@ -12,7 +12,6 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from circuitbreaker_app.core import (
-    CircuitConfig,
     CircuitOpenError,
     CircuitStatus,
     Outcome,
@@ -23,12 +22,12 @@ from circuitbreaker_app.core import (
     evaluate,
 )
 from circuitbreaker_app.core.states import Closed, settle
-from circuitbreaker_app.store.entry import status_from_entry
 from circuitbreaker_app.store.keys import generation_prefix
+from circuitbreaker_app.store.unsaved import UnsavedTransitions
 from circuitbreaker_app.store.windows import SharedWindow, window_for
 
 if TYPE_CHECKING:
-    from circuitbreaker_app.store.persistence import UnsavedTransition
+    from circuitbreaker_app.store.entry import CircuitEntry
     from circuitbreaker_app.store.registry import CircuitStore
 
 #: States in which a call is admitted with no shared permit.
@@ -56,9 +55,14 @@ class CircuitRuntime:
     totals a decision or an operator reads are those the window will hold once the batch
     is written (:meth:`SharedWindow.estimate_with`), never more than ``window_size``
     calls in a count window.
+
+    What the store does with a runtime goes through its public methods (:meth:`adopt`,
+    :meth:`mark_fresh`, :meth:`mark_stale`, :meth:`flush`, :meth:`absorb`, :attr:`entry`,
+    :attr:`unsaved`); the underscored attributes are the hot path's, read by this class
+    and ``Breaker`` only.
     """
 
-    def __init__(self, store: CircuitStore, name: str, entry: dict[str, Any]) -> None:
+    def __init__(self, store: CircuitStore, name: str, entry: CircuitEntry) -> None:
         self.store = store
         self.name = name
         #: How metrics name this circuit (one shared label for isolated breakers).
@@ -80,9 +84,9 @@ class CircuitRuntime:
         #: The fleet's call totals as the last status read saw them (``refresh_rows``).
         self.shared_tally: dict[str, int] = {}
         self._written: set[str] = set()  # counter keys this process knows exist
-        # Transitions made while the database was unreachable, oldest first: applied here
-        # at once, written (in order, each a compare-and-set) when the database returns.
-        self._unsaved: list[UnsavedTransition] = []
+        #: Transitions made while the database was unreachable, oldest first: applied here
+        #: at once, written (in order, each a compare-and-set) when the database returns.
+        self.unsaved = UnsavedTransitions()
         #: The clock snapshots and the fast-path plan are timed with (the store's).
         self.clock = store.clock
         self._success_can_open = False
@@ -93,7 +97,7 @@ class CircuitRuntime:
         #: Shared time (:meth:`now`) at or after which the batched successes were made;
         #: they all fall in the window slot holding this time.
         self._pending_at = store.now()
-        self._apply(entry)
+        self.adopt(entry)
         self._stale_at = store.clock() + store.ttl
         self._flush_at = self._stale_at
 
@@ -157,12 +161,20 @@ class CircuitRuntime:
         if self._recheck_at > self.reject_until:  # waiting out a trial: see acquire()
             self.reject_until = min(fresh, self._recheck_at)
 
-    def _apply(self, entry: dict[str, Any]) -> None:
-        status = status_from_entry(entry)
-        config = CircuitConfig.from_mapping(entry["config"])
+    # -- what the store does with a runtime ------------------------------------------------
+    @property
+    def entry(self) -> CircuitEntry:
+        """The shared entry this snapshot holds (as last adopted; never refreshes)."""
+        return self._entry
+
+    def adopt(self, entry: CircuitEntry) -> None:
+        """Take ``entry`` as this process's snapshot of the circuit. A new generation, row
+        or definition starts a window of its own (batched successes stay counted as calls)."""
+        status, config = entry.status, entry.config
         previous = getattr(self, "_status", None)
         previous_id = getattr(self, "circuit_id", None)
-        self.circuit_id: int = entry["id"]
+        self.circuit_id: int = entry.circuit_id
+        self._entry = entry
         if (
             previous is None
             or previous.generation != status.generation
@@ -184,6 +196,29 @@ class CircuitRuntime:
         self._disabled = status.state is State.DISABLED
         self._closed = status.state is State.CLOSED
         self._watch(self.window.estimate(self.store.now()))
+
+    def mark_fresh(self, until: float) -> None:
+        """Trust this snapshot until ``until`` (on :attr:`clock`): it was just re-read."""
+        self._stale_at = until
+
+    def mark_stale(self) -> None:
+        """Re-read the shared state on the next call (e.g. the circuit was deleted)."""
+        self._stale_at = 0.0
+
+    def flush(self) -> None:
+        """Write the batched successes to the shared window, and the calls not yet in the
+        fleet's totals to them (one write each, only when there is something to write)."""
+        if self.pending:
+            self._push(Snapshot())
+        if self.has_tally():  # e.g. rejections while open: nothing else to write
+            self.store.add_tally(self, self.take_tally())
+
+    def absorb(self, values: dict[str, Any] | None, now: float) -> None:
+        """Take the window's counters read at ``now`` (None: nothing was read) and note
+        what the window's totals mean for the fast path."""
+        if values is not None:
+            self.window.absorb(values, now, settled=not self.pending)
+        self._watch(self.window.estimate(now))
 
     def _watch(self, estimate: Snapshot) -> None:
         """Note whether more successes could open the circuit (rates at the threshold)."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circuitbreaker_app.store.windows import BucketAdd, CountAdd
+
+if TYPE_CHECKING:
+    from circuitbreaker_app.store.entry import CircuitEntry
 
 #: What a write may watch: (state key, generation, circuit id) of the writer's snapshot.
 Watch = tuple[str, int, int]
@@ -104,14 +107,16 @@ class Counters:
         known: bool,
         watch: Watch | None,
         tally: tuple[str, Tally] | None = None,
-    ) -> tuple[Any, dict[str, Any] | None]:
+    ) -> tuple[Any, CircuitEntry | None]:
         """Record ``change`` in one round trip: ``(value, entry)``.
 
         ``value`` is the bucket's new integer or the count window after the change;
-        ``entry`` is the circuit's shared state entry when a backend can read it in the same
-        round trip and it differs from ``watch`` (another process moved the circuit on),
-        else None. ``tally`` (key, counts) is added to the circuit's call totals: in the
-        same round trip when :attr:`tally_in_add`, else with :meth:`add_tally` after it.
+        ``entry`` is the circuit's shared state entry (a :class:`CircuitEntry`, decoded
+        by the backend) when a backend can read it in the same round trip and it differs
+        from ``watch`` (another process moved the circuit on), else None (also when what
+        it read is not a well-formed entry). ``tally`` (key, counts) is added to the
+        circuit's call totals: in the same round trip when :attr:`tally_in_add`, else with
+        :meth:`add_tally` after it.
         The default applies the change with :meth:`incr` / :meth:`add_count`.
         """
         if isinstance(change, CountAdd):

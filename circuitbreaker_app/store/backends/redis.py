@@ -27,6 +27,7 @@ from circuitbreaker_app.store.backends.redis_link import (
     RedisLink,
     redis_url_for,
 )
+from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.windows import MAX_RUNS, BucketAdd, CountAdd, parse_count
 
 
@@ -47,7 +48,12 @@ CLAIM_LUA = _script("claim")
 PUBLISH_LUA = _script("publish")
 
 
-#: Backends whose server the Redis path can talk to directly (their LOCATION is a URL).
+def _entry_in(result: list[Any]) -> CircuitEntry | None:
+    """The state entry a record script returned beside its value (JSON), decoded here, at
+    the backend's edge: None when there is none or it is not a well-formed entry."""
+    return CircuitEntry.from_json(decode(result[1])) if len(result) > 1 else None
+
+
 class RedisStateCache:
     """The store's cache on the Redis path: the subset of Django's cache API it uses.
 
@@ -96,13 +102,13 @@ class RedisStateCache:
     def delete(self, key: str) -> bool:
         return bool(self.link.run(self.link.client.delete, self.link.make_key(key)))
 
-    def publish(self, key: str, entry: dict[str, Any]) -> bool:
+    def publish(self, key: str, entry: CircuitEntry) -> bool:
         """Write a state entry unless a later generation of the circuit is already there."""
         return bool(
             self.link.run(
                 self.link.script(PUBLISH_LUA),
                 keys=[self.link.make_key(key)],
-                args=[encode(entry), entry["id"], entry["generation"]],
+                args=[encode(entry.to_json()), entry.circuit_id, entry.generation],
             )
         )
 
@@ -150,10 +156,10 @@ class RedisCounters(Counters):
         generation: int,
         circuit_id: int,
         tally: tuple[str, Tally] | None = None,
-    ) -> tuple[int, dict[str, Any] | None]:
+    ) -> tuple[int, CircuitEntry | None]:
         """Add ``delta`` to ``key`` (and ``tally`` to the call totals); also return the state
         entry under ``watch`` when its generation or circuit id is not ``generation`` /
-        ``circuit_id``."""
+        ``circuit_id`` (None when it is not a well-formed entry)."""
         self._note("incr")
         link = self.link
         keys = [link.make_key(key)] + ([link.make_key(watch)] if watch else [])
@@ -163,8 +169,8 @@ class RedisCounters(Counters):
             keys=keys,
             args=[delta, max(1, int(ttl * 1000)), generation, circuit_id, *extra],
         )
-        entry = decode(result[1]) if len(result) > 1 and watch else None
-        return int(result[0]), entry if isinstance(entry, dict) else None
+        entry = _entry_in(result) if watch else None
+        return int(result[0]), entry
 
     def add_count(self, change: CountAdd) -> list[int]:
         return self.record_count(change, None, -1, -1)[0]
@@ -176,7 +182,7 @@ class RedisCounters(Counters):
         generation: int,
         circuit_id: int,
         tally: tuple[str, Tally] | None = None,
-    ) -> tuple[list[int], dict[str, Any] | None]:
+    ) -> tuple[list[int], CircuitEntry | None]:
         """Apply ``change`` to its count window (one script call, like :meth:`record`)."""
         self._note("incr")
         link = self.link
@@ -194,9 +200,8 @@ class RedisCounters(Counters):
             *extra,
         ]
         result = link.run(link.script(COUNT_LUA), keys=keys, args=args)
-        entry = decode(result[1]) if len(result) > 1 and watch else None
-        window = parse_count(decode(result[0]))
-        return window, entry if isinstance(entry, dict) else None
+        entry = _entry_in(result) if watch else None
+        return parse_count(decode(result[0])), entry
 
     def claim(self, key: str, ttl: float, value: int = 1) -> bool:
         self._note("add")
@@ -226,7 +231,7 @@ class RedisCounters(Counters):
         known: bool,
         watch: Watch | None,
         tally: tuple[str, Tally] | None = None,
-    ) -> tuple[Any, dict[str, Any] | None]:
+    ) -> tuple[Any, CircuitEntry | None]:
         """One script call that records ``change`` (and ``tally``) and reads the watched
         state entry."""
         key, generation, circuit_id = watch if watch is not None else (None, -1, -1)
