@@ -3,17 +3,20 @@
 Three layers, fastest first (DESIGN §4):
 
 * process memory: one :class:`CircuitRuntime` per circuit (``runtime.py``), a snapshot of
-  its state trusted for ``STATE_TTL`` seconds, plus successes not yet flushed;
-* the cache: each circuit's current state and definition (``entry.py``), window buckets
-  and half-open trial permits (``windows.py``), shared by every process, through one
-  counters backend (``backends/``: locmem, database or redis, chosen by one factory);
+  its state trusted for ``STATE_TTL`` seconds, plus successes not yet flushed and calls
+  not yet in the fleet's totals (``tally.py``);
+* the cache: each circuit's :class:`CircuitEntry`, its current state and definition
+  (``entry.py``), window buckets (``windows.py``) and half-open trial permits
+  (``trials.py``), shared by every process, through one counters backend (``backends/``:
+  locmem, database or redis, chosen by one factory);
 * the database: definitions, durable state and the event log (``persistence.py``); every
   transition is one ``UPDATE … WHERE generation = g`` and one event row, published to the
-  cache on commit.
+  cache on commit; transitions made while it is down are written later (``unsaved.py``).
 
 ``registry.py`` holds the process's :class:`CircuitStore` (``get_store()``), which keeps
-the runtimes, refreshes them and guards every call to a backend (``outages.py``: an
-outage is logged once and the process carries on). Key formats live in ``keys.py``.
+the runtimes and guards every call to a backend (``outages.py``: an outage is logged once
+and the process carries on); ``refresh.py`` re-reads them from the cache. The store
+talks to a runtime through its public methods only. Key formats live in ``keys.py``.
 See docs/architecture.md.
 
 This module re-exports the names the rest of the app imports.

@@ -8,7 +8,6 @@ clock reading, no method call, ``pending += 1`` for a closed success); everythin
 from __future__ import annotations
 
 import math
-import random
 from typing import TYPE_CHECKING, Any
 
 from circuitbreaker_app.core import (
@@ -23,6 +22,8 @@ from circuitbreaker_app.core import (
 )
 from circuitbreaker_app.core.states import Closed, settle
 from circuitbreaker_app.store.keys import generation_prefix
+from circuitbreaker_app.store.tally import CallTally
+from circuitbreaker_app.store.trials import TrialPermits
 from circuitbreaker_app.store.unsaved import UnsavedTransitions
 from circuitbreaker_app.store.windows import SharedWindow, window_for
 
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 
 #: States in which a call is admitted with no shared permit.
 FREE_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED, State.DISABLED})
-#: Seconds a successful trial's mark lives (far longer than any half-open period).
-TRIAL_SUCCESS_TTL = 86_400
 #: Seconds a process that was refused a trial (every half-open permit taken, or a probe
 #: deciding) rejects calls without I/O before it re-reads the shared state: the fleet
 #: learns of the trial's outcome within this, not within ``STATE_TTL`` (DESIGN §3 asks
@@ -41,8 +40,9 @@ TRIAL_SUCCESS_TTL = 86_400
 RECHECK_INTERVAL = 0.1
 
 
-class CircuitRuntime:
-    """One circuit as this process sees it; the store's :class:`CircuitContext`.
+class CircuitRuntime(CallTally, TrialPermits):
+    """One circuit as this process sees it; the store's :class:`CircuitContext` (its calls
+    by outcome not yet shared are ``tally.py``'s, its trial permits ``trials.py``'s).
 
     The snapshot (``status``, ``config``) is refreshed from the cache when older than
     ``STATE_TTL``. Successes are counted in memory and flushed with the next failure or
@@ -56,10 +56,8 @@ class CircuitRuntime:
     is written (:meth:`SharedWindow.estimate_with`), never more than ``window_size``
     calls in a count window.
 
-    What the store does with a runtime goes through its public methods (:meth:`adopt`,
-    :meth:`mark_fresh`, :meth:`mark_stale`, :meth:`flush`, :meth:`absorb`, :attr:`entry`,
-    :attr:`unsaved`); the underscored attributes are the hot path's, read by this class
-    and ``Breaker`` only.
+    The store uses the methods below "what the store does with a runtime" and
+    :attr:`unsaved`; the underscored attributes are the hot path's (here and in Breaker).
     """
 
     def __init__(self, store: CircuitStore, name: str, entry: CircuitEntry) -> None:
@@ -71,10 +69,7 @@ class CircuitRuntime:
         #: a lock: under thread races a success may go uncounted, which only nudges the
         #: failure rate up.
         self.pending = 0
-        #: Calls by outcome not yet added to the fleet's totals (DESIGN §4: observability
-        #: is free): plain integers where the call already touches the runtime. A closed
-        #: success on the fast path is only ``pending``, which joins ``successes`` when
-        #: it is flushed; ``successes`` counts the others (trials, slow calls, DISABLED).
+        #: Calls by outcome not yet in the fleet's totals (see :class:`CallTally`).
         self.successes = 0
         self.failures = 0
         self.ignored = 0
@@ -281,33 +276,6 @@ class CircuitRuntime:
             tally = self.take_tally()
         return self._write(self.window.change(outcome, pending, now), now, tally)
 
-    # -- calls by outcome (the fleet's totals, DESIGN §4) --------------------------------
-    def has_tally(self) -> bool:
-        """True when some calls are not yet in the fleet's totals."""
-        return bool(self.successes or self.failures or self.ignored or self.rejected or self.slow)
-
-    def take_tally(self) -> dict[str, int] | None:
-        """The calls by outcome not yet shared (nonzero ones), now counted as shared."""
-        if not self.has_tally():
-            return None
-        tally = {
-            "success": self.successes,
-            "failure": self.failures,
-            "ignored": self.ignored,
-            "rejected": self.rejected,
-            "slow": self.slow,
-        }
-        self.successes = self.failures = self.ignored = self.rejected = self.slow = 0
-        return {field: count for field, count in tally.items() if count}
-
-    def keep_tally(self, tally: dict[str, int]) -> None:
-        """Take back a tally the shared store did not accept (it is sent again later)."""
-        self.successes += tally.get("success", 0)
-        self.failures += tally.get("failure", 0)
-        self.ignored += tally.get("ignored", 0)
-        self.rejected += tally.get("rejected", 0)
-        self.slow += tally.get("slow", 0)
-
     def _write(self, change: Any, now: float, tally: dict[str, int] | None = None) -> Snapshot:
         """Send one change to the shared window; return the window's totals after it."""
         generation = self._generation
@@ -357,25 +325,6 @@ class CircuitRuntime:
             if self._closed:
                 Closed.check_window(self, snapshot)
         return True
-
-    def acquire_trial(self) -> tuple[int, int] | None:
-        prefix = generation_prefix(self.name, self._status.generation, circuit_id=self.circuit_id)
-        token = random.getrandbits(62) or 1
-        for slot in range(self.config.half_open_max_calls):
-            key = f"{prefix}/trial{slot}"
-            if self.store.counter_claim(key, self.config.trial_lease, token):
-                return slot, token
-        return None
-
-    def complete_trial(self, slot: int, token: int, succeeded: bool) -> int:
-        prefix = generation_prefix(self.name, self._status.generation, circuit_id=self.circuit_id)
-        if not succeeded:
-            self.store.counter_release(f"{prefix}/trial{slot}", token)
-            return 0
-        self.store.counter_claim(f"{prefix}/ok{slot}", TRIAL_SUCCESS_TTL)
-        keys = [f"{prefix}/ok{i}" for i in range(self.config.half_open_max_calls)]
-        # Only marks this code wrote count (1): anything else at those keys is no success.
-        return sum(value == 1 for value in self.store.counter_get_many(keys).values())
 
     def transition(self, new: CircuitStatus, reason: str, snapshot: Snapshot | None) -> bool:
         return self.store.persist_transition(self, new, reason, snapshot)

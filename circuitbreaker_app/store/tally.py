@@ -1,0 +1,52 @@
+"""Calls by outcome not yet in the fleet's totals (DESIGN §4: observability is free): the
+tally side of :class:`~circuitbreaker_app.store.runtime.CircuitRuntime`.
+
+The counts are plain integer attributes of the runtime, added to where a call already
+touches it; the store sends them with its next write and hands them back when the shared
+counters are unreachable (they are sent again later).
+"""
+
+from __future__ import annotations
+
+from circuitbreaker_app.store.backends.base import Tally
+
+
+class CallTally:
+    """``successes``, ``failures``, ``ignored``, ``rejected`` and ``slow`` not yet shared.
+
+    A closed success on the fast path is only the runtime's ``pending``, which joins
+    ``successes`` when it is flushed; ``successes`` counts the others (trials, slow
+    calls, DISABLED).
+    """
+
+    successes: int
+    failures: int
+    ignored: int
+    rejected: int
+    slow: int
+
+    def has_tally(self) -> bool:
+        """True when some calls are not yet in the fleet's totals."""
+        return bool(self.successes or self.failures or self.ignored or self.rejected or self.slow)
+
+    def take_tally(self) -> Tally | None:
+        """The calls by outcome not yet shared (nonzero ones), now counted as shared."""
+        if not self.has_tally():
+            return None
+        tally = {
+            "success": self.successes,
+            "failure": self.failures,
+            "ignored": self.ignored,
+            "rejected": self.rejected,
+            "slow": self.slow,
+        }
+        self.successes = self.failures = self.ignored = self.rejected = self.slow = 0
+        return {field: count for field, count in tally.items() if count}
+
+    def keep_tally(self, tally: Tally) -> None:
+        """Take back a tally the shared store did not accept (it is sent again later)."""
+        self.successes += tally.get("success", 0)
+        self.failures += tally.get("failure", 0)
+        self.ignored += tally.get("ignored", 0)
+        self.rejected += tally.get("rejected", 0)
+        self.slow += tally.get("slow", 0)
