@@ -65,10 +65,10 @@ class StoreRefresh(CircuitPersistence):
         now = self.now()
         key = state_key(runtime.name)
         window = runtime.window
-        window_keys = window.read_keys(now) if self.counters.in_cache else []
+        window_keys: list[str] | None = window.read_keys(now) if self.counters.in_cache else []
         runtime.mark_fresh(self.clock() + self.ttl)
         try:
-            values = self.cache.get_many([key, *window_keys])
+            values = self.cache.get_many([key, *(window_keys or [])])
         except Exception as exc:
             self.outages.failed("cache", exc)
             if runtime.circuit_id != PROVISIONAL_ID:
@@ -153,13 +153,13 @@ class StoreRefresh(CircuitPersistence):
         tallies = tallies_in(list(totals.values()), values)
         stale_at = self.clock() + self.ttl
         for name, runtime in runtimes.items():
-            entry = CircuitEntry.from_json(values.get(state_key(name)))
+            shared = CircuitEntry.from_json(values.get(state_key(name)))
             if (
-                entry is not None
+                shared is not None
                 and not runtime.unsaved
-                and entry.generation > runtime.entry.generation
+                and shared.generation > runtime.entry.generation
             ):
-                runtime.adopt(entry)
+                runtime.adopt(shared)
             if runtime.entry.generation == generations[name]:
                 runtime.absorb(values, now)
             runtime.mark_fresh(stale_at)

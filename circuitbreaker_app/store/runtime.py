@@ -205,8 +205,9 @@ class CircuitRuntime(CallTally, TrialPermits):
         fleet's totals to them (one write each, only when there is something to write)."""
         if self.pending:
             self._push(Snapshot())
-        if self.has_tally():  # e.g. rejections while open: nothing else to write
-            self.store.add_tally(self, self.take_tally())
+        tally = self.take_tally()  # e.g. rejections while open: nothing else to write
+        if tally:
+            self.store.add_tally(self, tally)
 
     def absorb(self, values: dict[str, Any] | None, now: float) -> None:
         """Take the window's counters read at ``now`` (None: nothing was read) and note
