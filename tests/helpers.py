@@ -18,6 +18,7 @@ __all__ = [
     "CHANGELIST",
     "FOUR_STRAIGHT",
     "TRIP_FAST",
+    "TWO_STRAIGHT",
     "CountingCache",
     "FakeStore",
     "change_url",
@@ -25,10 +26,12 @@ __all__ = [
     "fake_store_with",
     "form_data",
     "record",
+    "run_cli",
     "scraped_calls",
     "staff_user",
     "store_queries",
     "three_circuits",
+    "use_demo_templates",
     "window_snapshot",
 ]
 
@@ -40,6 +43,13 @@ TRIP_FAST = {
     "window_size": 10,
     "minimum_calls": 5,
     "failure_rate_threshold": 50,
+    "wait_duration": 30,
+}
+#: Opens at the second failure in a row (a count window of 2), then waits 30 s.
+TWO_STRAIGHT = {
+    "window_size": 2,
+    "minimum_calls": 2,
+    "failure_rate_threshold": 100,
     "wait_duration": 30,
 }
 #: Opens at the fourth failure in a row (a count window of 4), waits 30 s, admits 2 trials.
@@ -160,6 +170,40 @@ def form_data(circuit: Any, **changes: Any) -> dict[str, Any]:
     }
     data.update(changes)
     return data
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run ``manage.py circuits`` as from a shell: exit code, stdout, stderr."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    from unittest import mock
+
+    from django.core.management import ManagementUtility
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    # run_from_argv() closes the database connections when done, which would end the
+    # test's transaction: keep them open.
+    with (
+        redirect_stdout(out),
+        redirect_stderr(err),
+        mock.patch("django.core.management.base.connections.close_all"),
+    ):
+        try:
+            ManagementUtility(["manage.py", "circuits", *args]).execute()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def use_demo_templates(settings: Any) -> None:
+    """Let the test render the demo's pages: search the repository's ``templates/`` too
+    (``settings`` is pytest-django's fixture, so this ends with the test)."""
+    from django.conf import settings as django_settings
+
+    settings.TEMPLATES = [
+        {**django_settings.TEMPLATES[0], "DIRS": [django_settings.BASE_DIR / "templates"]}
+    ]
 
 
 def scraped_calls(registry: Any, circuit: str, outcome: str) -> int:

@@ -18,7 +18,7 @@ from asgiref.sync import async_to_sync
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
-from tests.helpers import CACHE_OPERATIONS, FakeStore
+from tests.helpers import CACHE_OPERATIONS, TWO_STRAIGHT, FakeStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,14 +74,7 @@ def watch(fake: FakeStore) -> LoopWatchingCache:
 
 @pytest.fixture
 def watched():
-    Circuit.objects.create(
-        name="payments",
-        window_size=2,
-        minimum_calls=2,
-        failure_rate_threshold=100,
-        wait_duration=30,
-        half_open_max_calls=1,
-    )
+    Circuit.objects.create(name="payments", **TWO_STRAIGHT, half_open_max_calls=1)
     fake = FakeStore()
     cache = watch(fake)
     fake.install()

@@ -22,7 +22,7 @@ from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent, CircuitSample
 from circuitbreaker_app.samples import INTERVAL, period_of
 from circuitbreaker_app.store import get_store
-from tests.helpers import record
+from tests.helpers import record, use_demo_templates
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -356,14 +356,11 @@ def test_the_shop_panel_follows_the_circuit_until_the_probe_closes_it(
     page: Page, live_server, settings, results
 ):
     """No reload: the panel polls, and the probe (the beat's two steps) closes the circuit."""
-    from django.conf import settings as django_settings
     from django.core.cache import cache
 
     from circuitbreaker_app.tasks import probe_circuit
 
-    settings.TEMPLATES = [
-        {**django_settings.TEMPLATES[0], "DIRS": [django_settings.BASE_DIR / "templates"]}
-    ]
+    use_demo_templates(settings)
     Circuit.objects.create(
         name="payments",
         window_type="count",

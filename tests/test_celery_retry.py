@@ -19,24 +19,15 @@ from circuitbreaker_app.celery import (
     retry_when_open,
 )
 from circuitbreaker_app.core.config import DEFAULT_WAIT_DURATION
-from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
-from tests.helpers import FakeStore
+from tests.helpers import TWO_STRAIGHT, fake_store_with
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def fake():
-    Circuit.objects.create(
-        name="payments",
-        window_size=2,
-        minimum_calls=2,
-        failure_rate_threshold=100,
-        wait_duration=30,
-        half_open_max_calls=1,
-    )
-    return FakeStore().install()
+    return fake_store_with("payments", **TWO_STRAIGHT, half_open_max_calls=1)
 
 
 @pytest.fixture

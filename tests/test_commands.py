@@ -9,18 +9,17 @@ import re
 import sys
 import time
 import types
-from contextlib import redirect_stderr, redirect_stdout
 from unittest import mock
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import CommandError, ManagementUtility, call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import get_store
-from tests.helpers import TRIP_FAST, fake_dns, record
+from tests.helpers import TRIP_FAST, fake_dns, record, run_cli
 
 pytestmark = pytest.mark.django_db
 
@@ -29,24 +28,6 @@ def run(*args: str) -> str:
     out = io.StringIO()
     call_command("circuits", *args, stdout=out)
     return out.getvalue()
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    """Run as from a shell (``manage.py circuits …``): exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    # run_from_argv() closes the database connections when done, which would end the
-    # test's transaction: keep them open.
-    with (
-        redirect_stdout(out),
-        redirect_stderr(err),
-        mock.patch("django.core.management.base.connections.close_all"),
-    ):
-        try:
-            ManagementUtility(["manage.py", "circuits", *args]).execute()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

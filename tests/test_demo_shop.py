@@ -14,13 +14,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.conf import settings as django_settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, Client
 
 from circuitbreaker_app import State, breaker
 from circuitbreaker_app.models import Circuit
-from tests.helpers import FakeStore
+from tests.helpers import FakeStore, use_demo_templates
 from tests.loopback import _bind_in_range
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("demo_project.urls")]
@@ -55,9 +54,7 @@ def demo_server() -> Iterator[int]:
 
 @pytest.fixture
 def shop(settings):
-    settings.TEMPLATES = [
-        {**django_settings.TEMPLATES[0], "DIRS": [django_settings.BASE_DIR / "templates"]}
-    ]
+    use_demo_templates(settings)
     Circuit.objects.create(
         name="payments",
         window_type="count",

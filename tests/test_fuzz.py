@@ -13,15 +13,13 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
-from unittest import mock
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.checks import CheckMessage
 from django.core.exceptions import ValidationError
-from django.core.management import CommandError, ManagementUtility, call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.urls import reverse
 from hypothesis import HealthCheck, example, given, settings
@@ -31,7 +29,7 @@ from circuitbreaker_app import breaker, conf
 from circuitbreaker_app.checks import check_settings
 from circuitbreaker_app.core.config import NAME_RE
 from circuitbreaker_app.models import DEFINITION_FIELDS, Circuit, CircuitEvent
-from tests.helpers import form_data
+from tests.helpers import form_data, run_cli
 
 pytestmark = pytest.mark.django_db
 
@@ -295,18 +293,8 @@ def test_the_circuits_command_answers_bad_arguments_with_a_command_error(args):
 @given(args=st.lists(ARGUMENT, min_size=1, max_size=4))
 def test_from_a_shell_bad_arguments_exit_with_a_message_not_a_traceback(args):
     Circuit.objects.get_or_create(name="payments")
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        redirect_stdout(out),
-        redirect_stderr(err),
-        mock.patch("django.core.management.base.connections.close_all"),
-    ):
-        try:
-            ManagementUtility(["manage.py", "circuits", *args]).execute()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+    code, _out, err = run_cli(*args)
     assert code in (0, 1, 2, 3)
-    assert "Traceback" not in err.getvalue()
+    assert "Traceback" not in err
     if code in (1, 2):
-        assert re.search(r"\S", err.getvalue())
+        assert re.search(r"\S", err)

@@ -16,9 +16,8 @@ from django.test import AsyncClient, Client
 from circuitbreaker_app import State, breaker
 from circuitbreaker_app.core import CircuitOpenError
 from circuitbreaker_app.middleware import CircuitBreakerMiddleware, retry_after_seconds
-from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
-from tests.helpers import FakeStore
+from tests.helpers import TWO_STRAIGHT, fake_store_with
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.urls_http")]
 
@@ -28,14 +27,7 @@ VIEWS = ["sync", "async", "async-with"]
 
 @pytest.fixture
 def fake():
-    Circuit.objects.create(
-        name="payments",
-        window_size=2,
-        minimum_calls=2,
-        failure_rate_threshold=100,
-        wait_duration=30,
-    )
-    return FakeStore().install()
+    return fake_store_with("payments", **TWO_STRAIGHT)
 
 
 @pytest.fixture
