@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from redis.connection import SSLConnection
 from redis.exceptions import RedisClusterException
+from redis.sentinel import MasterNotFoundError, SentinelManagedSSLConnection
 
 from circuitbreaker_app import breaker
 from circuitbreaker_app.checks import check_settings
@@ -11,10 +13,12 @@ from circuitbreaker_app.store import CircuitStore, RedisUnavailable
 from circuitbreaker_app.store.backends.redis_url import (
     RedisTarget,
     RedisURLError,
+    mask_redis_url,
     parse_redis_url,
     redis_client,
 )
 from tests.loopback import closed_port
+from tests.topologies import LocalSentinel
 
 
 @pytest.mark.parametrize(
@@ -52,6 +56,55 @@ def test_credentials_go_to_the_data_nodes_and_are_never_shown():
     assert parse_redis_url("redis+cluster://:secret@a:1/").password == "secret"
 
 
+def test_sentinels_with_a_password_of_their_own_get_it_from_the_query_string():
+    target = parse_redis_url(
+        "redis+sentinel://app:data%40pw@s1,s2/mymaster/1"
+        "?sentinel_username=watch&sentinel_password=s%26cret"
+    )
+    assert (target.username, target.password) == ("app", "data@pw")
+    assert (target.sentinel_username, target.sentinel_password) == ("watch", "s&cret")
+    assert "s&cret" not in repr(target) and "data@pw" not in repr(target)
+    client = redis_client(target.url, 0.1)
+    master = client.connection_pool.connection_kwargs
+    assert (master["username"], master["password"]) == ("app", "data@pw")
+    for sentinel in client.connection_pool.sentinel_manager.sentinels:
+        asked = sentinel.connection_pool.connection_kwargs
+        assert (asked["username"], asked["password"]) == ("watch", "s&cret")
+    # Without the option the sentinels are asked without AUTH (one without a password
+    # refuses it), whatever the data nodes need.
+    plain = redis_client("redis+sentinel://:pw@s1/mymaster", 0.1).connection_pool
+    for sentinel in plain.sentinel_manager.sentinels:
+        assert sentinel.connection_pool.connection_kwargs.get("password") is None
+
+
+def test_rediss_urls_talk_tls_to_every_node_and_the_sentinels():
+    target = parse_redis_url(
+        "rediss+cluster://a:7000,b:7001/?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=none"
+        "&ssl_check_hostname=false"
+    )
+    assert (target.kind, target.tls) == ("cluster", True)
+    assert target.tls_options == {
+        "ssl_ca_certs": "/etc/ca.pem",
+        "ssl_cert_reqs": "none",
+        "ssl_check_hostname": False,
+    }
+    assert parse_redis_url("redis+cluster://a/").tls is False
+    client = redis_client("rediss+sentinel://s1:26380/mymaster/0?ssl_ca_certs=/etc/ca.pem", 0.1)
+    pool = client.connection_pool
+    assert pool.connection_class is SentinelManagedSSLConnection
+    assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+    for sentinel in pool.sentinel_manager.sentinels:
+        assert sentinel.connection_pool.connection_class is SSLConnection
+        assert sentinel.connection_pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+
+
+def test_passwords_are_masked_in_urls_that_are_shown():
+    url = "rediss+sentinel://app:pw1@s1,s2/m/0?ssl_ca_certs=/ca.pem&sentinel_password=pw2"
+    assert mask_redis_url(url) == (
+        "rediss+sentinel://***@s1,s2/m/0?ssl_ca_certs=/ca.pem&sentinel_password=***"
+    )
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [
@@ -66,7 +119,20 @@ def test_credentials_go_to_the_data_nodes_and_are_never_shown():
         ("redis+cluster://a:port/", "bad port 'port'"),
         ("redis+cluster://:7000/", "host missing"),
         ("redis+cluster://a:7000/2", "only database 0"),
-        ("redis+cluster://a:7000/?timeout=1", "no query string"),
+        (
+            "redis+cluster://a:7000/?timeout=1",
+            "unknown option 'timeout'; redis+cluster:// takes none",
+        ),
+        ("redis+cluster://a:7000/#x", "no fragment"),
+        ("redis+sentinel://s1/m/0?timeout=1", "unknown option 'timeout'"),
+        ("redis+cluster://a/?sentinel_password=x", "'sentinel_password' needs a redis+sentinel"),
+        ("redis+sentinel://s1/m/0?ssl_ca_certs=/ca.pem", "'ssl_ca_certs' needs a rediss+"),
+        ("rediss+sentinel://s1/m?sentinel_password=a&sentinel_password=b", "given twice"),
+        ("rediss+sentinel://s1/m?sentinel_password=", "'sentinel_password' has no value"),
+        ("rediss+sentinel://s1/m?sentinel_username=app", "sentinel_username needs a sentinel_pas"),
+        ("rediss+cluster://a/?ssl_cert_reqs=maybe", "ssl_cert_reqs must be one of required,"),
+        ("rediss+cluster://a/?ssl_check_hostname=1", "ssl_check_hostname must be one of true,"),
+        ("rediss+cluster://a/?ssl_ca_certs", "malformed query string"),
         ("redis+sentinel://s1:26379", "service name is missing"),
         ("redis+sentinel://s1:26379/", "service name is missing"),
         ("redis+sentinel://s1:26379/mymaster/x", "must be an integer"),
@@ -93,11 +159,25 @@ def test_the_system_check_accepts_every_topology(settings):
         assert _checks(settings, url) == []
 
 
+def test_the_system_check_accepts_passwords_and_tls(settings):
+    for url in (
+        "redis+sentinel://:pw@127.0.0.1:26379/mymaster/0?sentinel_password=spw",
+        "rediss+cluster://127.0.0.1:7000/?ssl_ca_certs=/etc/ca.pem",
+        "rediss+sentinel://127.0.0.1:26379/mymaster?ssl_cert_reqs=none",
+    ):
+        assert _checks(settings, url) == []
+
+
 def test_the_system_check_reports_a_malformed_url_without_its_password(settings):
     ((check_id, message),) = _checks(settings, "redis+sentinel://:hunter2@s1:26379")
     assert check_id == "circuitbreaker_app.E030"
     assert "service name is missing" in message
     assert "hunter2" not in message
+    ((check_id, message),) = _checks(
+        settings, "redis+sentinel://s1/m/0?sentinel_password=hunter3&x=1"
+    )
+    assert check_id == "circuitbreaker_app.E030" and "unknown option 'x'" in message
+    assert "hunter3" not in message
     ((check_id, message),) = _checks(settings, "redis+cluster://a:99999/")
     assert check_id == "circuitbreaker_app.E030" and "bad port '99999'" in message
     ((check_id, message),) = _checks(settings, "memcached://a:11211/")
@@ -119,7 +199,7 @@ def test_a_sentinel_client_has_short_timeouts_and_no_retries():
     assert (pool.service_name, pool.connection_kwargs["db"]) == ("payments", 3)
     _no_retries(pool.connection_kwargs)
     for sentinel in pool.sentinel_manager.sentinels:
-        assert sentinel.connection_pool.connection_kwargs["socket_timeout"] == 0.1
+        _no_retries(sentinel.connection_pool.connection_kwargs)
 
 
 @pytest.mark.redis_topology
@@ -152,3 +232,33 @@ def test_a_cluster_that_is_down_at_start_is_an_outage_not_an_error(settings, mon
             store.redis.mget(["key"])  # skipped without I/O until the retry time
     assert len(attempts) == 1
     assert breaker("payments").call(lambda: "ok") == "ok"  # guarded calls go on
+
+
+@pytest.mark.redis_topology
+@pytest.mark.django_db
+def test_a_password_protected_sentinel_group_is_reached_with_the_urls_credentials(settings):
+    """The data nodes need one password, the sentinels another: with both in the URL the
+    store records outcomes on the primary; with the sentinels' left out it finds Redis
+    unreachable (an outage: guarded calls go on), so each password is really used."""
+    with LocalSentinel(password="data pw", sentinel_password="sentinel:pw") as group:
+        assert "sentinel_password=sentinel%3Apw" in group.url
+        settings.CIRCUITBREAKER = {"REDIS_URL": group.url}
+        store = CircuitStore()
+        guarded = breaker("payments")
+        for _ in range(3):
+            with pytest.raises(ZeroDivisionError):
+                guarded.call(lambda: 1 / 0)
+        runtime = store.runtime("payments")
+        store.refresh(runtime)
+        assert runtime.snapshot().failures == 3  # read back through the sentinels
+        primary = group.current_primary().client()
+        try:
+            assert primary.dbsize() > 0
+        finally:
+            primary.close()
+
+        settings.CIRCUITBREAKER = {"REDIS_URL": group.url.partition("?")[0]}
+        store = CircuitStore()
+        with pytest.raises(MasterNotFoundError, match="AuthenticationError"):
+            store.redis.mget(["key"])  # the sentinels refuse to name the primary
+        assert breaker("payments").call(lambda: "ok") == "ok"

@@ -24,10 +24,12 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
@@ -67,6 +69,11 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _quoted(text: str) -> str:
+    """``text`` as one argument of a redis.conf line."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``condition`` every 50 ms; raise TimeoutError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -84,11 +91,19 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 class Server:
     """One ``redis-server`` (or ``redis-sentinel``) child process on ``port``."""
 
-    def __init__(self, folder: Path, port: int, args: list[str], program: str = "redis-server"):
+    def __init__(
+        self,
+        folder: Path,
+        port: int,
+        args: list[str],
+        program: str = "redis-server",
+        password: str | None = None,
+    ):
         self.folder = folder
         self.port = port
         self.program = program
         self.args = args
+        self.password = password  # what its clients must give (``requirepass``)
         self.process: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -117,7 +132,13 @@ class Server:
         wait_until(self.ping, 10, f"{self.program} on port {self.port}")
 
     def client(self, **kwargs: Any) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, **kwargs)
+        return redis.Redis(
+            port=self.port,
+            password=self.password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            **kwargs,
+        )
 
     def ping(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -139,9 +160,26 @@ class Server:
             self.process.kill()  # type: ignore[union-attr]
             self.process.wait(10)  # type: ignore[union-attr]
 
+    def pause(self, seconds: float) -> threading.Thread:
+        """SIGSTOP now, SIGCONT ``seconds`` later (from a thread; returned): the server
+        keeps its connections but answers nothing meanwhile, as a starved or swapping
+        host's would."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+        def resume() -> None:
+            time.sleep(seconds)
+            if self.alive:
+                self.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+
+        thread = threading.Thread(target=resume, daemon=True)
+        thread.start()
+        return thread
+
     def stop(self) -> None:
         if not self.alive:
             return
+        self.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]  # if paused
         self.process.terminate()  # type: ignore[union-attr]  # redis shuts down on SIGTERM
         try:
             self.process.wait(10)  # type: ignore[union-attr]
@@ -268,20 +306,36 @@ class LocalCluster(Topology):
 
 
 class LocalSentinel(Topology):
-    """A primary, one replica, and three sentinels (quorum 2) watching ``SERVICE``."""
+    """A primary, one replica, and three sentinels (quorum 2) watching ``SERVICE``.
+
+    ``password``: the primary and the replica need it (``requirepass``, ``masterauth``; the
+    sentinels know it as ``auth-pass``); ``sentinel_password``: the sentinels need their
+    own. :attr:`url` carries both, as ``REDIS_URL`` does (``redis_url.py``).
+    """
 
     kind = "sentinel"
     #: How long a sentinel waits before it calls the primary down (ms), and failover pace.
     DOWN_AFTER_MS = 500
     FAILOVER_TIMEOUT_MS = 2000
 
-    def __init__(self, sentinels: int = 3) -> None:
+    def __init__(
+        self,
+        sentinels: int = 3,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         super().__init__()
+        self.password = password
+        self.sentinel_password = sentinel_password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
         primary_port = spare_port()
-        self.primary = Server(self.folder / "primary", primary_port, [])
+        self.primary = Server(self.folder / "primary", primary_port, auth, password=password)
         replica_port = spare_port()
         self.replica = Server(
-            self.folder / "replica", replica_port, ["--replicaof", "127.0.0.1", str(primary_port)]
+            self.folder / "replica",
+            replica_port,
+            [*auth, "--replicaof", "127.0.0.1", str(primary_port)],
+            password=password,
         )
         self.sentinels = []
         for index in range(sentinels):
@@ -292,11 +346,24 @@ class LocalSentinel(Topology):
                 f"sentinel down-after-milliseconds {SERVICE} {self.DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {SERVICE} {self.FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
+                + (f"sentinel auth-pass {SERVICE} {_quoted(password)}\n" if password else "")
+                # Sentinels that need a password use it with each other too.
+                + (f"requirepass {_quoted(sentinel_password)}\n"
+                   f"sentinel sentinel-pass {_quoted(sentinel_password)}\n"
+                   if sentinel_password else "")
+            )  # fmt: skip
+            self.sentinels.append(
+                Server(
+                    folder, spare_port(), [], program="redis-sentinel", password=sentinel_password
+                )
             )
-            self.sentinels.append(Server(folder, spare_port(), [], program="redis-sentinel"))
         self.servers = [self.primary, self.replica, *self.sentinels]
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        self.url = f"redis+sentinel://{hosts}/{SERVICE}/0"
+        userinfo = f":{quote(password, safe='')}@" if password else ""
+        query = (
+            f"?sentinel_password={quote(sentinel_password, safe='')}" if sentinel_password else ""
+        )
+        self.url = f"redis+sentinel://{userinfo}{hosts}/{SERVICE}/0{query}"
 
     def start(self) -> None:
         self.primary.start()

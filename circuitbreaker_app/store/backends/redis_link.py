@@ -9,7 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from circuitbreaker_app import conf
-from circuitbreaker_app.store.backends.redis_url import parse_redis_url, redis_client
+from circuitbreaker_app.store.backends.redis_url import (
+    mask_redis_url,
+    parse_redis_url,
+    redis_client,
+)
 
 REDIS_CACHE_BACKENDS = frozenset(
     {"django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache"}
@@ -43,14 +47,6 @@ def redis_url_for(cache_alias: str) -> str | None:
         return None
     first = str(location[0]).strip()
     return first if first.startswith(("redis://", "rediss://", "unix://")) else None
-
-
-def mask_redis_url(url: str) -> str:
-    """``url`` without its password, for log lines."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
 
 
 class RedisLink:

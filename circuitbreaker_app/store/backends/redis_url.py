@@ -13,22 +13,49 @@ Three topologies, one setting:
                                                 on every new connection (``master_for``)
 =============================================  ==============================================
 
+``rediss+cluster://`` and ``rediss+sentinel://`` talk TLS to every node (and, for Sentinel,
+to the sentinels too). Options go in the query string, each at most once:
+
+* ``sentinel_username``, ``sentinel_password``: sentinels that need ``AUTH`` (their own
+  ``requirepass``/ACL user); the URL's ``user:pass@`` is for the data nodes only, because
+  a sentinel without a password refuses an ``AUTH``;
+* with ``rediss+``: ``ssl_ca_certs`` (a CA bundle file), ``ssl_certfile`` and
+  ``ssl_keyfile`` (a client certificate), ``ssl_cert_reqs`` (``required``, the default,
+  ``optional`` or ``none``) and ``ssl_check_hostname`` (``true`` or ``false``), as redis-py
+  names them.
+
 :func:`parse_redis_url` validates without I/O (the system check ``E030`` uses it) and
 :func:`redis_client` builds the redis-py client with the store's short timeouts and no
-retries. Credentials in the URL are for the data nodes (the sentinels are asked without).
+retries. :func:`mask_redis_url` hides the passwords wherever a URL is shown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
-CLUSTER_SCHEME = "redis+cluster"
-SENTINEL_SCHEME = "redis+sentinel"
-SCHEMES = (*SINGLE_SCHEMES, CLUSTER_SCHEME, SENTINEL_SCHEME)
-DEFAULT_PORTS = {CLUSTER_SCHEME: 6379, SENTINEL_SCHEME: 26379}
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SCHEMES = (*SINGLE_SCHEMES, *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
+DEFAULT_PORTS = {
+    **dict.fromkeys(CLUSTER_SCHEMES, 6379),
+    **dict.fromkeys(SENTINEL_SCHEMES, 26379),
+}
+#: Query options of a Sentinel URL: the sentinels' own credentials.
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+#: Query options of a ``rediss+`` URL (redis-py's names), each with the values it takes
+#: (None: any text, e.g. a file path).
+TLS_OPTIONS: dict[str, tuple[str, ...] | None] = {
+    "ssl_ca_certs": None,
+    "ssl_certfile": None,
+    "ssl_keyfile": None,
+    "ssl_cert_reqs": ("required", "optional", "none"),
+    "ssl_check_hostname": ("true", "false"),
+}
+#: Query options whose value is a secret (masked by :func:`mask_redis_url`).
+SECRET_OPTIONS = ("sentinel_password",)
 
 
 class RedisURLError(ValueError):
@@ -40,12 +67,33 @@ class RedisTarget:
     """A parsed ``REDIS_URL``: ``kind`` is ``single``, ``cluster`` or ``sentinel``."""
 
     kind: str
-    url: str
+    url: str = field(repr=False)
     hosts: tuple[tuple[str, int], ...] = ()
     service: str | None = None
     db: int = 0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    #: TLS to every node (``rediss+cluster://``, ``rediss+sentinel://``).
+    tls: bool = False
+    #: The TLS options of the query string, as redis-py keyword arguments.
+    tls_options: dict[str, Any] = field(default_factory=dict)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def mask_redis_url(url: str) -> str:
+    """``url`` without its passwords (the data nodes' and the sentinels'), for messages."""
+    scheme, sep, rest = url.partition("://")
+    rest, question, query = rest.partition("?")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    if question:
+        parts = []
+        for part in query.split("&"):
+            name, equals, _ = part.partition("=")
+            parts.append(f"{name}=***" if equals and name in SECRET_OPTIONS else part)
+        query = "&".join(parts)
+    return f"{scheme}{sep}{rest}{question}{query}"
 
 
 def _host_port(text: str, scheme: str) -> tuple[str, int]:
@@ -78,9 +126,10 @@ def parse_redis_url(url: Any) -> RedisTarget:
         )
     if scheme in SINGLE_SCHEMES:
         return RedisTarget("single", url)
+    rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
-    if "?" in path or "#" in path or "?" in netloc:
-        raise RedisURLError(f"{scheme}:// URLs take no query string or fragment")
+    if "#" in rest or "#" in query:
+        raise RedisURLError(f"{scheme}:// URLs take no fragment")
     username = password = None
     if "@" in netloc:
         userinfo, _, netloc = netloc.rpartition("@")
@@ -90,13 +139,19 @@ def parse_redis_url(url: Any) -> RedisTarget:
     hosts = tuple(_host_port(part.strip(), scheme) for part in netloc.split(",") if part.strip())
     if not hosts:
         raise RedisURLError(f"no hosts in {scheme}:// URL (write {scheme}://host:port,…/)")
+    tls = scheme.startswith("rediss+")
+    options = _options(query, scheme, tls)
+    tls_options = {name: value for name, value in options.items() if name in TLS_OPTIONS}
     parts = [part for part in path.split("/") if part]
-    if scheme == CLUSTER_SCHEME:
+    if scheme in CLUSTER_SCHEMES:
         if parts and parts != ["0"]:
             raise RedisURLError(
                 f"Redis Cluster has only database 0, but the URL names {'/'.join(parts)!r}"
             )
-        return RedisTarget("cluster", url, hosts, username=username, password=password)
+        return RedisTarget(
+            "cluster", url, hosts, username=username, password=password, tls=tls,
+            tls_options=tls_options,
+        )  # fmt: skip
     if not parts:
         raise RedisURLError(
             "the service name is missing (write redis+sentinel://host:port,…/SERVICE/DB)"
@@ -106,6 +161,8 @@ def parse_redis_url(url: Any) -> RedisTarget:
     db_text = parts[1] if len(parts) == 2 else "0"
     if not db_text.isdigit():
         raise RedisURLError(f"the database number must be an integer ≥ 0, not {db_text!r}")
+    if "sentinel_username" in options and "sentinel_password" not in options:
+        raise RedisURLError("sentinel_username needs a sentinel_password")
     return RedisTarget(
         "sentinel",
         url,
@@ -114,7 +171,50 @@ def parse_redis_url(url: Any) -> RedisTarget:
         db=int(db_text),
         username=username,
         password=password,
+        tls=tls,
+        tls_options=tls_options,
+        sentinel_username=options.get("sentinel_username"),
+        sentinel_password=options.get("sentinel_password"),
     )
+
+
+def _options(query: str, scheme: str, tls: bool) -> dict[str, Any]:
+    """The query string's options (see the module docstring), checked and decoded."""
+    known = [
+        *(SENTINEL_OPTIONS if scheme in SENTINEL_SCHEMES else ()),
+        *(TLS_OPTIONS if tls else ()),
+    ]
+    options: dict[str, Any] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise RedisURLError(f"malformed query string {query!r} (write ?name=value&…)") from None
+    for name, value in pairs:
+        if name not in known:
+            if name in SENTINEL_OPTIONS or name in TLS_OPTIONS:
+                needs = (
+                    "redis+sentinel:// or rediss+sentinel://"
+                    if name in SENTINEL_OPTIONS
+                    else "rediss+"
+                )
+                raise RedisURLError(f"option {name!r} needs a {needs} URL")
+            raise RedisURLError(
+                f"unknown option {name!r}"
+                + (
+                    f"; {scheme}:// takes {', '.join(known)}"
+                    if known
+                    else f"; {scheme}:// takes none"
+                )
+            )
+        if name in options:
+            raise RedisURLError(f"option {name!r} is given twice")
+        if not value:
+            raise RedisURLError(f"option {name!r} has no value")
+        allowed = TLS_OPTIONS.get(name)
+        if allowed is not None and value.lower() not in allowed:
+            raise RedisURLError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        options[name] = value.lower() == "true" if name == "ssl_check_hostname" else value
+    return options
 
 
 def redis_client(url: str, timeout: float) -> Any:
@@ -139,6 +239,8 @@ def redis_client(url: str, timeout: float) -> Any:
     }
     if target.kind == "single":
         return redis.Redis.from_url(url, retry_on_timeout=False, health_check_interval=0, **options)
+    if target.tls:
+        options.update(ssl=True, **target.tls_options)
     credentials = {"username": target.username, "password": target.password}
     if target.kind == "cluster":
         from redis.cluster import ClusterNode, RedisCluster
@@ -150,9 +252,11 @@ def redis_client(url: str, timeout: float) -> Any:
         )
     from redis.sentinel import Sentinel
 
-    sentinel = Sentinel(
-        list(target.hosts),
-        sentinel_kwargs={"socket_connect_timeout": timeout, "socket_timeout": timeout},
-        **options,
-    )
+    # The sentinels: the same timeouts, TLS and no retries (redis-py's default retries with
+    # a backoff of seconds: a sentinel that refuses or hangs would cost a guarded call that
+    # long), and their own credentials, if any.
+    asking = dict(options)
+    if target.sentinel_password is not None:
+        asking.update(username=target.sentinel_username, password=target.sentinel_password)
+    sentinel = Sentinel(list(target.hosts), sentinel_kwargs=asking, **options)
     return sentinel.master_for(target.service, db=target.db, health_check_interval=0, **credentials)
