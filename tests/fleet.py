@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -188,7 +188,20 @@ def require_fleet_variant() -> None:
         pytest.skip("fleet tests run in the PostgreSQL + Redis variant (make test-services)")
 
 
+#: The workers' ``REDIS_TIMEOUT`` (the default is 0.25 s). DESIGN §4's fleet bound is about
+#: processes that share their counts through Redis; one whose Redis answer takes longer
+#: than ``REDIS_TIMEOUT`` finds Redis unreachable and decides on its own counts for a
+#: second (up to 5 dead calls of its own: a Redis paused for 0.5 s as the dependency died
+#: let 20 reach it, for a bound of 9). On a shared 2-core CI machine a starved Redis may
+#: answer after more than 0.25 s; the bound is checked with a Redis that answers, and
+#: per-process counting when it does not is tested on purpose (``tests/test_failover.py``).
+FLEET_REDIS_TIMEOUT = 1.0
+
+
 def worker_env(**circuitbreaker: object) -> dict[str, str]:
+    """The environment of fleet workers: the suite's database, Redis, and ``circuitbreaker``
+    merged into their ``CIRCUITBREAKER`` setting."""
+    circuitbreaker = {"REDIS_TIMEOUT": FLEET_REDIS_TIMEOUT, **circuitbreaker}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CB_DATABASE": "postgres", "CB_CACHE": "redis"}
     env["CB_POSTGRES_NAME"] = settings.DATABASES["default"]["NAME"]
     env["CB_FLEET_SETTINGS"] = json.dumps(circuitbreaker)
@@ -261,12 +274,18 @@ def recovery_cycle(
     wait: float = 1.0,
     state_ttl: float = 1.0,
     pace: float = 0.01,
+    stall: Callable[[], object] | None = None,
 ) -> dict[str, object]:
     """Kill the dependency under paced load from every worker, let it heal, and check the
     whole cycle: at most 5 + W calls reach it dead, exactly ``n`` trials, one event row and
     one signal per transition, and every worker admitting calls soon after the last trial
     succeeded. Returns the figures (seconds from that success to each worker's first
     admitted call: DESIGN §3 wants them within :data:`RECOVERY_BOUND`).
+
+    ``stall`` is called as the dependency dies (e.g. it pauses Redis): the workers find
+    Redis unreachable and decide on their own counts (DESIGN §4's degraded mode), so the
+    bound checked is that of per-process counting, at most 5 dead calls per process
+    (:func:`check_dead_hits`).
 
     The assertion is ``state_ttl / 2`` (the workers' ``STATE_TTL``), not the 0.25 s of the
     bound: wall-clock figures belong to benchmarks (a loaded 2-core machine stretches them),
@@ -292,10 +311,14 @@ def recovery_cycle(
             assert time.monotonic() < deadline, "the workers did not all start calling"
             time.sleep(0.01)
         before = upstream.failed_hits
+        died = time.monotonic()
         upstream.mode = "fail"
+        if stall is not None:
+            stall()
         wait_for_event(name, "open", 30)
         time.sleep(0.3)  # calls that were in flight at the trip have come back
         dead_hits = upstream.failed_hits - before
+        counted_until = time.monotonic()
         upstream.mode = "healed"
         wait_for_event(name, "closed", 30 + wait)
         time.sleep(state_ttl / 2 + 0.5)  # a worker that is late is measured, not cut off
@@ -315,7 +338,7 @@ def recovery_cycle(
     late = fleet.ask({"cmd": "load", "circuit": name})
     signals = [tuple(s) for a in answers + late for s in a["signals"]]
     assert len(signals) == len(rows), (signals, [a["warnings"] for a in answers])
-    assert 5 <= dead_hits <= 5 + workers, f"{dead_hits} calls reached the dead dependency"
+    dead = check_dead_hits(answers, dead_hits, died, counted_until, stalled=stall is not None)
     half_open, closed = rows[1][2], rows[2][2]
     assert upstream.trials[(name, half_open)] == n
     assert not any(circuit == name and g != half_open for circuit, g in upstream.trials)
@@ -327,6 +350,7 @@ def recovery_cycle(
     return {
         "workers": workers,
         "dead_hits": dead_hits,
+        **dead,
         "trials": upstream.trials[(name, half_open)],
         "first_recovered_s": min(delays),
         "all_recovered_s": max(delays),
@@ -334,6 +358,74 @@ def recovery_cycle(
         "recovered_s": sorted(delays),
         "events": len(rows),
     }
+
+
+def check_dead_hits(
+    answers: list[dict], hits: int, died: float, until: float, stalled: bool = False
+) -> dict[str, object]:
+    """Check the calls that reached the dead dependency against DESIGN §4's bound; return
+    what the workers' timelines say about them.
+
+    The bound is about a fleet that shares its counts: at most 5 + W calls while every
+    process reaches Redis. A process that finds Redis unreachable (a write that fails:
+    ``None`` in its timeline) decides on its own counts until the link retries, up to 5
+    dead calls of its own, like an in-memory breaker. ``stalled`` says the test made
+    Redis fail on purpose: the bound checked is then at most 5 dead calls per process, and
+    at least one process must have decided alone (else the test tested nothing). Without
+    it, Redis must have answered every write: a run where it did not is reported with the
+    timelines, as a failure, never counted against the other bound.
+    """
+    workers = len(answers)
+    timelines = [a["timeline"] for a in answers]
+    failed = [
+        sum(1 for line in lines if line[1] == "call" and line[-1] == "F") for lines in timelines
+    ]
+    alone = [
+        index
+        for index, lines in enumerate(timelines)
+        if any(line[1] == "write" and line[3] is None for line in lines)
+    ]
+    slowest = max(
+        (float(line[2]) for lines in timelines for line in lines if line[1] == "write"), default=0
+    )
+    explained = os.environ.get("CB_FLEET_TIMELINE")
+    window = dead_window(timelines, died, until)
+    if explained:  # investigating: every run's dead window, not only a failing one's
+        with open(explained, "a") as out:
+            out.write(f"== {hits} dead hits, {workers} workers\n{window}\n")
+    # Before the death every call succeeded, after it no trial ran before the count: every
+    # failed call of the timelines is a dead hit.
+    assert sum(failed) == hits, (failed, hits, window)
+    if stalled:
+        assert alone, "Redis answered every write: the stall did not happen in time"
+        assert max(failed) <= 5, f"dead calls per process: {failed}\n{window}"
+    else:
+        assert not alone, (
+            f"workers {alone} found Redis unreachable (slowest write {slowest:.3f} s) and "
+            f"decided on their own counts: {hits} dead calls\n{window}"
+        )
+        assert 5 <= hits <= 5 + workers, f"{hits} calls reached the dead dependency\n{window}"
+    return {
+        "dead_hits_per_worker": failed,
+        "decided_alone": alone,
+        "slowest_write_s": round(slowest, 4),
+    }
+
+
+def dead_window(timelines: list[list[list[object]]], died: float, until: float) -> str:
+    """What each worker did from the death of the dependency until the dead hits were
+    counted (``tests/fleet_worker.py``'s timeline, times in ms from the death): which
+    process let which call through, in which state and generation, how old its snapshot
+    was, and what its writes to the shared window returned."""
+    out = []
+    for index, lines in enumerate(timelines):
+        shown = [line for line in lines if died - 0.05 <= float(line[0]) <= until]  # type: ignore[arg-type]
+        failed = sum(1 for line in shown if line[1] == "call" and line[-1] == "F")
+        out.append(f"worker {index}: {failed} failed calls")
+        for line in shown:
+            at = round((float(line[0]) - died) * 1000, 1)  # type: ignore[arg-type]
+            out.append(f"  {at:+8.1f} ms " + " ".join(str(part) for part in line[1:]))
+    return "\n".join(out)
 
 
 def wait_for_event(name: str, to_state: str, timeout: float) -> float:

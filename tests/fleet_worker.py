@@ -88,6 +88,96 @@ def wait_for(path: str) -> None:
         time.sleep(0.001)
 
 
+class Timeline:
+    """What one paced worker did and saw, for the test to explain a bound it broke.
+
+    Lines ``[t, what, ...]`` with ``t`` the ``time.monotonic()`` (one clock for every
+    process of the machine): ``call`` (admitted: state, generation, seconds since this
+    process last read the shared state, and the outcome once known), ``reject`` (the
+    first rejection of a run, with state and generation), ``write`` (an outcome sent to
+    the shared window: seconds it took, failures/calls it returned, or ``None`` when
+    Redis was unreachable and the process decided on its own counts) and ``read`` (a
+    refresh of the snapshot: the state and generation it brought).
+    """
+
+    def __init__(self, store: object, runtime: object) -> None:
+        self.store, self.runtime = store, runtime
+        self.lines: list[list[object]] = []
+        self.read_at = time.monotonic()
+        self.rejecting = False
+        self.call: list[object] | None = None
+        self.add_outcome = store.add_outcome  # type: ignore[attr-defined]
+        self.refresh = store.refresh  # type: ignore[attr-defined]
+        self.persist = store.persist_transition  # type: ignore[attr-defined]
+        self.reload = store.reload  # type: ignore[attr-defined]
+        store.add_outcome = self._add_outcome  # type: ignore[attr-defined]
+        store.refresh = self._refresh  # type: ignore[attr-defined]
+        store.persist_transition = self._persist  # type: ignore[attr-defined]
+        store.reload = self._reload  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for name in ("add_outcome", "refresh", "persist_transition", "reload"):
+            delattr(self.store, name)
+
+    def admitted(self, status: object) -> None:
+        now = time.monotonic()
+        state, generation = status.state.value, status.generation  # type: ignore[attr-defined]
+        self.call = [round(now, 4), "call", state, generation, round(now - self.read_at, 3)]
+        self.lines.append(self.call)
+        self.rejecting = False
+
+    def ended(self, outcome: str) -> None:
+        if self.call is not None:
+            self.call.append(outcome)
+            self.call = None
+
+    def rejected(self) -> None:
+        if not self.rejecting:
+            status = self.runtime._status  # type: ignore[attr-defined]
+            now = round(time.monotonic(), 4)
+            self.lines.append([now, "reject", status.state.value, status.generation])
+            self.rejecting = True
+
+    def _add_outcome(self, runtime, change, known, tally=None):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        value = self.add_outcome(runtime, change, known, tally)
+        took = time.monotonic() - started
+        seen = None
+        if isinstance(value, list):
+            seen = [sum(value[2::3]), sum(value[1::3])]  # failures, calls in the window
+        elif value is not None:
+            seen = value
+        self.lines.append([round(started, 4), "write", round(took, 4), seen])
+        return value
+
+    def _persist(self, runtime, new, reason, snapshot, actor=None):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        old = runtime._status
+        won = self.persist(runtime, new, reason, snapshot, actor)
+        took = round(time.monotonic() - started, 4)
+        move = f"{old.state.value}@{old.generation}->{new.state.value}@{new.generation}"
+        self.lines.append([round(started, 4), "move", took, move, won])
+        return won
+
+    def _reload(self, runtime) -> None:  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        self.reload(runtime)
+        self.read_at = time.monotonic()
+        status = runtime._status
+        took = round(self.read_at - started, 4)
+        self.lines.append(
+            [round(started, 4), "db-read", took, status.state.value, status.generation]
+        )
+
+    def _refresh(self, runtime) -> None:  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        self.refresh(runtime)
+        self.read_at = time.monotonic()
+        status = runtime._status
+        took = round(self.read_at - started, 4)
+        self.lines.append([round(started, 4), "read", took, status.state.value, status.generation])
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     from django.conf import settings
@@ -217,14 +307,17 @@ def main() -> None:
     def paced(command: dict) -> dict:
         name = command["circuit"]
         guarded = breaker(name, record=(UpstreamError, OSError))
-        runtime = get_store().runtime(name)
+        store = get_store()
+        runtime = store.runtime(name)
         first: dict[str, float] = {}
         counts = {"success": 0, "failure": 0, "rejected": 0}
         unexpected: list[str] = []
+        timeline = Timeline(store, runtime)
 
         def call() -> int:
             status = runtime.entry.status  # the state this call was admitted in
             first.setdefault(str(status.generation), time.monotonic())
+            timeline.admitted(status)
             trial = status.state is State.HALF_OPEN
             headers = {
                 "X-Circuit": name,
@@ -249,17 +342,22 @@ def main() -> None:
             try:
                 guarded.call(call)
                 counts["success"] += 1
+                timeline.ended("S")
             except CircuitOpenError:
                 counts["rejected"] += 1
+                timeline.rejected()
             except UpstreamError:
                 counts["failure"] += 1
+                timeline.ended("F")
             except Exception as exc:  # anything else is a bug the test reports
                 unexpected.append(repr(exc))
                 break
             time.sleep(max(0.0, pace - (time.monotonic() - started)))
         logging.getLogger("circuitbreaker_app").removeHandler(handler)
+        timeline.close()
         return {
             "first_admitted": first,
+            "timeline": timeline.lines,
             **counts,
             "unexpected": unexpected,
             "warnings": warnings,

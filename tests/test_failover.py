@@ -19,11 +19,21 @@ from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.core import FakeClock, Outcome
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import CircuitStore, get_store, state_key
-from tests.fleet import require_fleet_variant
+from tests.fleet import (
+    Upstream,
+    recovery_cycle,
+    report,
+    require_fleet_variant,
+    running_fleet,
+    worker_env,
+)
 from tests.helpers import FakeStore
-from tests.topologies import LocalSentinel
+from tests.loopback import serving
+from tests.topologies import LocalRedis, LocalSentinel
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+WORKERS = 4
 
 FIVE_STRAIGHT = {
     "window_type": "count",
@@ -146,3 +156,25 @@ def test_killing_the_sentinel_primary_under_load_fails_no_call_and_loses_no_tran
 
 def _down() -> None:
     raise UpstreamDown("503")
+
+
+@pytest.mark.redis_topology
+@pytest.mark.services
+@pytest.mark.multiprocess
+def test_a_redis_that_stalls_as_the_dependency_dies_costs_at_most_5_calls_per_process(
+    settings, tmp_path, django_db_setup
+):
+    """DESIGN §4's degraded mode, in a fleet: Redis answers nothing for longer than
+    ``REDIS_TIMEOUT`` (0.25 s, the default) just as the dependency dies, so the processes
+    decide on their own counts: at most 5 dead calls each, one transition, no call failing
+    because of Redis, and the fleet recovering together once Redis answers again."""
+    require_fleet_variant()
+    with LocalRedis() as server, serving(Upstream) as upstream:
+        settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, "REDIS_URL": server.url}
+        env = worker_env(REDIS_URL=server.url, REDIS_TIMEOUT=0.25)
+        with running_fleet(upstream.url, env, WORKERS) as fleet:
+            figures = recovery_cycle(
+                fleet, upstream, tmp_path, stall=lambda: server.server.pause(0.5)
+            )
+    assert figures["decided_alone"]
+    report("redis_stall", **figures)
