@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +51,6 @@ class UnsavedTransitions:
 
     def __len__(self) -> int:
         return len(self._moves)
-
-    def __iter__(self) -> Iterator[UnsavedTransition]:
-        return iter(list(self._moves))
 
     def add(self, move: UnsavedTransition) -> None:
         """Queue ``move`` after the others (it follows the last one's generation)."""
