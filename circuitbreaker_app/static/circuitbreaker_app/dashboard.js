@@ -71,17 +71,24 @@
       (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   }
 
-  /* The failure rate of the window, one point every 10 s: a gap where the window held no
-     calls, the periods in which calls were rejected shaded, the threshold dashed. */
-  function sparkline(circuit, label) {
+  /* An empty chart WIDTH wide and ``height`` high: its title (read out by screen readers,
+     shown on hover) and its background. */
+  function chartFrame(className, height, label) {
     var chart = svg("svg", {
-      "class": "cb-spark", viewBox: "0 0 " + WIDTH + " " + HEIGHT,
+      "class": className, viewBox: "0 0 " + WIDTH + " " + height,
       preserveAspectRatio: "none", role: "img", "aria-label": label
     });
     var title = svg("title", {});
     title.textContent = label;
     chart.appendChild(title);
-    chart.appendChild(svg("rect", { "class": "cb-spark-bg", x: 0, y: 0, width: WIDTH, height: HEIGHT }));
+    chart.appendChild(svg("rect", { "class": "cb-spark-bg", x: 0, y: 0, width: WIDTH, height: height }));
+    return chart;
+  }
+
+  /* The failure rate of the window, one point every 10 s: a gap where the window held no
+     calls, the periods in which calls were rejected shaded, the threshold dashed. */
+  function sparkline(circuit, label) {
+    var chart = chartFrame("cb-spark", HEIGHT, label);
     var threshold = y(circuit.threshold);
     chart.appendChild(svg("line", {
       "class": "cb-spark-threshold", x1: 0, x2: WIDTH, y1: threshold, y2: threshold
@@ -125,14 +132,7 @@
      in the label), beside the failure rate's line. */
   function rejectedBars(circuit, label) {
     var height = 20;
-    var chart = svg("svg", {
-      "class": "cb-spark cb-spark-bars", viewBox: "0 0 " + WIDTH + " " + height,
-      preserveAspectRatio: "none", role: "img", "aria-label": label
-    });
-    var title = svg("title", {});
-    title.textContent = label;
-    chart.appendChild(title);
-    chart.appendChild(svg("rect", { "class": "cb-spark-bg", x: 0, y: 0, width: WIDTH, height: height }));
+    var chart = chartFrame("cb-spark cb-spark-bars", height, label);
     var most = circuit.points.reduce(function (m, p) { return Math.max(m, p.rejected); }, 0);
     if (!most) { return chart; }
     var span = model.span * 1000, step = WIDTH * model.interval * 1000 / span;
