@@ -3,7 +3,9 @@ circuit definitions, users and circuits several test files start from."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ __all__ = [
     "CountingCache",
     "FakeStore",
     "change_url",
+    "empty_probe_registry",
     "fake_dns",
     "fake_store_with",
     "form_data",
@@ -204,6 +207,21 @@ def use_demo_templates(settings: Any) -> None:
     settings.TEMPLATES = [
         {**django_settings.TEMPLATES[0], "DIRS": [django_settings.BASE_DIR / "templates"]}
     ]
+
+
+@contextlib.contextmanager
+def empty_probe_registry() -> Iterator[None]:
+    """No probe registered inside; the registered ones (e.g. the demo's, when a demo test
+    imported them) back after."""
+    from circuitbreaker_app import probes
+
+    saved = dict(probes._registry)
+    probes._registry.clear()
+    try:
+        yield
+    finally:
+        probes._registry.clear()
+        probes._registry.update(saved)
 
 
 def scraped_calls(registry: Any, circuit: str, outcome: str) -> int:

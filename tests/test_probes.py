@@ -14,7 +14,7 @@ import responses
 from django.test import override_settings
 
 from circuitbreaker_app import probes
-from tests.helpers import fake_dns
+from tests.helpers import empty_probe_registry, fake_dns
 
 URL = "http://upstream.test/health"
 
@@ -27,11 +27,8 @@ def _upstream_resolves(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def clean_registry():
-    saved = dict(probes._registry)  # e.g. the demo's probes, when a demo test imported them
-    probes._registry.clear()
-    yield
-    probes._registry.clear()
-    probes._registry.update(saved)
+    with empty_probe_registry():
+        yield
 
 
 # -- registry -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from circuitbreaker_app.tasks import (
     probe_circuits,
     resync_cache,
 )
-from tests.helpers import FakeStore, fake_dns
+from tests.helpers import FakeStore, empty_probe_registry, fake_dns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,11 +54,8 @@ def fake():
 
 @pytest.fixture(autouse=True)
 def clean_registry():
-    saved = dict(probes._registry)  # e.g. the demo's probes, when a demo test imported them
-    probes._registry.clear()
-    yield
-    probes._registry.clear()
-    probes._registry.update(saved)
+    with empty_probe_registry():
+        yield
 
 
 def make(name="payments", **fields):
