@@ -180,6 +180,8 @@ def test_the_system_check_reports_a_malformed_url_without_its_password(settings)
     assert "hunter3" not in message
     ((check_id, message),) = _checks(settings, "redis+cluster://a:99999/")
     assert check_id == "circuitbreaker_app.E030" and "bad port '99999'" in message
+    ((check_id, message),) = _checks(settings, "redis+sentinal://:hunter4@s1/m/0")
+    assert check_id == "circuitbreaker_app.E020" and "hunter4" not in message
     ((check_id, message),) = _checks(settings, "memcached://a:11211/")
     assert check_id == "circuitbreaker_app.E020" and "redis+cluster://" in message
 

@@ -26,7 +26,8 @@ def redis_checks(raw: dict[str, Any]) -> list[Any]:
             settings_error(
                 20,
                 "CIRCUITBREAKER['REDIS_URL'] must be None or a URL starting with "
-                f"{', '.join(name + '://' for name in SCHEMES)}, but was {url!r}.",
+                f"{', '.join(name + '://' for name in SCHEMES)}, but was "
+                f"{(mask_redis_url(url) if isinstance(url, str) else url)!r}.",
                 "For example 'redis://127.0.0.1:6379/0'; leave it unset to use the "
                 "CACHE's own Redis server.",
             )
