@@ -4,18 +4,25 @@ Each library gets a fresh upstream (:mod:`benchmarks.upstream`) and W fresh work
 (:mod:`benchmarks.fleet_worker`) that call it every ``pace`` seconds through their breaker
 ("open after 5 consecutive failures", open for ``wait`` seconds). Two cycles:
 
-1. **Dead, then trials.** The upstream answers 503. Measured: the requests that reached
-   it until every worker is being rejected (*dead hits*). The upstream then *holds*
-   requests (accepts and does not answer): when the circuit lets trial calls through,
-   they hang there, so the requests that arrive within ``hold`` seconds are exactly the
-   trial calls the fleet admits at once (*half-open trials*). Then it answers 200 and the
-   trials succeed.
+1. **Dead, then trials.** The upstream answers 200 until every worker has made a call
+   (so the whole fleet is running: 16 processes on a busy 2-core machine take up to
+   seconds to make their first call, and a worker still starting when the circuit
+   half-opens would turn trial calls into dead hits), then 503. Measured: the requests
+   it answered 503 until every worker is being rejected (*dead hits*). The upstream then
+   *holds* requests (accepts and does not answer): when the circuit lets trial calls
+   through, they hang there, so the requests that arrive within ``hold`` seconds are
+   exactly the trial calls the fleet admits at once (*half-open trials*). Then it answers
+   200 and the trials succeed: *trial ok → all* is the time from the last trial's answer
+   reaching its worker until every worker admits calls again (DESIGN §3).
 2. **Dead, then healed.** Once every worker passes calls again the upstream goes back to
    503 (a second *dead hits* sample); as soon as every worker is rejected it answers 200
-   again (*healed*). Measured: the time from healed to the first worker's first success
-   (*circuit closed*) and to every worker's first success (*whole fleet closed*). The
-   floor of both is the remaining open time (``wait``).
+   again (*healed*). Measured: the time from healed to the first worker's first admitted
+   call (*circuit closed*) and to every worker's (*whole fleet closed*). The floor of both
+   is the remaining open time (``wait``).
 
+A call is *admitted* when it starts and the breaker lets it through: the times of
+successes are those of the calls' starts, not of their answers (an upstream flooded by
+the first recovered workers answers the later ones late, which is no breaker's doing).
 Every wait is bounded; a phase that does not happen in time is reported as such.
 
 Each library runs with W = 4 and W = 16 workers (``FleetOptions.worker_counts``), and
@@ -133,7 +140,7 @@ class Fleet:
                 else:
                     self.events[index].append(event)
                     self.kind[index] = event["kind"]
-                    self.since[index] = event["t"]
+                    self.since[index] = _at(event)
                 self.changed.notify_all()
 
     def wait_all(self, kind: str, after: float, timeout: float) -> float | None:
@@ -153,7 +160,7 @@ class Fleet:
         def firsts() -> list[float | None]:
             found: list[float | None] = []
             for events in self.events:
-                times = [e["t"] for e in events if e["kind"] == kind and e["t"] >= after]
+                times = [_at(e) for e in events if e["kind"] == kind and _at(e) >= after]
                 found.append(min(times) if times else None)
             return found
 
@@ -163,6 +170,32 @@ class Fleet:
         if not times:
             return None, None
         return min(times), (max(times) if len(times) == len(self.processes) else None)
+
+    def back_after(self, trials_started_before: float, until: float) -> tuple[float, float] | None:
+        """(last trial answered, every worker admitting) of a half-open period whose trials
+        started before ``trials_started_before``; None when a worker never came back.
+
+        A worker is back from the start of the success run it is in at ``until`` (a trial
+        worker may be rejected again after its trial, until the circuit closes); a trial
+        call that simply went on succeeding counts from the moment its answer came."""
+        with self.changed:
+            runs = [list(events) for events in self.events]
+        trial_ok = [
+            e["t"]
+            for events in runs
+            for e in events
+            if e["kind"] == "success" and e["started"] < trials_started_before <= e["t"] <= until
+        ]
+        if not trial_ok:
+            return None
+        answered = max(trial_ok)
+        back = []
+        for events in runs:
+            current = [e for e in events if e["t"] <= until]
+            if not current or current[-1]["kind"] != "success":
+                return None
+            back.append(max(_at(current[-1]), answered))
+        return answered, max(back)
 
     def finish(self) -> tuple[list[dict[str, Any]], list[str]]:
         """Stop the workers: their summaries, and what those that failed wrote to stderr
@@ -182,6 +215,12 @@ class Fleet:
             if process.returncode not in (0, None) and process.stderr
         ]
         return self.summaries, errors
+
+
+def _at(event: dict[str, Any]) -> float:
+    """When a worker's outcome began: a success when its call started (was admitted), a
+    rejection or failure when it was answered."""
+    return event["started"] if event["kind"] == "success" else event["t"]
 
 
 def _make_circuit(name: str, options: FleetOptions) -> None:
@@ -217,28 +256,37 @@ def run_library(
         _make_circuit(circuit, options)
     timeout = options.phase_timeout
     result: dict[str, Any] = {"library": library, "workers": options.workers}
-    with upstream("fail") as up:
+    with upstream("ok") as up:
         fleet = Fleet(library, circuit, up.url, workdir, options, redis_url)
         try:
             go = fleet.start()
-            # Cycle 1: dead, then trials held by the upstream.
-            rejected_at = fleet.wait_all("rejected", go, timeout)
-            dead_hits = up.hits
-            result["dead_hits"] = [dead_hits]
-            result["trip_seconds"] = None if rejected_at is None else rejected_at - go
+            # Cycle 1: every worker running, then dead, then trials held by the upstream.
+            running = fleet.wait_all("success", go, timeout)
+            result["start_seconds"] = None if running is None else running - go
+            before = up.failed
+            up.mode("fail")
+            dying = time.monotonic()
+            rejected_at = fleet.wait_all("rejected", dying, timeout)
+            result["dead_hits"] = [up.failed - before]
+            result["trip_seconds"] = [None if rejected_at is None else rejected_at - dying]
+            held_from = up.hits
             up.mode("hold")
             open_from = time.monotonic()
-            first_trial = _wait_hits(up, dead_hits + 1, options.wait + timeout)
+            first_trial = _wait_hits(up, held_from + 1, options.wait + timeout)
             if first_trial is not None:
                 result["open_seconds"] = first_trial - open_from
                 time.sleep(options.hold)
-                result["trials"] = up.hits - dead_hits
+                result["trials"] = up.hits - held_from
             else:
                 result["trials"] = None
             released = time.monotonic()  # before the switch: held trials answer at once
             up.mode("ok")
-            back = fleet.wait_all("success", released, timeout)
-            result["release_to_all_seconds"] = None if back is None else back - released
+            # Every worker was rejected (or holding a trial) at the release: wait until each
+            # passes calls again, then read when each started to.
+            fleet.wait_all("success", go, timeout)
+            time.sleep(0.2)  # a trial worker rejected until the close is then back too
+            back = fleet.back_after(released, time.monotonic())
+            result["release_to_all_seconds"] = None if back is None else back[1] - back[0]
             # Cycle 2: dead again, then healed as soon as the whole fleet rejects.
             # Counted as 503 answers: hits between reading a count and the switch taking
             # effect in the upstream's process were answered 200 and are not dead hits.
@@ -247,6 +295,9 @@ def run_library(
             up.mode("fail")
             failing_from = time.monotonic()
             rejected_again = fleet.wait_all("rejected", failing_from, timeout)
+            result["trip_seconds"].append(
+                None if rejected_again is None else rejected_again - failing_from
+            )
             result["dead_hits"].append(up.failed - before)
             healed = time.monotonic()
             up.mode("ok")
@@ -258,7 +309,14 @@ def run_library(
             summaries, worker_errors = fleet.finish()
         result["calls"] = sum(s.get("calls", 0) for s in summaries)
         result["events"] = [
-            [{**event, "t": round(event["t"] - go, 4)} for event in events]
+            [
+                {
+                    **event,
+                    "t": round(event["t"] - go, 4),
+                    "started": round(event["started"] - go, 4),
+                }
+                for event in events
+            ]
             for events in fleet.events
         ]
         errors: dict[str, int] = {}
@@ -319,9 +377,19 @@ def run(
                     variants += [(f"cb_app-{kind}", url) for kind, url in topologies.items()]
                 for variant, url in variants:
                     try:
-                        results.append(run_library(variant, workdir, run_id, sized, url))
+                        result = run_library(variant, workdir, run_id, sized, url)
                     except RuntimeError as exc:  # one failed run must not hide the others
                         notes.append(f"{variant}, W = {workers}: {exc}")
+                        continue
+                    results.append(result)
+                    for index, seconds in enumerate(result["trip_seconds"]):
+                        if seconds is not None and seconds > options.wait:
+                            notes.append(
+                                f"{FLEET_LIBRARIES[variant]}, W = {workers}, outage {index + 1}: "
+                                f"the last worker was rejected {seconds:.2f} s after the "
+                                f"dependency died, later than the {options.wait:g} s open "
+                                "wait, so its dead hits may include half-open trial calls."
+                            )
     return {"options": options.__dict__, "results": results, "notes": notes}
 
 

@@ -437,20 +437,26 @@ def fleet_section(data: dict[str, Any]) -> list[str]:
         "local 3-master Redis Cluster and a Sentinel group (primary, replica, 3 sentinels) "
         "started for the run. Per library and W, fresh workers and a fresh upstream:",
         "",
-        "1. **1st outage.** From the start the upstream answers 503. *Dead hits* = requests "
-        "that reached it until every worker was being rejected. The upstream then *holds* "
+        "1. **1st outage.** The upstream answers 200 until every worker has made a call (the "
+        "whole fleet is running), then 503. *Dead hits* = requests it answered 503 until "
+        "every worker was being rejected. The upstream then *holds* "
         "requests (accepts, never answers): the trial calls of half-open hang there, so the "
         f"requests that arrive within {options['hold']:g} s of the first one are the trial "
         "calls the whole fleet admits at once (*trials*). Then it answers 200: the trials "
-        "succeed, and *trial ok → all* is the time from that answer until every worker's "
-        "calls pass again (DESIGN §3: at most 0.25 s).",
+        "succeed, and *trial ok → all* is the time from the last trial's answer reaching its "
+        "worker until every worker admits calls again (DESIGN §3: at most 0.25 s).",
         "2. **2nd outage, after a period of successes.** Once every worker passes calls again, "
         "the upstream answers 503 again (*dead hits*, 2nd figure: the requests it answered "
         "503, so that calls answered 200 while the switch travels to its process are not "
         "counted); as soon as every worker is "
         "rejected it is healed (200). *Heal → first* / *heal → all*: seconds from healed to "
-        "the first worker's, and to every worker's, first success. The floor of both is what "
-        "is left of the open wait.",
+        "the first worker's, and to every worker's, first admitted call. The floor of both "
+        "is what is left of the open wait.",
+        "",
+        "A call is *admitted* when it starts and its breaker lets it through: recovery times "
+        "are taken at the start of the first successful call, not at its answer (an upstream "
+        "flooded by the first workers back answers the later ones late, which is no "
+        "breaker's doing).",
         "",
     ]
     rows = []
