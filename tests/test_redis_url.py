@@ -17,8 +17,9 @@ from circuitbreaker_app.store.backends.redis_url import (
     parse_redis_url,
     redis_client,
 )
+from tests.conftest import _unavailable
 from tests.loopback import closed_port
-from tests.topologies import LocalSentinel
+from tests.topologies import LocalSentinel, binaries_missing
 
 
 @pytest.mark.parametrize(
@@ -59,17 +60,18 @@ def test_credentials_go_to_the_data_nodes_and_are_never_shown():
 def test_sentinels_with_a_password_of_their_own_get_it_from_the_query_string():
     target = parse_redis_url(
         "redis+sentinel://app:data%40pw@s1,s2/mymaster/1"
-        "?sentinel_username=watch&sentinel_password=s%26cret"
+        "?sentinel_username=watch&sentinel_password=s%26cret+1"
     )
     assert (target.username, target.password) == ("app", "data@pw")
-    assert (target.sentinel_username, target.sentinel_password) == ("watch", "s&cret")
+    # A "+" is a plus, as in the user:password part (not a space, as in a form).
+    assert (target.sentinel_username, target.sentinel_password) == ("watch", "s&cret+1")
     assert "s&cret" not in repr(target) and "data@pw" not in repr(target)
     client = redis_client(target.url, 0.1)
     master = client.connection_pool.connection_kwargs
     assert (master["username"], master["password"]) == ("app", "data@pw")
     for sentinel in client.connection_pool.sentinel_manager.sentinels:
         asked = sentinel.connection_pool.connection_kwargs
-        assert (asked["username"], asked["password"]) == ("watch", "s&cret")
+        assert (asked["username"], asked["password"]) == ("watch", "s&cret+1")
     # Without the option the sentinels are asked without AUTH (one without a password
     # refuses it), whatever the data nodes need.
     plain = redis_client("redis+sentinel://:pw@s1/mymaster", 0.1).connection_pool
@@ -263,4 +265,31 @@ def test_a_password_protected_sentinel_group_is_reached_with_the_urls_credential
         store = CircuitStore()
         with pytest.raises(MasterNotFoundError, match="AuthenticationError"):
             store.redis.mget(["key"])  # the sentinels refuse to name the primary
+        assert breaker("payments").call(lambda: "ok") == "ok"
+
+
+@pytest.mark.redis_topology
+@pytest.mark.django_db
+def test_a_sentinel_group_that_speaks_only_tls_is_reached_with_rediss(settings):
+    """Every server and sentinel of the group listens for TLS only, with a certificate of a
+    CA made for the test: ``rediss+sentinel://…?ssl_ca_certs=`` reaches it (the sentinels
+    and the primary), and the same URL without TLS finds Redis unreachable."""
+    missing = binaries_missing("openssl")
+    if missing:
+        _unavailable("openssl not installed (it makes the test's certificates)")
+    with LocalSentinel(tls=True, password="pw") as group:
+        assert group.url.startswith("rediss+sentinel://:pw@")
+        settings.CIRCUITBREAKER = {"REDIS_URL": group.url}
+        store = CircuitStore()
+        for _ in range(2):
+            with pytest.raises(ZeroDivisionError):
+                breaker("payments").call(lambda: 1 / 0)
+        runtime = store.runtime("payments")
+        store.refresh(runtime)
+        assert runtime.snapshot().failures == 2
+
+        plain = "redis+sentinel://" + group.url.partition("://")[2].partition("?")[0]
+        settings.CIRCUITBREAKER = {"REDIS_URL": plain}
+        with pytest.raises(MasterNotFoundError):
+            CircuitStore().redis.mget(["key"])
         assert breaker("payments").call(lambda: "ok") == "ok"

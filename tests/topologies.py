@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import random
 import shutil
 import signal
@@ -69,6 +70,36 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def make_certificates(folder: Path) -> dict[str, str]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (``openssl``), as the
+    ``--tls-*`` arguments of a server: ``{"ca": …, "cert": …, "key": …}`` (file paths)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: str(folder / f"{name}.pem") for name in ("ca", "ca-key", "cert", "key")}
+    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
+    run([
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=circuitbreaker-app test CA", "-keyout", paths["ca-key"], "-out", paths["ca"],
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ])  # fmt: skip
+    request = str(folder / "server.csr")
+    run([
+        "openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", paths["key"], "-out", request,
+    ])  # fmt: skip
+    extensions = folder / "server.ext"
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    run([
+        "openssl", "x509", "-req", "-in", request, "-CA", paths["ca"], "-CAkey", paths["ca-key"],
+        "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", paths["cert"],
+    ])  # fmt: skip
+    return paths
+
+
 def _quoted(text: str) -> str:
     """``text`` as one argument of a redis.conf line."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -98,12 +129,15 @@ class Server:
         args: list[str],
         program: str = "redis-server",
         password: str | None = None,
+        tls: dict[str, str] | None = None,
     ):
         self.folder = folder
         self.port = port
         self.program = program
         self.args = args
         self.password = password  # what its clients must give (``requirepass``)
+        #: :func:`make_certificates`' files: the server speaks only TLS, on ``port``.
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -111,8 +145,16 @@ class Server:
         command = [self.program]
         if self.program == "redis-sentinel":
             command.append(str(self.folder / "sentinel.conf"))
+        if self.tls is None:
+            command += ["--port", str(self.port)]
+        else:  # TLS only, to clients, replicas and sentinels alike
+            command += [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", self.tls["cert"], "--tls-key-file", self.tls["key"],
+                "--tls-ca-cert-file", self.tls["ca"], "--tls-auth-clients", "no",
+                "--tls-replication", "yes",
+            ]  # fmt: skip
         command += [
-            "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.folder),
             "--logfile", str(self.folder / "server.log"),
@@ -132,6 +174,8 @@ class Server:
         wait_until(self.ping, 10, f"{self.program} on port {self.port}")
 
     def client(self, **kwargs: Any) -> redis.Redis:
+        if self.tls is not None:
+            kwargs = {"ssl": True, "ssl_ca_certs": self.tls["ca"], **kwargs}
         return redis.Redis(
             port=self.port,
             password=self.password,
@@ -310,7 +354,9 @@ class LocalSentinel(Topology):
 
     ``password``: the primary and the replica need it (``requirepass``, ``masterauth``; the
     sentinels know it as ``auth-pass``); ``sentinel_password``: the sentinels need their
-    own. :attr:`url` carries both, as ``REDIS_URL`` does (``redis_url.py``).
+    own. ``tls``: every server and sentinel speaks only TLS, with a certificate of a CA
+    made for the group (:func:`make_certificates`). :attr:`url` carries all of it, as
+    ``REDIS_URL`` does (``redis_url.py``).
     """
 
     kind = "sentinel"
@@ -323,19 +369,28 @@ class LocalSentinel(Topology):
         sentinels: int = 3,
         password: str | None = None,
         sentinel_password: str | None = None,
+        tls: bool = False,
     ) -> None:
         super().__init__()
         self.password = password
         self.sentinel_password = sentinel_password
+        try:
+            self.tls = make_certificates(self.folder / "tls") if tls else None
+        except BaseException:
+            self.stop()
+            raise
         auth = ["--requirepass", password, "--masterauth", password] if password else []
         primary_port = spare_port()
-        self.primary = Server(self.folder / "primary", primary_port, auth, password=password)
+        self.primary = Server(
+            self.folder / "primary", primary_port, auth, password=password, tls=self.tls
+        )
         replica_port = spare_port()
         self.replica = Server(
             self.folder / "replica",
             replica_port,
             [*auth, "--replicaof", "127.0.0.1", str(primary_port)],
             password=password,
+            tls=self.tls,
         )
         self.sentinels = []
         for index in range(sentinels):
@@ -354,16 +409,25 @@ class LocalSentinel(Topology):
             )  # fmt: skip
             self.sentinels.append(
                 Server(
-                    folder, spare_port(), [], program="redis-sentinel", password=sentinel_password
+                    folder,
+                    spare_port(),
+                    [],
+                    program="redis-sentinel",
+                    password=sentinel_password,
+                    tls=self.tls,
                 )
             )
         self.servers = [self.primary, self.replica, *self.sentinels]
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
         userinfo = f":{quote(password, safe='')}@" if password else ""
-        query = (
-            f"?sentinel_password={quote(sentinel_password, safe='')}" if sentinel_password else ""
-        )
-        self.url = f"redis+sentinel://{userinfo}{hosts}/{SERVICE}/0{query}"
+        options = []
+        if sentinel_password:
+            options.append(f"sentinel_password={quote(sentinel_password, safe='')}")
+        if self.tls:
+            options.append(f"ssl_ca_certs={quote(self.tls['ca'], safe='/')}")
+        query = "?" + "&".join(options) if options else ""
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        self.url = f"{scheme}://{userinfo}{hosts}/{SERVICE}/0{query}"
 
     def start(self) -> None:
         self.primary.start()

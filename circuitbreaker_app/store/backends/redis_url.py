@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -185,11 +185,12 @@ def _options(query: str, scheme: str, tls: bool) -> dict[str, Any]:
         *(TLS_OPTIONS if tls else ()),
     ]
     options: dict[str, Any] = {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise RedisURLError(f"malformed query string {query!r} (write ?name=value&…)") from None
-    for name, value in pairs:
+    # Split by hand: ``parse_qsl`` would read a "+" in a password as a space (form
+    # encoding); here, as in the user:password part, only %XX escapes are decoded.
+    pairs = [part.partition("=") for part in query.split("&")] if query else []
+    if any(not equals or not name for name, equals, _ in pairs):
+        raise RedisURLError("malformed query string (write ?name=value&…)")
+    for name, value in ((unquote(name), unquote(value)) for name, _, value in pairs):
         if name not in known:
             if name in SENTINEL_OPTIONS or name in TLS_OPTIONS:
                 needs = (
