@@ -66,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
         trial = self.headers.get("X-Trial") == "1"
         period = (self.headers.get("X-Circuit", ""), int(self.headers.get("X-Generation") or -1))
         self.server.arrived(period, trial)
-        mode = self.server.mode
+        mode = self.server.heal_at_trial(trial)
         status = 500
         if mode == "ok" or (mode == "healed" and not trial):
             status = 200
@@ -84,7 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class Upstream(ThreadingHTTPServer):
     """Counts requests; ``mode``: ok, fail, trial_ok / trial_fail (trials are slow and
-    succeed / fail, other requests fail), or healed (trials are slow, all succeed)."""
+    succeed / fail, other requests fail), healed (trials are slow, all succeed), or
+    fail_until_trial (fail, then healed from the first trial on)."""
 
     daemon_threads = True
 
@@ -105,6 +106,16 @@ class Upstream(ThreadingHTTPServer):
             self.hits += 1
             if trial:
                 self.trials[period] += 1
+
+    def heal_at_trial(self, trial: bool) -> str:
+        """The mode this request is answered in; ``fail_until_trial`` turns ``healed`` at
+        the first trial call (every call before it is answered 500)."""
+        with self._lock:
+            if self.mode == "fail_until_trial":
+                if not trial:
+                    return "fail"
+                self.mode = "healed"
+            return self.mode
 
     def failed(self) -> None:
         with self._lock:
@@ -312,15 +323,15 @@ def recovery_cycle(
             time.sleep(0.01)
         before = upstream.failed_hits
         died = time.monotonic()
-        upstream.mode = "fail"
+        # Dead until the first trial call, healed from then on: the upstream switches by
+        # itself, so a test process slow to notice the trip (this one also forwards the
+        # workers' PostgreSQL traffic in the two-host test) never fails a trial.
+        upstream.mode = "fail_until_trial"
         if stall is not None:
             stall()
-        wait_for_event(name, "open", 30)
-        time.sleep(0.3)  # calls that were in flight at the trip have come back
+        wait_for_event(name, "closed", 30 + wait)
         dead_hits = upstream.failed_hits - before
         counted_until = time.monotonic()
-        upstream.mode = "healed"
-        wait_for_event(name, "closed", 30 + wait)
         time.sleep(state_ttl / 2 + 0.5)  # a worker that is late is measured, not cut off
     finally:
         stop.touch()
@@ -331,7 +342,7 @@ def recovery_cycle(
         ("closed", "open"),
         ("open", "half_open"),
         ("half_open", "closed"),
-    ]
+    ], (rows, dead_window([a["timeline"] for a in answers], died, counted_until))
     assert_one_chain(rows)
     # A signal is sent when its transition is written: after the loop, if the database was
     # slow (DB_TIMEOUT) and a background retry wrote it. The next answer carries it.
@@ -380,11 +391,7 @@ def check_dead_hits(
     failed = [
         sum(1 for line in lines if line[1] == "call" and line[-1] == "F") for lines in timelines
     ]
-    alone = [
-        index
-        for index, lines in enumerate(timelines)
-        if any(line[1] == "write" and line[3] is None for line in lines)
-    ]
+    alone = [index for index, lines in enumerate(timelines) if _decided_alone(lines, died)]
     slowest = max(
         (float(line[2]) for lines in timelines for line in lines if line[1] == "write"), default=0
     )
@@ -393,8 +400,8 @@ def check_dead_hits(
     if explained:  # investigating: every run's dead window, not only a failing one's
         with open(explained, "a") as out:
             out.write(f"== {hits} dead hits, {workers} workers\n{window}\n")
-    # Before the death every call succeeded, after it no trial ran before the count: every
-    # failed call of the timelines is a dead hit.
+    # Every call succeeds before the death and from the first trial on (the upstream heals
+    # then): every failed call of the timelines is a dead hit.
     assert sum(failed) == hits, (failed, hits, window)
     if stalled:
         assert alone, "Redis answered every write: the stall did not happen in time"
@@ -410,6 +417,19 @@ def check_dead_hits(
         "decided_alone": alone,
         "slowest_write_s": round(slowest, 4),
     }
+
+
+def _decided_alone(lines: list[list[object]], died: float) -> bool:
+    """True when a write of this worker to the shared window failed (Redis unreachable)
+    between the death of the dependency and the worker's first rejection."""
+    for line in lines:
+        if float(line[0]) < died - 0.05:  # type: ignore[arg-type]
+            continue
+        if line[1] == "reject":
+            return False
+        if line[1] == "write" and line[3] is None:
+            return True
+    return False
 
 
 def dead_window(timelines: list[list[list[object]]], died: float, until: float) -> str:

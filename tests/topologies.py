@@ -162,7 +162,12 @@ class Server:
             *self.args,
         ]  # fmt: skip
         if self.program == "redis-server":
-            command += ["--save", "", "--appendonly", "no"]
+            # No files; a replica is synced at once (the default waits 5 s for more to
+            # come), and SIGTERM does not wait for replicas to catch up (10 s at most).
+            command += [
+                "--save", "", "--appendonly", "no",
+                "--repl-diskless-sync-delay", "0", "--shutdown-timeout", "0",
+            ]  # fmt: skip
         self.process = subprocess.Popen(
             command,
             cwd=self.folder,
