@@ -1,0 +1,248 @@
+"""What a guarded call's ending means, for sync and async calls alike: the ``record`` and
+``ignore`` rules, ``is_failure``, settling an outcome with the runtime, the fallback's
+turn, and the permits ``with`` blocks hold. ``Breaker`` (``breaker.py``) and its async
+half (``async_calls.py``) share these; only the waiting differs between them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from circuitbreaker_app.core import Outcome, Permit
+from circuitbreaker_app.fallbacks import CallFallback
+from circuitbreaker_app.observers import OBSERVERS, notify
+from circuitbreaker_app.store import CircuitRuntime
+
+#: ``started`` of a call whose duration nobody needs (no slow-call threshold, no observer).
+UNTIMED = -1.0
+
+ExceptionRule = type[BaseException] | tuple[type[BaseException], ...] | Callable[[Any], object]
+
+
+def exception_rule(
+    option: str, value: Any
+) -> tuple[tuple[type[BaseException], ...], Callable[[BaseException], object] | None]:
+    """``record``/``ignore`` as (types, None), or ((), predicate) for a predicate."""
+    if isinstance(value, type):
+        value = (value,)
+    if isinstance(value, tuple | list):
+        if all(isinstance(item, type) and issubclass(item, BaseException) for item in value):
+            return tuple(value), None
+    elif callable(value):
+        try:
+            signature = inspect.signature(value)
+        except (TypeError, ValueError):  # a builtin without a signature: trust it
+            return (), value
+        try:
+            signature.bind(BaseException())
+        except TypeError:
+            raise TypeError(
+                f"breaker() option {option!r} must be a predicate taking the exception "
+                f"(exc -> bool), but {value!r} does not take one argument"
+            ) from None
+        return (), value
+    raise TypeError(
+        f"breaker() option {option!r} must be an exception class, a tuple of them, or a "
+        f"predicate exc -> bool, but was {value!r}"
+    )
+
+
+class CallRules:
+    """The call-site options of a handle and how they judge a call's ending."""
+
+    name: str
+    fallback: Callable[[BaseException], Any] | None
+
+    def _set_rules(
+        self,
+        record: ExceptionRule,
+        ignore: ExceptionRule,
+        is_failure: Callable[[Any], bool] | None,
+        fallback: Callable[[BaseException], Any] | None,
+    ) -> None:
+        if is_failure is not None and not callable(is_failure):
+            raise TypeError(
+                f"breaker() option 'is_failure' must be callable, but was {is_failure!r}"
+            )
+        if fallback is not None and not callable(fallback):
+            raise TypeError(f"breaker() option 'fallback' must be callable, but was {fallback!r}")
+        self._record_types, self._record_test = exception_rule("record", record)
+        self._ignore_types, self._ignore_test = exception_rule("ignore", ignore)
+        self.record = self._record_test or self._record_types
+        self.ignore = self._ignore_test or self._ignore_types
+        self.is_failure = is_failure
+        self.fallback = fallback
+        #: A fallback that sees successes (last_good), else None.
+        self._memory: CallFallback | None = fallback if isinstance(fallback, CallFallback) else None
+        #: A closed success is one count: no result check, no fallback that sees it.
+        self._plain = is_failure is None and self._memory is None
+        #: When a fallback sees successes (and no is_failure judges them): its table of
+        #: ``(fn, args) -> time`` before which a success needs no call to it.
+        self._due = (
+            self._memory.due_for(self.name)
+            if self._memory is not None and is_failure is None
+            else None
+        )
+        self._permits: contextvars.ContextVar[tuple[tuple[Permit, float], ...]] = (
+            contextvars.ContextVar(f"circuitbreaker_permits_{self.name}", default=())
+        )
+
+    # -- outcome classification ----------------------------------------------------------
+    def classify(self, exc: BaseException) -> Outcome:
+        """Failure, ignored, or success (the dependency answered; the error is the caller's).
+
+        ``ignore`` is asked first, then ``record``. A predicate's own error propagates
+        (see :meth:`_outcome_of`)."""
+        if not isinstance(exc, Exception):
+            return Outcome.IGNORED
+        if self._ignore_test is None:
+            if isinstance(exc, self._ignore_types):
+                return Outcome.IGNORED
+        elif self._ignore_test(exc):
+            return Outcome.IGNORED
+        if self._record_test is None:
+            return Outcome.FAILURE if isinstance(exc, self._record_types) else Outcome.SUCCESS
+        return Outcome.FAILURE if self._record_test(exc) else Outcome.SUCCESS
+
+    def _outcome_of(self, exc: BaseException) -> tuple[Outcome, BaseException | None]:
+        """:meth:`classify`, and the error of a ``record``/``ignore`` predicate that raised.
+
+        A predicate that raises makes the call *ignored* (it says nothing about the
+        dependency), and its error is what the caller gets, chained to the call's own
+        error (``raise predicate_error from exc``): a bug in a predicate is never hidden,
+        and the original error stays in the traceback."""
+        try:
+            return self.classify(exc), None
+        except BaseException as error:
+            error.__cause__ = exc
+            return Outcome.IGNORED, error
+
+    def _result_outcome(self, result: Any) -> Outcome:
+        if self.is_failure is not None and self.is_failure(result):
+            return Outcome.FAILURE
+        return Outcome.SUCCESS
+
+    def _rejected(self, runtime: CircuitRuntime) -> None:
+        """Count a rejection (the fleet's totals, read at scrape time) and tell observers."""
+        runtime.rejected += 1
+        if OBSERVERS:
+            notify(self.name, "rejected", None)
+
+    # -- settling, sync (the async half awaits the same steps off the event loop) ----------
+    def _settle(
+        self, runtime: CircuitRuntime, permit: Permit, outcome: Outcome, started: float
+    ) -> None:
+        duration = perf_counter() - started if started != UNTIMED else 0.0
+        runtime.on_result(permit, outcome, duration)
+        if OBSERVERS:
+            notify(self.name, outcome.value, duration)
+
+    def _settle_result(
+        self, runtime: CircuitRuntime, permit: Permit, result: Any, started: float
+    ) -> Outcome:
+        """Settle a returned call; an ``is_failure`` that raises still hands the permit back."""
+        try:
+            outcome = self._result_outcome(result)
+        except BaseException:
+            self._settle(runtime, permit, Outcome.IGNORED, started)
+            raise
+        self._settle(runtime, permit, outcome, started)
+        return outcome
+
+    def _finish(
+        self,
+        runtime: CircuitRuntime,
+        permit: Permit,
+        result: Any,
+        started: float,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Settle a returned call admitted with ``permit``; a fallback that sees successes
+        sees this one."""
+        outcome = self._settle_result(runtime, permit, result, started)
+        if outcome is Outcome.SUCCESS and self._memory is not None:
+            self._memory.succeeded(self.name, fn, args, kwargs, result, runtime.clock())
+        return result
+
+    def _closed_result(
+        self,
+        runtime: CircuitRuntime,
+        token: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any,
+        now: float,
+    ) -> None:
+        """Settle the result of a call admitted on the hot path that needs a look:
+        ``is_failure``, or a fallback that sees successes."""
+        if self.is_failure is None and runtime.count_token == token:
+            runtime.pending += 1  # as on the hot path: only a fallback wants to see it
+            self._memory.succeeded(self.name, fn, args, kwargs, result, now)  # type: ignore[union-attr]
+            return
+        try:
+            outcome = self._result_outcome(result)
+        except BaseException:
+            self._settle(runtime, Permit(runtime.status.state, token), Outcome.IGNORED, UNTIMED)
+            raise
+        if outcome is Outcome.SUCCESS and runtime.count_token == token:
+            runtime.pending += 1
+        else:
+            self._settle(runtime, Permit(runtime.status.state, token), outcome, UNTIMED)
+        if outcome is Outcome.SUCCESS and self._memory is not None:
+            self._memory.succeeded(self.name, fn, args, kwargs, result, now)
+
+    def _failed(
+        self,
+        runtime: CircuitRuntime,
+        permit: Permit,
+        exc: BaseException,
+        started: float,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Record an exception's outcome; answer with the fallback or re-raise it."""
+        outcome, error = self._outcome_of(exc)
+        self._settle(runtime, permit, outcome, started)
+        if outcome is Outcome.FAILURE and self.fallback is not None:
+            return self._fall_back(exc, fn, args, kwargs)
+        try:
+            raise exc if error is None else error
+        finally:
+            del exc, error  # else error → traceback → this frame → error: a GC cycle
+
+    def _fall_back(
+        self,
+        exc: BaseException,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The fallback's answer to a rejection or a recorded failure."""
+        if self._memory is not None:
+            return self._memory.answer(self.name, exc, fn, args, kwargs)
+        return self.fallback(exc)  # type: ignore[misc]
+
+    # -- the permits of ``with`` blocks ----------------------------------------------------
+    def _enter(self, permit: Permit) -> None:
+        """Hold ``permit`` for the innermost ``with`` block (per thread and task)."""
+        self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
+
+    def _leave(
+        self, exc: BaseException | None
+    ) -> tuple[Permit, Outcome, float, BaseException | None]:
+        """Hand back the innermost block's permit, how the block ended, its start, and the
+        error of a predicate that raised (see :meth:`_outcome_of`)."""
+        stack = self._permits.get()
+        (permit, started), rest = stack[-1], stack[:-1]
+        self._permits.set(rest)
+        outcome, error = (Outcome.SUCCESS, None) if exc is None else self._outcome_of(exc)
+        return permit, outcome, started, error
