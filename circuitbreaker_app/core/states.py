@@ -144,7 +144,7 @@ class CircuitStatus:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, not frozen: see core.windows.Snapshot
 class Permit:
     """Admission of one call; hand it back with the call's outcome."""
 

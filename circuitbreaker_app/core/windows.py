@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from circuitbreaker_app.core.config import CircuitConfig
 
 
-@dataclass(frozen=True, slots=True)
+# A value, never changed once made, but not ``frozen``: a frozen dataclass's ``__init__``
+# sets each field through ``object.__setattr__``, which made building one cost three times
+# as much, and a failure builds several (Snapshot, Permit, the window's write). Hashable.
+@dataclass(slots=True, unsafe_hash=True)
 class Snapshot:
     """Totals of a window at one moment."""
 

@@ -161,7 +161,7 @@ def apply_count(
 # -- what the store writes -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, not frozen: see core.windows.Snapshot
 class BucketAdd:
     """Add a packed ``delta`` to the counter ``key`` (created with ``ttl`` seconds)."""
 
@@ -172,7 +172,7 @@ class BucketAdd:
     bucket: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, not frozen: see core.windows.Snapshot
 class CountAdd:
     """Apply :func:`apply_count` with these arguments to the window under ``key``."""
 
