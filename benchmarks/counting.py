@@ -27,15 +27,16 @@ __all__ = ["CACHE_OPERATIONS", "CountingCache", "count_store_cache"]
 def count_store_cache(store: Any) -> CountingCache:
     """Put a :class:`CountingCache` in front of ``store``'s cache, wherever it is held.
 
-    The store and its counters may each hold the cache object; both are rewired so that
-    every operation through the Django cache API is counted. A Redis-specialised path
-    that talks to redis-py directly is seen by :class:`RedisCounter` instead.
+    The store's cache is rewired, and its counters are made ``through`` the wrapper, so
+    every cache operation, and every counters operation standing for one, is counted. Redis
+    round trips are seen by :class:`RedisCounter` as well.
     """
     original = store.cache
     counting = CountingCache(original)
-    for holder in (store, getattr(store, "counters", None)):
-        if holder is not None and getattr(holder, "cache", None) is original:
-            holder.cache = counting
+    store.cache = counting
+    # The counters contract's own hook (as tests/helpers.FakeStore does): counters kept in
+    # the cache go through ``counting``, others report each operation to ``counting.note``.
+    store.counters = store.counters.through(counting)
     return counting
 
 

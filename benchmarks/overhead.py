@@ -29,6 +29,7 @@ import cProfile
 import gc
 import io
 import pstats
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -440,9 +441,35 @@ def build_scenarios(redis_url: str | None, run: str, notes: list[str]) -> list[S
     return scenarios
 
 
+#: PING batches timed for the Redis round trip (before and after the rounds), calls each.
+PING_BATCHES = 200
+PING_BATCH = 20
+
+
+def redis_round_trip(redis_url: str, batches: int = PING_BATCHES) -> list[float]:
+    """Per-call ns of ``batches`` batches of ``PING_BATCH`` PINGs through redis-py: the
+    loopback round trip the Redis failure's target is measured against, in this run."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        client.ping()  # connect outside the timing
+        samples = []
+        for _ in range(batches):
+            t0 = perf_counter_ns()
+            for _ in repeat(None, PING_BATCH):
+                client.ping()
+            samples.append((perf_counter_ns() - t0) / PING_BATCH)
+        return samples
+    finally:
+        client.close()
+
+
 def run(options: OverheadOptions, redis_url: str | None, run_id: str) -> dict[str, Any]:
     notes: list[str] = []
     scenarios = build_scenarios(redis_url, run_id, notes)
+    batches = max(2, min(PING_BATCHES, options.min_batches * 5))
+    pings = redis_round_trip(redis_url, batches) if redis_url else []
     for scenario in scenarios:
         scenario.calibrate()
         _teardown(scenario)
@@ -452,6 +479,9 @@ def run(options: OverheadOptions, redis_url: str | None, run_id: str) -> dict[st
         for scenario in scenarios[shift:] + scenarios[:shift]:
             scenario.turn(options.min_batches, options.min_seconds, options.max_batches)
             _teardown(scenario)
+    if redis_url:
+        pings += redis_round_trip(redis_url, batches)
+        print(f"benchmarks: Redis round trip (PING) {median(pings) / 1000:.1f} µs", file=sys.stderr)
     results = [scenario.result() for scenario in scenarios]
     bare = {r["outcome"]: r["median_ns"] for r in results if r["library"] == "bare"}
     for result in results:
@@ -469,6 +499,8 @@ def run(options: OverheadOptions, redis_url: str | None, run_id: str) -> dict[st
         "results": results,
         "profiles": profiles,
         "notes": notes,
+        # The loopback round trip (redis-py PING), median of per-call batch means.
+        "redis_round_trip_ns": median(pings) if pings else None,
     }
 
 
