@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import le
 from typing import Any
 
 from circuitbreaker_app.core import CircuitConfig, Snapshot
@@ -85,18 +86,17 @@ def _same_kind(a: list[int], b: list[int]) -> bool:
 
 
 def parse_count(value: Any) -> list[int]:
-    """A count window read from a store, or an empty one for anything malformed."""
-    if (
-        isinstance(value, list)
-        and len(value) % 3 == 1
-        and all(type(v) is int and v >= 0 for v in value)
-        and all(
-            value[i] > 0 and value[i + 1] <= value[i] and value[i + 2] <= value[i]
-            for i in range(1, len(value), 3)
-        )
-    ):
-        return value
-    return [0]
+    """A count window read from a store, or an empty one for anything malformed.
+
+    Every check loops in C (``map``, ``min``): a failure parses the window it wrote."""
+    if type(value) is not list or len(value) % 3 != 1 or set(map(type, value)) != {int}:
+        return [0]
+    calls = value[1::3]
+    if min(value) < 0 or (calls and min(calls) <= 0):
+        return [0]
+    if not all(map(le, value[2::3], calls)) or not all(map(le, value[3::3], calls)):
+        return [0]
+    return value
 
 
 def count_totals(window: list[int]) -> Snapshot:
