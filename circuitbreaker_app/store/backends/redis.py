@@ -130,6 +130,17 @@ class RedisCounters(Counters):
         #: Called with the name of the cache call each operation replaces ("incr", "add",
         #: "delete", "get_many"), before it is sent: lets tests count round trips.
         self.on_call: Callable[[str], None] | None = None
+        #: Redis keys of the store keys a failure writes (window and state entry): made
+        #: once, not twice per failure through Django's key function.
+        self._made: dict[str, str] = {}
+
+    def _redis_key(self, key: str) -> str:
+        made = self._made.get(key)
+        if made is None:
+            if len(self._made) >= 256:
+                self._made.clear()
+            made = self._made[key] = self.link.make_key(key)
+        return made
 
     def _note(self, operation: str) -> None:
         if self.on_call is not None:
@@ -162,8 +173,10 @@ class RedisCounters(Counters):
         ``circuit_id`` (None when it is not a well-formed entry)."""
         self._note("incr")
         link = self.link
-        keys = [link.make_key(key)] + ([link.make_key(watch)] if watch else [])
-        extra = self._tally_args(keys, watch, tally)
+        keys = [self._redis_key(key)]
+        if watch:
+            keys.append(self._redis_key(watch))
+        extra = self._tally_args(keys, watch, tally) if tally is not None else ()
         result = link.run(
             link.script(RECORD_LUA),
             keys=keys,
@@ -186,8 +199,10 @@ class RedisCounters(Counters):
         """Apply ``change`` to its count window (one script call, like :meth:`record`)."""
         self._note("incr")
         link = self.link
-        keys = [link.make_key(change.key)] + ([link.make_key(watch)] if watch else [])
-        extra = self._tally_args(keys, watch, tally)
+        keys = [self._redis_key(change.key)]
+        if watch:
+            keys.append(self._redis_key(watch))
+        extra = self._tally_args(keys, watch, tally) if tally is not None else ()
         args = [
             change.successes,
             change.outcome,
