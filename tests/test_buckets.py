@@ -11,6 +11,7 @@ from circuitbreaker_app.store.windows import (
     MAX_RUNS,
     SLOWED,
     CountRuns,
+    append_to_count,
     apply_count,
     count_totals,
     parse_count,
@@ -128,3 +129,21 @@ def test_a_count_window_remembers_where_its_process_left_off():
     window.absorb({"p/count": "garbage"}, 0.0)
     assert window.estimate(0.0) == Snapshot()
     assert MAX_RUNS >= 8
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.integers(1, 12),
+    writes=st.lists(
+        st.tuples(st.integers(0, 4), st.sampled_from([0, FAILED, SLOWED, FAILED | SLOWED])),
+        max_size=30,
+    ),
+)
+def test_append_to_count_is_apply_count_on_windows_apply_count_made(size, writes):
+    window = [0]
+    for successes, outcome in writes:
+        if not (successes or outcome):
+            continue
+        expected = apply_count(window, successes, outcome, window[0], size)
+        assert append_to_count(window, successes, outcome, window[0], size) == expected
+        window = expected

@@ -158,6 +158,25 @@ def apply_count(
     return [seq, *(value for run in merged for value in run)]
 
 
+def append_to_count(
+    window: list[int], successes: int, outcome: int, seen: int, size: int
+) -> list[int]:
+    """:func:`apply_count` for a window :func:`apply_count` made (no two neighbouring runs
+    of one kind), which a backend knows when it wrote the window itself. The common write
+    of a failure — no batch, the outcome joins the newest run, nothing leaves the window —
+    is a copy with three numbers changed; anything else is :func:`apply_count`'s."""
+    if not successes and outcome and len(window) > 1:
+        n, f, s = window[-3], window[-2], window[-1]
+        failed, slowed = outcome & FAILED, (outcome & SLOWED) >> 1
+        same = (f == n if failed else f == 0) and (s == n if slowed else s == 0)
+        if same and sum(window[1::3]) < size:
+            grown = window.copy()
+            grown[0] += 1
+            grown[-3:] = [n + 1, f + failed, s + slowed]
+            return grown
+    return apply_count(window, successes, outcome, seen, size)
+
+
 # -- what the store writes -----------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from circuitbreaker_app.store.backends.base import Counters, whole_seconds
-from circuitbreaker_app.store.windows import CountAdd, apply_count, parse_count
+from circuitbreaker_app.store.windows import CountAdd, append_to_count, apply_count, parse_count
 
 _COUNT_LOCK = threading.Lock()
 #: Count windows whose pickle this process wrote last, kept to skip unpickling them.
@@ -132,11 +132,12 @@ class LocMemCounters(Counters):
         with self._lock:
             raw = self._read(key)
             known = self._known.get(key)
+            args = (change.successes, change.outcome, change.seen, change.size)
             if known is not None and raw is known[0]:
-                window = known[1]  # what this process wrote last: nobody wrote since
+                # What this process wrote last (nobody wrote since): apply_count's own output.
+                window = append_to_count(known[1], *args)
             else:
-                window = parse_count(None if raw is None else _unpickle(raw))
-            window = apply_count(window, change.successes, change.outcome, change.seen, change.size)
+                window = apply_count(parse_count(None if raw is None else _unpickle(raw)), *args)
             raw = pickle.dumps(window, pickle.HIGHEST_PROTOCOL)
             self._write(key, raw, change.ttl)
         if len(self._known) >= _KNOWN_WINDOWS and key not in self._known:
