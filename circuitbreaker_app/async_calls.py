@@ -7,8 +7,8 @@ when the runtime says a step may need it.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -79,15 +79,13 @@ class AsyncCalls(CallRules):
             if self.fallback is not None:
                 return await self._afall_back(exc, fn, args, kwargs)  # type: ignore[no-any-return]
             raise
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            duration = time.perf_counter() - started
+            duration = perf_counter() - started
             return await self._afailed(runtime, permit, exc, duration, fn, args, kwargs)  # type: ignore[no-any-return]
-        await self._aresult(
-            runtime, permit, result, time.perf_counter() - started, fn, args, kwargs
-        )
+        await self._aresult(runtime, permit, result, perf_counter() - started, fn, args, kwargs)
         return result
 
     async def _acall_admitted(
@@ -186,6 +184,6 @@ class AsyncCalls(CallRules):
         tb: TracebackType | None,
     ) -> None:
         permit, outcome, started, error = self._leave(exc)
-        await self._asettle(await self._aruntime(), permit, outcome, time.perf_counter() - started)
+        await self._asettle(await self._aruntime(), permit, outcome, perf_counter() - started)
         if error is not None:
             raise error

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import time
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -234,7 +233,7 @@ class CallRules:
     # -- the permits of ``with`` blocks ----------------------------------------------------
     def _enter(self, permit: Permit) -> None:
         """Hold ``permit`` for the innermost ``with`` block (per thread and task)."""
-        self._permits.set((*self._permits.get(), (permit, time.perf_counter())))
+        self._permits.set((*self._permits.get(), (permit, perf_counter())))
 
     def _leave(
         self, exc: BaseException | None

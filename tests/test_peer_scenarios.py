@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-import types
 
 import pytest
 
@@ -23,7 +22,10 @@ from tests.helpers import FakeStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-breaker_module = importlib.import_module("circuitbreaker_app.breaker")
+DURATION_MODULES = [
+    importlib.import_module(f"circuitbreaker_app.{name}")
+    for name in ("breaker", "call_rules", "async_calls")
+]
 
 #: A whole second: buckets of a time window start at whole seconds.
 START = 1_000_000.0
@@ -33,8 +35,8 @@ START = 1_000_000.0
 def fake(monkeypatch):
     """This process's store on a fake clock that also measures call durations."""
     clock = FakeClock(START)
-    monkeypatch.setattr(breaker_module, "perf_counter", clock)
-    monkeypatch.setattr(breaker_module, "time", types.SimpleNamespace(perf_counter=clock))
+    for module in DURATION_MODULES:  # where a guarded call's duration is measured
+        monkeypatch.setattr(module, "perf_counter", clock)
     return FakeStore(clock).install()
 
 
