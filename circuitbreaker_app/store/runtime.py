@@ -232,7 +232,7 @@ class CircuitRuntime(CallTally, TrialPermits):
     # -- CircuitContext ------------------------------------------------------------------
     @property
     def status(self) -> CircuitStatus:
-        if self.clock() >= self._stale_at:
+        if self.clock() >= self._fresh_until:  # what ``_stale_at`` reads, without a call
             self.refresh()
         return self._status
 
