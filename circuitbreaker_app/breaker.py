@@ -224,9 +224,48 @@ class Breaker(AsyncCalls):
             return async_guarded  # type: ignore[return-value]
 
         guard = self._guard
+        if not (self._plain and self.fallback is None):
+
+            @functools.wraps(fn)
+            def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+                return guard(fn, args, kwargs)
+
+            guarded.breaker = self  # type: ignore[attr-defined]
+            return guarded
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            # The two commonest calls of a handle without fallback or is_failure, done in
+            # this frame: a closed success (one count) and an open rejection (raised here,
+            # so its traceback has one entry fewer: an entry and its frame object cost more
+            # than the rest of a rejection). Anything else is _guard's, which decides anew.
+            runtime = self._cached
+            if runtime is not None and store_module._store is self._store and not OBSERVERS:
+                now = runtime.clock()
+                if now < runtime.admit_until:
+                    token = runtime.count_token
+                    if token >= 0:
+                        try:
+                            result = fn(*args, **kwargs)
+                        except BaseException as exc:
+                            return self._failed(  # type: ignore[no-any-return]
+                                runtime,
+                                Permit(runtime.status.state, token),
+                                exc,
+                                UNTIMED,
+                                fn,
+                                args,
+                                kwargs,
+                            )
+                        if runtime.count_token == token:
+                            runtime.pending += 1  # flushed with the next refresh or failure
+                        else:
+                            self._closed_result(runtime, token, fn, args, kwargs, result, now)
+                        return result
+                elif now < runtime.reject_until:
+                    runtime.rejected += 1  # the fleet's totals (read at scrape time)
+                    retry = None if runtime.retry_clock is None else runtime.retry_clock - now
+                    raise CircuitOpenError(self.name, runtime.reject_state, retry)
             return guard(fn, args, kwargs)
 
         guarded.breaker = self  # type: ignore[attr-defined]
