@@ -133,3 +133,40 @@ def test_plots_are_embedded_when_matplotlib_is_installed(smoke):
         assert (out / name).stat().st_size > 0
         assert f"]({name})" in report
     assert "overhead" in data["plots"] and "fleet" in data["plots"]
+
+
+def _row(library: str, outcome: str, overhead_ns: float, round_trips: float = 0.0) -> dict:
+    return {
+        "library": library,
+        "outcome": outcome,
+        "overhead_ns": overhead_ns,
+        "overhead_p99_ns": overhead_ns * 2,
+        "queries_per_call": 0,
+        "cache_ops_per_call": 0,
+        "round_trips_per_call": round_trips,
+    }
+
+
+def test_the_targets_are_issue_13s_with_the_round_trip_of_the_same_run():
+    from benchmarks.report import targets
+
+    results = [
+        _row("cb_app-locmem", "success", 280),
+        _row("cb_app-locmem", "rejection", 510),
+        _row("cb_app-locmem", "failure", 9_000),
+        _row("cb_app-redis", "success", 290),
+        _row("cb_app-redis", "rejection", 490),
+        _row("cb_app-redis", "failure", 115_000, round_trips=1.0),
+    ]
+    rows = targets({"overhead": {"results": results, "redis_round_trip_ns": 70_000}})
+    verdicts = {target: verdict for target, _, verdict in rows}
+    assert verdicts["closed success overhead ≤ 300 ns (circuitbreaker_app, LocMem)"] == "met"
+    assert verdicts["open rejection ≤ 500 ns (circuitbreaker_app, LocMem)"] == "**missed**"
+    assert verdicts["open rejection ≤ 500 ns (circuitbreaker_app, Redis)"] == "met"
+    assert verdicts["failure ≤ 10 µs (circuitbreaker_app, LocMem)"] == "met"
+    # 115 µs > the 70 µs round trip measured in the same run + 40 µs
+    redis = "failure ≤ one round trip + 40 µs (circuitbreaker_app, Redis)"
+    assert verdicts[redis] == "**missed**"
+    assert "round trip (redis-py PING, this run) 70.0 µs" in dict((t, f) for t, f, _ in rows)[redis]
+    rows = targets({"overhead": {"results": results, "redis_round_trip_ns": None}})
+    assert {t: v for t, _, v in rows}[redis] == "not measured"
