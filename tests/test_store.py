@@ -123,6 +123,35 @@ def test_a_trip_both_processes_see_is_one_transition(pair, signals):
     assert Circuit.objects.get().generation == 1
 
 
+def test_a_process_that_loses_the_compare_and_set_rereads_once(
+    pair, signals, django_assert_num_queries
+):
+    """The loser of a trip pays its lost UPDATE, one read of the row and, on Redis, one
+    round trip that writes the entry it read (never over a later generation): not an add,
+    a get and a second get before it answers its call."""
+    a, b = pair
+    ra, rb = a.runtime("payments"), b.runtime("payments")
+    assert rb.status.state is State.CLOSED  # B holds generation 0
+    fail(ra, 4)  # A trips the circuit: generation 1, published on commit
+    stale = rb.entry.status
+    opened = stale.moved_to(State.OPEN, b.store.now(), rb.config)
+    b.cache.reset()
+    trips = b.store.redis.round_trips if b.store.redis is not None else None
+    with django_assert_num_queries(4) as captured:
+        assert b.store.persist_transition(rb, opened, "threshold", None) is False
+    # The transaction of the UPDATE that matched no row, then the re-read of the row.
+    assert [q["sql"].split()[0] for q in captured] == ["BEGIN", "UPDATE", "COMMIT", "SELECT"]
+    assert (rb.status.state, rb.status.generation) == (State.OPEN, 1)
+    if trips is not None:
+        assert b.store.redis.round_trips - trips == 1  # the publish script
+        assert b.cache.calls == {}
+    else:
+        # Without a publishing cache: add (the entry is there), the check, the re-check.
+        assert b.cache.calls == {"add": 1, "get": 2}
+    assert CircuitEvent.objects.count() == 1
+    assert signals == [("payments", State.CLOSED, State.OPEN)]
+
+
 def test_successes_are_batched_and_flushed_once_per_ttl(pair):
     a, _ = pair
     ra = a.runtime("payments")

@@ -151,8 +151,12 @@ class CircuitPersistence(UnsavedWriter):
         if runtime.unsaved:
             self.save_unsaved(runtime)  # reloads by itself when the fleet moved on
             return
+        # With a cache that publishes (Redis: one script that never writes over a later
+        # generation), the entry read is written in that one round trip, not by add, get
+        # and get again: a process that lost a compare-and-set is back on its call sooner.
+        publishes = getattr(self.cache, "publish", None) is not None
         try:
-            entry = self.load_entry(runtime.name, create=False)
+            entry = self.load_entry(runtime.name, create=False, heal=publishes)
         except UnknownCircuitError:
             # Deleted meanwhile: the next call re-reads it (and re-creates it if allowed).
             self.definition_deleted(runtime.name)
@@ -162,9 +166,10 @@ class CircuitPersistence(UnsavedWriter):
             self.outages.failed("database", exc)
             self._drop_broken_connection()
             return
-        current = CircuitEntry.from_json(self._cache_get(state_key(runtime.name)))
-        if current is None or current.generation < entry.generation:
-            self._cache_set(state_key(runtime.name), entry.to_json())
+        if not publishes:
+            current = CircuitEntry.from_json(self._cache_get(state_key(runtime.name)))
+            if current is None or current.generation < entry.generation:
+                self._cache_set(state_key(runtime.name), entry.to_json())
         runtime.adopt(entry)
         runtime.mark_fresh(self.clock() + self.ttl)
 
