@@ -12,7 +12,8 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from circuitbreaker_app import CircuitOpenError, State
 from circuitbreaker_app.core import FakeClock, Outcome, Snapshot
@@ -123,32 +124,48 @@ def test_a_trip_both_processes_see_is_one_transition(pair, signals):
     assert Circuit.objects.get().generation == 1
 
 
-def test_a_process_that_loses_the_compare_and_set_rereads_once(
-    pair, signals, django_assert_num_queries
-):
-    """The loser of a trip pays its lost UPDATE, one read of the row and, on Redis, one
-    round trip that writes the entry it read (never over a later generation): not an add,
-    a get and a second get before it answers its call."""
-    a, b = pair
+def lose_the_trip(a, b, published=True):
+    """A trips the circuit; B, still at generation 0, then tries the same trip and loses.
+    ``published=False``: B gets there before A's entry is in the cache. Returns B's
+    queries (first words), cache operations and Redis round trips (None without Redis)."""
     ra, rb = a.runtime("payments"), b.runtime("payments")
     assert rb.status.state is State.CLOSED  # B holds generation 0
     fail(ra, 4)  # A trips the circuit: generation 1, published on commit
-    stale = rb.entry.status
-    opened = stale.moved_to(State.OPEN, b.store.now(), rb.config)
+    if not published:
+        a.store.cache.delete(state_key("payments"))
+    opened = rb.entry.status.moved_to(State.OPEN, b.store.now(), rb.config)
     b.cache.reset()
     trips = b.store.redis.round_trips if b.store.redis is not None else None
-    with django_assert_num_queries(4) as captured:
+    with CaptureQueriesContext(connection) as captured:
         assert b.store.persist_transition(rb, opened, "threshold", None) is False
-    # The transaction of the UPDATE that matched no row, then the re-read of the row.
-    assert [q["sql"].split()[0] for q in captured] == ["BEGIN", "UPDATE", "COMMIT", "SELECT"]
     assert (rb.status.state, rb.status.generation) == (State.OPEN, 1)
-    if trips is not None:
-        assert b.store.redis.round_trips - trips == 1  # the publish script
-        assert b.cache.calls == {}
-    else:
-        # Without a publishing cache: add (the entry is there), the check, the re-check.
-        assert b.cache.calls == {"add": 1, "get": 2}
     assert CircuitEvent.objects.count() == 1
+    if trips is not None:
+        trips = b.store.redis.round_trips - trips
+    return [q["sql"].split()[0] for q in captured], dict(b.cache.calls), trips
+
+
+def test_a_process_that_loses_the_compare_and_set_takes_the_winners_entry(pair, signals):
+    """The loser of a trip pays its lost UPDATE and one cache read (the entry the winner
+    published as it committed): no re-read of the row before it answers its call."""
+    queries, calls, trips = lose_the_trip(*pair)
+    assert queries == ["BEGIN", "UPDATE", "COMMIT"]
+    assert calls == {"get": 1}
+    assert trips in (None, 1)
+    assert signals == [("payments", State.CLOSED, State.OPEN)]
+
+
+def test_a_loser_ahead_of_the_winners_entry_rereads_the_row_once(pair, signals):
+    """Without the winner's entry in the cache yet, the loser re-reads the row and, on
+    Redis, writes it back with one script (never over a later generation): not an add, a
+    get and a second get."""
+    queries, calls, trips = lose_the_trip(*pair, published=False)
+    assert queries == ["BEGIN", "UPDATE", "COMMIT", "SELECT"]
+    if trips is not None:
+        assert calls == {"get": 1}  # then the publish script
+        assert trips == 2
+    else:
+        assert calls == {"get": 2, "add": 1}  # the entry is gone: add, then the re-check
     assert signals == [("payments", State.CLOSED, State.OPEN)]
 
 

@@ -232,12 +232,23 @@ class CircuitPersistence(UnsavedWriter):
             return True
         self.outages.recovered("database")
         if not won:
-            self.reload(runtime)
+            self._catch_up(runtime, old.generation)
             return False
         runtime.adopt(runtime.entry.with_status(new))
         if self.counters.needs_purge and new.state is not State.HALF_OPEN:
             self.outages.guard("shared counters", None, self.counters.purge_expired)
         return True
+
+    def _catch_up(self, runtime: CircuitRuntime, lost: int) -> None:
+        """After losing the compare-and-set at ``lost``: the winner published its entry as
+        it committed, which is when our UPDATE stopped waiting, so a later generation of this
+        circuit in the cache is taken (one round trip, no query); else :meth:`reload`."""
+        shared = CircuitEntry.from_json(self._cache_get(state_key(runtime.name)))
+        if shared is None or shared.circuit_id != runtime.circuit_id or shared.generation <= lost:
+            self.reload(runtime)
+            return
+        runtime.adopt(shared)
+        runtime.mark_fresh(self.clock() + self.ttl)
 
     def _write_transition(self, runtime: CircuitRuntime, move: UnsavedTransition) -> bool:
         """One ``UPDATE … WHERE generation = g`` and one event row; publish on commit.
