@@ -1,8 +1,8 @@
 """Persistence: circuits in the database, their entries in the shared cache.
 
 Loading (and creating on first use), the compare-and-set of every transition with its
-event row, publishing entries to the cache on commit (never over a later generation),
-and the operator and task moves built on them. Everything here takes and returns
+event row, publishing entries to the cache on commit (never over a later generation);
+the operator and task moves built on them are ``moves.py``'s. Everything here takes and returns
 :class:`~circuitbreaker_app.store.entry.CircuitEntry` values and talks to a runtime through
 its public methods only. Transitions made while the database was down are queued and
 written later (``unsaved.py``). :class:`CircuitStore` (``registry.py``) inherits these.
@@ -22,7 +22,6 @@ from django.db.models.functions import Now
 
 from circuitbreaker_app import conf
 from circuitbreaker_app.core import CircuitStatus, Snapshot, State
-from circuitbreaker_app.core.states import check_transition
 from circuitbreaker_app.store.backends.base import Counters
 from circuitbreaker_app.store.entry import CircuitEntry, to_datetime
 from circuitbreaker_app.store.keys import state_key
@@ -328,54 +327,6 @@ class CircuitPersistence(UnsavedWriter):
             return  # a reset of a CLOSED circuit, or a new end for a forced state: no signal
         state_changed.send(
             sender=Circuit, name=name, old_state=old.state, new_state=new.state, reason=reason
-        )
-
-    def move_to(
-        self,
-        name: str,
-        state: State,
-        reason: str,
-        actor: Any = None,
-        until: float | None = None,
-    ) -> bool:
-        """An operator's transition (force, disable, reset); False when already there.
-
-        ``until`` (shared time, :meth:`now`) ends an operator state by itself. Moving a
-        circuit to the state it is in with another ``until``, or resetting a CLOSED one
-        (which empties its window), is a change: a new generation and an event, but no
-        ``state_changed`` signal (the state did not change).
-        """
-        runtime = self.runtime(name)
-        for _attempt in range(5):
-            self.reload(runtime)
-            old = runtime.entry.status
-            check_transition(old.state, state, operator=True)
-            if old.state is state and state is not State.CLOSED and old.forced_until == until:
-                return False
-            new = old.moved_to(state, self.now(), runtime.config, until)
-            if self.persist_transition(runtime, new, reason, runtime.snapshot(), actor=actor):
-                return True
-        return False
-
-    def advance(self, name: str, expected: State, new: State, reason: str) -> bool:
-        """A transition the breaker makes by itself, done by a task (e.g. a probe).
-
-        Re-reads the circuit from the database first: when it is no longer in
-        ``expected`` (or, for OPEN → HALF_OPEN, its ``retry_at`` has not passed), this is
-        a no-op returning False, so early, late or duplicate deliveries change nothing.
-        """
-        check_transition(expected, new)
-        runtime = self.runtime(name)
-        self.reload(runtime)
-        old = runtime.entry.status
-        if old.state is not expected:
-            return False
-        if expected is State.OPEN and (old.retry_after(self.now()) or 0.0) > 0:
-            return False
-        if expected.is_operator_state and not old.forced_expired(self.now()):
-            return False  # only the end of a forced state moves it without an operator
-        return self.persist_transition(
-            runtime, old.moved_to(new, self.now(), runtime.config), reason, None
         )
 
     def definition_deleted(self, name: str) -> None:

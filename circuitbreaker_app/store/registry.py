@@ -1,7 +1,8 @@
 """This process's store: the registry of circuit runtimes and the counters calls they make
 (each guarded: an outage is logged once and the process carries on with its own counts).
 Their refresh from the shared cache is ``refresh.py``'s, the database side
-``persistence.py``'s. ``get_store()`` returns the process's one store.
+``persistence.py``'s, the operator and task moves ``moves.py``'s. ``get_store()``
+returns the process's one store.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from circuitbreaker_app.store.backends.base import Tally
 from circuitbreaker_app.store.dbguard import DatabaseGuard
 from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.keys import state_key, tally_key
+from circuitbreaker_app.store.moves import RequestedMoves
 from circuitbreaker_app.store.outages import Outages
 from circuitbreaker_app.store.overflow import CapReached, Overflow
 from circuitbreaker_app.store.refresh import StoreRefresh
@@ -32,7 +34,7 @@ from circuitbreaker_app.store.runtime import CircuitRuntime
 from circuitbreaker_app.store.windows import BucketAdd, CountAdd
 
 
-class CircuitStore(StoreRefresh, RememberedAnswers, CacheRepair):
+class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair):
     """This process's view of every circuit, and all reads and writes behind it."""
 
     def __init__(

@@ -21,6 +21,7 @@ from circuitbreaker_app.core import (
     evaluate,
 )
 from circuitbreaker_app.core.states import Closed, settle
+from circuitbreaker_app.store.io_forecast import IoForecast
 from circuitbreaker_app.store.keys import generation_prefix
 from circuitbreaker_app.store.tally import CallTally
 from circuitbreaker_app.store.trials import TrialPermits
@@ -40,9 +41,10 @@ FREE_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED, State.DISABLED})
 RECHECK_INTERVAL = 0.1
 
 
-class CircuitRuntime(CallTally, TrialPermits):
+class CircuitRuntime(CallTally, TrialPermits, IoForecast):
     """One circuit as this process sees it; the store's :class:`CircuitContext` (its calls
-    by outcome not yet shared are ``tally.py``'s, its trial permits ``trials.py``'s).
+    by outcome not yet shared are ``tally.py``'s, its trial permits ``trials.py``'s, the
+    async caller's "will this touch I/O?" ``io_forecast.py``'s).
 
     The snapshot (``status``, ``config``) is refreshed from the cache when older than
     ``STATE_TTL``. Successes are counted in memory and flushed with the next failure or
@@ -372,31 +374,6 @@ class CircuitRuntime(CallTally, TrialPermits):
         settle(self, permit, outcome, duration)
         if outcome is Outcome.SUCCESS and not self._pended:  # else it is in ``pending``
             self.successes += 1
-
-    def acquire_needs_io(self) -> bool:
-        """True when :meth:`acquire` may touch the cache or database (async callers)."""
-        if self.store.clock() >= self._stale_at:
-            return True
-        status = self._status
-        if self.store.clock() < self._recheck_at:
-            return False  # waiting for the next re-read: rejected without I/O
-        if status.state is State.HALF_OPEN or status.forced_expired(self.now()):
-            return True
-        return status.state is State.OPEN and (status.retry_after(self.now()) or 0) <= 0
-
-    def result_needs_io(self, permit: Permit, outcome: Outcome, duration: float) -> bool:
-        """True when :meth:`on_result` may touch the cache or database (async callers)."""
-        if self.store.clock() >= self._stale_at:
-            return True  # settle() reads ``status``, which refreshes a stale snapshot
-        if outcome is Outcome.IGNORED and permit.trial_slot is None:
-            return False
-        if permit.state is State.DISABLED:
-            return False
-        if outcome is Outcome.FAILURE or permit.trial_slot is not None:
-            return True
-        if self.config.is_slow(duration) or self.store.clock() >= self._flush_at:
-            return True
-        return self._success_can_open
 
     def refresh(self) -> None:
         """Re-read the shared state (and window buckets) from the cache."""
