@@ -166,3 +166,18 @@ def test_the_type_check_reader_sees_tuples_and_dotted_names():
     )
     found = list(type_checks_on(tree, {"RedisCounters", "LocMemCounters"}))
     assert found == [(1, "RedisCounters"), (2, "LocMemCounters")]
+
+
+#: No module of the package is longer than this (lines, as ``wc -l`` counts them).
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_of_the_package_is_over_400_lines():
+    """Small modules with one job (the developers' guide): split by concern before a module
+    grows past this. Migrations are generated and exempt."""
+    sizes = {name(path): len(path.read_text().splitlines()) for path in package_modules()}
+    assert len(sizes) > 50  # the reader sees the package
+    over = sorted((lines, module) for module, lines in sizes.items() if lines > MAX_MODULE_LINES)
+    assert not over, f"modules over {MAX_MODULE_LINES} lines: " + ", ".join(
+        f"{module} ({lines})" for lines, module in reversed(over)
+    )
