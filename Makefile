@@ -40,7 +40,7 @@ endef
 export CHECK_SERVICES
 
 .PHONY: venv demo-venv docs test test-default test-serverless test-services test-matrix dist \
-	demo lint fmt bench clean
+	demo lint typecheck fmt bench clean
 
 venv: $(DEV_STAMP)
 
@@ -58,12 +58,13 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install -e '.[dev,demo]'
 	touch $@
 
-# What CI runs: the whole suite on the main combination (.venv) on SQLite + LocMem, the
-# storage tests on the database cache, the whole suite on PostgreSQL + Redis; then the fast
-# suite on every other supported Python x Django (noxfile.py) and a virtualenv without
-# Celery; then the wheel and the sdist, checked by twine.
+# What CI runs: mypy (typecheck) and the docs site; the whole suite on the main combination
+# (.venv) on SQLite + LocMem, the storage tests on the database cache, the whole suite on
+# PostgreSQL + Redis; then the fast suite on every other supported Python x Django
+# (noxfile.py) and a virtualenv without Celery; then the wheel and the sdist, checked by twine.
 test: venv
 	@$(BIN)/python -c "import django, sys; print('main combination: Python', sys.version.split()[0], '+ Django', django.get_version())"
+	$(MAKE) --no-print-directory typecheck
 	$(MAKE) --no-print-directory docs
 	$(MAKE) --no-print-directory test-default
 	$(MAKE) --no-print-directory test-serverless
@@ -112,6 +113,11 @@ demo: demo-venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
+
+# mypy with django-stubs on the package ([tool.mypy] in pyproject.toml).
+typecheck: venv
+	$(BIN)/python -m mypy
 
 fmt: venv
 	$(BIN)/ruff check --fix .

@@ -227,11 +227,11 @@ class Breaker(AsyncCalls):
         if not (self._plain and self.fallback is None):
 
             @functools.wraps(fn)
-            def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            def delegating(*args: P.args, **kwargs: P.kwargs) -> R:
                 return guard(fn, args, kwargs)
 
-            guarded.breaker = self  # type: ignore[attr-defined]
-            return guarded
+            delegating.breaker = self  # type: ignore[attr-defined]
+            return delegating
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -18,15 +18,17 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from circuitbreaker_app.audit import FORCE_PERMISSION
 from circuitbreaker_app.core import State
 from circuitbreaker_app.store import UnknownCircuitError, get_store
 from circuitbreaker_app.text import shorten
+
+if TYPE_CHECKING:  # a gettext_lazy() string (django-stubs' name for it)
+    from django.utils.functional import _StrPromise as LazyText
 
 __all__ = [
     "MOVES",
@@ -62,9 +64,9 @@ class Move:
     #: Whether the move takes ``until`` (``--for`` on the command, a duration in the admin).
     takes_duration: bool
     #: The admin action's label.
-    label: Promise
+    label: LazyText
     #: What the command's help and the admin's confirmation page say the move does.
-    effect: Promise
+    effect: LazyText
     #: The permission it needs (admin actions, status API writes).
     permission: str = FORCE_PERMISSION
 

@@ -209,8 +209,8 @@ def _masked(result: ProbeResult, url: str) -> ProbeResult:
     else:
         # every query value, and a bare token (``?SuperSecretApiKey``) whole
         for item in parts.query.split("&"):
-            secrets.append(item.split("=", 1)[1] if "=" in item else item)
-            secrets.append(unquote(secrets[-1]))
+            value = item.split("=", 1)[1] if "=" in item else item
+            secrets += [value, unquote(value)]
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         detail = detail.replace(secret, "***")
     return ProbeResult(result.ok, detail)

@@ -233,6 +233,7 @@ def _open_deadline(name: str) -> tuple[float, int] | None:
 
     store = get_store()
     entry = store.shared_entry(name)
+    state: str  # a State from the entry, the column's value from the row
     if entry is not None:
         state, generation, retry_at = entry.status.state, entry.generation, entry.status.retry_at
     else:  # missing, malformed, or the cache is down: ask the database

@@ -17,6 +17,7 @@ and on real services:
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,7 @@ SQLITE_OPTIONS = {
     "timeout": 20,
 }
 
+DATABASES: dict[str, dict[str, Any]]
 if CB_DATABASE == "sqlite":
     _sqlite_path = Path(os.environ.get("CB_SQLITE_PATH", BASE_DIR / ".pytest-db.sqlite3"))
     DATABASES = {
@@ -69,6 +71,7 @@ elif CB_DATABASE in ("postgres", "postgresql"):
 else:
     raise ValueError(f"CB_DATABASE must be 'sqlite' or 'postgres', not {CB_DATABASE!r}")
 
+CACHES: dict[str, dict[str, Any]]
 if CB_CACHE == "locmem":
     CACHES = {
         "default": {

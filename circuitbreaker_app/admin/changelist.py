@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
@@ -32,7 +32,13 @@ class LiveChangeList(ChangeList):
         self.live = {status.circuit.pk: status for status in live_statuses(self.result_list)}
 
 
-class LiveColumns:
+if TYPE_CHECKING:  # what the mixin is mixed into (its super() and self are a ModelAdmin's)
+    _ModelAdmin = admin.ModelAdmin[Circuit]
+else:
+    _ModelAdmin = object
+
+
+class LiveColumns(_ModelAdmin):
     """The change list's columns, each from the live status :class:`LiveChangeList` read.
 
     A mixin for a ``ModelAdmin`` of :class:`~circuitbreaker_app.models.Circuit`.

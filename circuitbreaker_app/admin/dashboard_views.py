@@ -7,8 +7,9 @@ data comes from :mod:`circuitbreaker_app.dashboard`, and dashboard.js polls
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -24,8 +25,13 @@ from circuitbreaker_app.dashboard import DashboardFilter
 from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.store import get_store
 
+if TYPE_CHECKING:  # what the mixin is mixed into (its super() and self are a ModelAdmin's)
+    _ModelAdmin = admin.ModelAdmin[Circuit]
+else:
+    _ModelAdmin = object
 
-class DashboardViews:
+
+class DashboardViews(_ModelAdmin):
     """The admin's extra URLs: ``dashboard/``, ``dashboard/feed/`` and ``status/``.
 
     A mixin for a ``ModelAdmin`` of :class:`~circuitbreaker_app.models.Circuit`; every
@@ -67,7 +73,7 @@ class DashboardViews:
         circuits = self._dashboard_circuits(form)
         data = dashboard.first_page(circuits)
         samples.maybe_record_samples(stale_after=samples.STALE_AFTER)  # no worker sampled
-        query = form.data.urlencode() if form.is_bound and form.is_valid() else ""
+        query = request.GET.urlencode() if form.is_bound and form.is_valid() else ""
         dashboard_url = reverse(f"{info}_dashboard")
         counts = [
             (

@@ -71,7 +71,7 @@ class MoveForm(forms.Form):
             del self.fields["minutes"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or self.cleaned_data
         if data.get("duration") == "custom" and not data.get("minutes"):
             self.add_error("minutes", _("Enter the number of minutes."))
         return data

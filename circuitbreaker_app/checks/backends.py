@@ -14,7 +14,7 @@ def backend_checks(cache_alias: str, db_alias: str) -> list[Any]:
     from circuitbreaker_app.store import backend_name
 
     backend = settings.CACHES[cache_alias].get("BACKEND", "")
-    engine = settings.DATABASES[db_alias].get("ENGINE", "")
+    engine = str(settings.DATABASES[db_alias].get("ENGINE", ""))
     found: list[Any] = []
     if backend == "django.core.cache.backends.dummy.DummyCache":
         found.append(
@@ -71,7 +71,7 @@ CONNECT_TIMEOUT_OPTIONS = {
 
 def connect_timeout_checks(db_alias: str) -> list[Any]:
     """W040: the breaker's database alias has no connect timeout (PostgreSQL, MySQL)."""
-    database = settings.DATABASES[db_alias]
+    database: dict[str, Any] = settings.DATABASES[db_alias]
     engine = str(database.get("ENGINE", "")).rsplit(".", 1)[-1]
     option = CONNECT_TIMEOUT_OPTIONS.get(engine)
     if option is None or (database.get("OPTIONS") or {}).get(option):

@@ -163,7 +163,7 @@ class Circuit(models.Model):
         if before is None:
             super().save(*args, **kwargs)
         else:
-            editable = ("name", *DEFINITION_FIELDS)
+            editable: tuple[str, ...] = ("name", *DEFINITION_FIELDS)
             if kwargs.get("update_fields") is None:
                 kwargs["update_fields"] = [*editable, "updated_at"]
             else:

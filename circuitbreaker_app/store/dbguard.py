@@ -212,8 +212,8 @@ class DatabaseGuard:
         # Once the deadline has cut the connection, Django must not open a new one inside
         # this block (leaving a failed transaction.atomic() does, and a connection to a
         # hung server waits at least 2 s): while the block runs, reconnecting fails.
-        patched = "ensure_connection" in vars(connection)
-        previous = vars(connection).get("ensure_connection")
+        # (An attribute of the connection object shadows the method for this block only.)
+        previous: Callable[[], None] | None = vars(connection).get("ensure_connection")
         ensure = connection.ensure_connection
 
         def ensure_unless_expired() -> None:
@@ -221,7 +221,7 @@ class DatabaseGuard:
                 raise expired
             ensure()
 
-        connection.ensure_connection = ensure_unless_expired
+        connection.ensure_connection = ensure_unless_expired  # type: ignore[method-assign]
         try:
             yield
         except Exception as exc:
@@ -230,8 +230,8 @@ class DatabaseGuard:
             raise
         finally:
             timer.finish()
-            if patched:
-                connection.ensure_connection = previous
+            if previous is not None:
+                connection.ensure_connection = previous  # type: ignore[method-assign]
             else:
                 del connection.ensure_connection
 

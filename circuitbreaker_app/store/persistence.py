@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import Error as DjangoDatabaseError
 from django.db import connections, transaction
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from circuitbreaker_app import conf
 from circuitbreaker_app.core import CircuitStatus, Snapshot, State
@@ -276,7 +277,7 @@ class CircuitPersistence(UnsavedWriter):
             CircuitEvent.objects.using(self.db_alias).create(
                 circuit_id=runtime.circuit_id,
                 circuit_name=runtime.name,
-                created_at=to_datetime(new.changed_at),
+                created_at=to_datetime(new.changed_at) or timezone.now(),  # (always has one)
                 from_state=old.state.value,
                 to_state=new.state.value,
                 reason=shorten(move.reason, REASON_MAX),

@@ -136,7 +136,8 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
         when the counters are unreachable). Exact to within ``STATE_TTL``: each process
         adds its calls once per ``STATE_TTL`` while calls come."""
         keys = {tally_key(name): name for name in names}
-        found = self.outages.guard("shared counters", {}, self.counters.read_tallies, list(keys))
+        none: dict[str, Tally] = {}
+        found = self.outages.guard("shared counters", none, self.counters.read_tallies, list(keys))
         return {keys[key]: tally for key, tally in found.items()}
 
     def counter_claim(self, key: str, ttl: float, value: int = 1) -> bool:

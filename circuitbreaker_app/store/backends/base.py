@@ -119,6 +119,7 @@ class Counters:
         :meth:`add_tally` after it.
         The default applies the change with :meth:`incr` / :meth:`add_count`.
         """
+        value: int | list[int]
         if isinstance(change, CountAdd):
             value = self.add_count(change)
         else:

@@ -16,7 +16,7 @@ import pickle
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circuitbreaker_app.store.backends.base import Counters, Tally, Watch, whole_seconds
 from circuitbreaker_app.store.windows import (
@@ -26,6 +26,9 @@ from circuitbreaker_app.store.windows import (
     apply_count,
     parse_count,
 )
+
+if TYPE_CHECKING:
+    from circuitbreaker_app.store.entry import CircuitEntry
 
 _COUNT_LOCK = threading.Lock()
 #: Count windows whose pickle this process wrote last, kept to skip unpickling them.
@@ -106,7 +109,7 @@ class LocMemCounters(Counters):
         known: bool,
         watch: Watch | None,
         tally: tuple[str, Tally] | None = None,
-    ) -> tuple[Any, dict[str, Any] | None]:
+    ) -> tuple[Any, CircuitEntry | None]:
         """The contract's ``add``, one call shorter for a count window written directly
         (a failure's write)."""
         if self._data is None or tally is not None or type(change) is not CountAdd:

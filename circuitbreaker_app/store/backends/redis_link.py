@@ -41,11 +41,10 @@ def redis_url_for(cache_alias: str) -> str | None:
     if params.get("BACKEND") not in REDIS_CACHE_BACKENDS:
         return None
     location = params.get("LOCATION")
-    if isinstance(location, str):
-        location = location.split(",")
-    if not location:
+    locations = location.split(",") if isinstance(location, str) else location
+    if not locations:
         return None
-    first = str(location[0]).strip()
+    first = str(locations[0]).strip()
     return first if first.startswith(("redis://", "rediss://", "unix://")) else None
 
 

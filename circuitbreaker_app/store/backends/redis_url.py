@@ -242,7 +242,7 @@ def redis_client(url: str, timeout: float) -> Any:
         return redis.Redis.from_url(url, retry_on_timeout=False, health_check_interval=0, **options)
     if target.tls:
         options.update(ssl=True, **target.tls_options)
-    credentials = {"username": target.username, "password": target.password}
+    credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.kind == "cluster":
         from redis.cluster import ClusterNode, RedisCluster
 
