@@ -10,6 +10,7 @@ garbage into every shared key of a circuit.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import uuid
@@ -218,3 +219,68 @@ def test_the_beat_task_rewrites_a_malformed_entry_through_the_publish_path(proce
     assert resync_cache(process.store) == 1
     entry = CircuitEntry.from_json(process.store.cache.get(state_key("payments")))
     assert entry is not None and entry.circuit_id == Circuit.objects.get(name="payments").pk
+
+
+# -- a database row made invalid behind the model's back -----------------------------------
+
+
+def invalidate(name: str) -> None:
+    """An UPDATE that bypasses the model's validation (a data migration, psql): the row no
+    longer makes a valid definition."""
+    Circuit.objects.filter(name=name).update(window_size=0)
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_resync_skips_a_row_made_invalid_and_repairs_the_others(process, caplog):
+    from circuitbreaker_app.tasks import resync_cache
+
+    for name in ("payments", "search", "users"):
+        Circuit.objects.create(name=name, **CONFIG)
+        guard(name, "S")
+        write(process, state_key(name), "hello")
+    invalidate("search")
+    with caplog.at_level(logging.INFO, logger="circuitbreaker_app"):
+        assert resync_cache(process.store) == 2
+    for name in ("payments", "users"):
+        entry = CircuitEntry.from_json(process.store.cache.get(state_key(name)))
+        assert entry is not None and entry.circuit_id == Circuit.objects.get(name=name).pk
+    assert process.store.cache.get(state_key("search")) == "hello"  # nothing published
+    [error] = errors(caplog)
+    assert "'search'" in error and "window_size" in error
+
+
+@pytest.mark.parametrize("when", ["before first use", "after first use"])
+def test_a_row_made_invalid_never_fails_a_guarded_call(process, caplog, when):
+    Circuit.objects.create(name="payments", **CONFIG)
+    if when == "after first use":
+        guard("payments", "S")
+    invalidate("payments")
+    write(process, state_key("payments"), "hello")  # a miss: the next read goes to the row
+    with caplog.at_level(logging.INFO, logger="circuitbreaker_app"):
+        for _ in range(3):
+            guard("payments", "SSSS")
+            process.advance(1.0)  # each call after this refreshes, reading the row again
+        rows = process.store.refresh_rows(Circuit.objects.filter(name="payments"))
+    # The last valid definition this process knew decides, else the settings' (as with a
+    # database that cannot answer on first use); nothing is published from the row.
+    held = process.runtime("payments").entry.config
+    if when == "after first use":
+        assert held.window_size == CONFIG["window_size"]
+    else:
+        assert held == CircuitEntry.provisional("payments").config
+    assert rows["payments"] is process.runtime("payments")
+    assert process.store.cache.get(state_key("payments")) == "hello"
+    [error] = errors(caplog)  # once, however many reads
+    assert "'payments'" in error and "window_size" in error
+    # Repaired (here through the model): the next refresh takes it and publishes it.
+    circuit = Circuit.objects.get(name="payments")
+    circuit.window_size = 4
+    circuit.save()
+    process.advance(1.0)
+    guard("payments", "S")
+    entry = CircuitEntry.from_json(process.store.cache.get(state_key("payments")))
+    assert entry is not None and entry.circuit_id == circuit.pk
+    assert process.runtime("payments").circuit_id == circuit.pk

@@ -20,6 +20,17 @@ _TIMES = ("opened_at", "retry_at", "changed_at", "forced_until")
 _STATES = {state.value: state for state in State}
 
 
+class InvalidRow(Exception):
+    """A ``Circuit`` row that makes no valid entry: changed behind the model's back (say an
+    ``UPDATE`` that sets ``window_size`` to 0, or an unknown state), so nothing is published
+    from it. ``name`` is the circuit, ``problem`` what is wrong with the row."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"circuit {name!r}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
 def timestamp(value: datetime | None) -> float | None:
     """Seconds since the epoch of an aware ``value`` (None stays None)."""
     return value.timestamp() if value is not None else None
@@ -61,17 +72,24 @@ class CircuitEntry:
 
     @classmethod
     def from_row(cls, row: Any) -> CircuitEntry:
-        """The entry of a ``Circuit`` row (its durable state and decision settings)."""
-        status = CircuitStatus(
-            state=State(row.state),
-            generation=row.generation,
-            open_count=row.open_count,
-            opened_at=timestamp(row.opened_at),
-            retry_at=timestamp(row.retry_at),
-            changed_at=timestamp(row.changed_at),
-            forced_until=timestamp(row.forced_until),
-        )
-        return cls(row.pk, status, CircuitConfig.from_mapping(row.definition()))
+        """The entry of a ``Circuit`` row (its durable state and decision settings).
+
+        Raises :class:`InvalidRow` when the row makes no valid entry.
+        """
+        try:
+            status = CircuitStatus(
+                state=State(row.state),
+                generation=row.generation,
+                open_count=row.open_count,
+                opened_at=timestamp(row.opened_at),
+                retry_at=timestamp(row.retry_at),
+                changed_at=timestamp(row.changed_at),
+                forced_until=timestamp(row.forced_until),
+            )
+            config = CircuitConfig.from_mapping(row.definition())
+        except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
+            raise InvalidRow(row.name, str(exc)) from exc
+        return cls(row.pk, status, config)
 
     @classmethod
     def provisional(cls, name: str) -> CircuitEntry:

@@ -60,6 +60,18 @@ class Outages:
             self.down.add(topic)
             logger.warning(message, *args)
 
+    def error_once(self, topic: str, message: str, *args: Any) -> None:
+        """Log ``message`` as an error the first time ``topic`` comes up in this process,
+        or the first time again after :meth:`settled`."""
+        if topic not in self.down:
+            self.down.add(topic)
+            logger.error(message, *args)
+
+    def settled(self, topic: str) -> None:
+        """``topic`` (of :meth:`error_once`) is over: log it again if it comes back."""
+        if self.down:
+            self.down.discard(topic)
+
     def guard(self, what: str, default: T, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``, or ``default`` when it raises (logged once per outage of ``what``)."""
         try:

@@ -24,7 +24,7 @@ from django.utils import timezone
 from circuitbreaker_app import conf
 from circuitbreaker_app.core import CircuitStatus, Snapshot, State
 from circuitbreaker_app.store.backends.base import Counters
-from circuitbreaker_app.store.entry import CircuitEntry, to_datetime
+from circuitbreaker_app.store.entry import CircuitEntry, InvalidRow, to_datetime
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
 from circuitbreaker_app.store.overflow import CapReached
@@ -79,7 +79,7 @@ class CircuitPersistence(UnsavedWriter):
         generation, on Redis) instead of only where nothing is.
         """
         row = self.db.run(self._read_row, name, create)
-        entry = CircuitEntry.from_row(row)
+        entry = self.entry_of(row)
         if heal:
             self._publish_entry(state_key(name), entry)
             return entry
@@ -91,6 +91,32 @@ class CircuitPersistence(UnsavedWriter):
                     self._publish_entry(state_key(name), entry)
         except Exception as exc:
             self.outages.failed("cache", exc)
+        return entry
+
+    def entry_of(self, row: Any) -> CircuitEntry:
+        """The entry of a ``Circuit`` row; :class:`InvalidRow` when the row makes none (its
+        definition was changed behind the model's back).
+
+        An invalid row is logged as an error once per circuit, until a read finds it valid
+        again. Callers publish nothing from it and carry on: a runtime keeps the last valid
+        entry it knew (on first use, the settings' definition, as when the database cannot
+        answer), the beat task's resync skips it (DESIGN §4: never an error in a guarded
+        call).
+        """
+        topic = f"invalid row {row.name}"
+        try:
+            entry = CircuitEntry.from_row(row)
+        except InvalidRow as exc:
+            self.outages.error_once(
+                topic,
+                "circuitbreaker: circuit %r: its database row is not a valid definition (%s); "
+                "nothing is published from it, and processes keep the last valid definition "
+                "they know (or the settings') until the row is fixed",
+                exc.name,
+                exc.problem,
+            )
+            raise
+        self.outages.settled(topic)
         return entry
 
     def _read_row(self, name: str, create: bool) -> Any:
@@ -166,6 +192,8 @@ class CircuitPersistence(UnsavedWriter):
             self.outages.failed("database", exc)
             self._drop_broken_connection()
             return
+        except InvalidRow:
+            return  # logged: keep the last valid state
         if not publishes:
             current = CircuitEntry.from_json(self._cache_get(state_key(runtime.name)))
             if current is None or current.generation < entry.generation:
@@ -344,7 +372,7 @@ class CircuitPersistence(UnsavedWriter):
         def publish() -> None:
             try:
                 entry = self.load_entry(circuit.name, create=False)
-            except (DjangoDatabaseError, UnknownCircuitError):
+            except (DjangoDatabaseError, UnknownCircuitError, InvalidRow):
                 return
             self._publish_entry(key, entry)
             runtime = self._runtimes.get(circuit.name)

@@ -14,7 +14,7 @@ from django.db import Error as DjangoDatabaseError
 
 from circuitbreaker_app.core import State
 from circuitbreaker_app.store.backends.base import tallies_in, tally_keys
-from circuitbreaker_app.store.entry import PROVISIONAL_ID, CircuitEntry
+from circuitbreaker_app.store.entry import PROVISIONAL_ID, CircuitEntry, InvalidRow
 from circuitbreaker_app.store.keys import state_key, tally_key
 from circuitbreaker_app.store.overflow import CapReached
 from circuitbreaker_app.store.persistence import CircuitPersistence
@@ -88,6 +88,8 @@ class StoreRefresh(CircuitPersistence):
                 return
             except CapReached:
                 return  # deleted meanwhile, and no room to re-create it: keep what we know
+            except InvalidRow:
+                return  # the row was made invalid (logged once): keep what we know
             if outdated:
                 # An earlier generation than one this process saw written: a publish was
                 # lost (Redis was down, or a Sentinel failover promoted a replica that had
@@ -123,16 +125,24 @@ class StoreRefresh(CircuitPersistence):
         now = self.now()
         runtimes: dict[str, CircuitRuntime] = {}
         for row in rows:
-            entry = CircuitEntry.from_row(row)
+            try:
+                entry: CircuitEntry | None = self.entry_of(row)
+            except InvalidRow:  # logged once: shown as this process knows it
+                entry = None
             runtime = self._runtimes.get(row.name)
             if runtime is None:
                 with self._lock:
                     runtime = self._runtimes.get(row.name)
                     if runtime is None:
-                        runtime = CircuitRuntime(self, row.name, entry)  # type: ignore[arg-type]
+                        first = entry or CircuitEntry.provisional(row.name)
+                        runtime = CircuitRuntime(self, row.name, first)  # type: ignore[arg-type]
                         self._runtimes[row.name] = runtime
             # A runtime holding transitions not yet saved (database was down) keeps its own.
-            if not runtime.unsaved and runtime.entry.generation <= row.generation:
+            if (
+                entry is not None
+                and not runtime.unsaved
+                and runtime.entry.generation <= row.generation
+            ):
                 runtime.adopt(entry)
             runtimes[row.name] = runtime
         window_keys = {name: rt.window.read_keys(now) for name, rt in runtimes.items()}

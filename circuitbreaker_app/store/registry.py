@@ -23,7 +23,7 @@ from circuitbreaker_app.store import backends
 from circuitbreaker_app.store.answers import RememberedAnswers
 from circuitbreaker_app.store.backends.base import Tally
 from circuitbreaker_app.store.dbguard import DatabaseGuard
-from circuitbreaker_app.store.entry import CircuitEntry
+from circuitbreaker_app.store.entry import CircuitEntry, InvalidRow
 from circuitbreaker_app.store.keys import state_key, tally_key
 from circuitbreaker_app.store.moves import RequestedMoves
 from circuitbreaker_app.store.outages import Outages
@@ -195,6 +195,10 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
                 # calls with its settings in this process until one of them answers.
                 self.outages.failed("database", exc)
                 self._drop_broken_connection()
+                return CircuitRuntime(self, name, CircuitEntry.provisional(name))
+            except InvalidRow:
+                # The row was made invalid behind the model's back (logged once): the
+                # settings' definition decides in this process until the row is fixed.
                 return CircuitRuntime(self, name, CircuitEntry.provisional(name))
         return CircuitRuntime(self, name, entry)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from circuitbreaker_app.store.entry import CircuitEntry
+from circuitbreaker_app.store.entry import CircuitEntry, InvalidRow
 from circuitbreaker_app.store.keys import state_key
 from circuitbreaker_app.store.outages import Outages
 
@@ -27,6 +27,9 @@ class CacheRepair:
     def _publish_entry(self, key: str, entry: CircuitEntry) -> None:
         raise NotImplementedError("CircuitStore provides _publish_entry()")
 
+    def entry_of(self, row: Any) -> CircuitEntry:
+        raise NotImplementedError("CircuitStore provides entry_of()")
+
     def shared_entry(self, name: str) -> CircuitEntry | None:
         """The circuit's entry in the shared cache, or None (missing, malformed, or the
         cache is unreachable: logged once per outage)."""
@@ -37,7 +40,8 @@ class CacheRepair:
         """Rewrite shared entries that are malformed or older than the database; return
         how many. Repairs a cache that missed transitions (unreachable when they were
         published, or back with old data); missing entries are left for processes to load.
-        Never writes over a later generation (on Redis)."""
+        Never writes over a later generation (on Redis). A row made invalid behind the
+        model's back is skipped (logged once as an error, nothing published from it)."""
         from circuitbreaker_app.models import Circuit
 
         circuits = Circuit.objects.using(self.db_alias)
@@ -55,7 +59,13 @@ class CacheRepair:
                 entry = CircuitEntry.from_json(raw)
                 if raw is not None and (entry is None or entry.generation != generations[name]):
                     stale.append(name)
+        repaired = 0
         for row in circuits.filter(name__in=stale):
-            self._publish_entry(state_key(row.name), CircuitEntry.from_row(row))
+            try:
+                entry = self.entry_of(row)
+            except InvalidRow:
+                continue  # logged by entry_of; the other circuits are still repaired
+            self._publish_entry(state_key(row.name), entry)
             logger.info("circuit %r: cache entry re-synced from the database", row.name)
-        return len(stale)
+            repaired += 1
+        return repaired
