@@ -105,7 +105,7 @@ class AsyncCalls(CallRules):
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             return await self._afailed(runtime, permit, exc, 0.0, fn, args, kwargs)
-        if self._plain and runtime.count_token == token:
+        if self._plain and runtime.batches(token):
             runtime.pending += 1  # flushed with the next refresh or failure, off the loop
             return result
         await self._aresult(runtime, permit, result, 0.0, fn, args, kwargs, token)
@@ -150,7 +150,7 @@ class AsyncCalls(CallRules):
         except BaseException:
             await self._asettle(runtime, permit, Outcome.IGNORED, duration)
             raise
-        if outcome is Outcome.SUCCESS and token is not None and runtime.count_token == token:
+        if outcome is Outcome.SUCCESS and token is not None and runtime.batches(token):
             runtime.pending += 1
         else:
             await self._asettle(runtime, permit, outcome, duration)

@@ -105,11 +105,16 @@ class Breaker(AsyncCalls):
                 return self._failed(  # type: ignore[no-any-return]
                     runtime, Permit(runtime.status.state, token), exc, UNTIMED, fn, args, kwargs
                 )
-            if self._plain and runtime.count_token == token:
+            # Dated when it ends (runtime.batches(), inlined): a count window's batch
+            # takes it whenever; a time window's only if it ends before admit_until.
+            batches = runtime.batch_token == token or (
+                runtime.count_token == token and runtime.clock() < runtime.admit_until
+            )
+            if self._plain and batches:
                 runtime.pending += 1  # flushed with the next refresh or failure
                 return result
             due = self._due
-            if due is not None and not kwargs and runtime.count_token == token:
+            if due is not None and not kwargs and batches:
                 # last_good: most successes come within its refresh period; they cost a
                 # dict lookup here, not a call.
                 runtime.pending += 1
@@ -257,7 +262,9 @@ class Breaker(AsyncCalls):
                                 args,
                                 kwargs,
                             )
-                        if runtime.count_token == token:
+                        if runtime.batch_token == token or (  # runtime.batches(token)
+                            runtime.count_token == token and runtime.clock() < runtime.admit_until
+                        ):
                             runtime.pending += 1  # flushed with the next refresh or failure
                         else:
                             self._closed_result(runtime, token, fn, args, kwargs, result, now)

@@ -182,7 +182,7 @@ class CallRules:
     ) -> None:
         """Settle the result of a call admitted on the hot path that needs a look:
         ``is_failure``, or a fallback that sees successes."""
-        if self.is_failure is None and runtime.count_token == token:
+        if self.is_failure is None and runtime.batches(token):
             runtime.pending += 1  # as on the hot path: only a fallback wants to see it
             self._memory.succeeded(self.name, fn, args, kwargs, result, now)  # type: ignore[union-attr]
             return
@@ -191,7 +191,7 @@ class CallRules:
         except BaseException:
             self._settle(runtime, Permit(runtime.status.state, token), Outcome.IGNORED, UNTIMED)
             raise
-        if outcome is Outcome.SUCCESS and runtime.count_token == token:
+        if outcome is Outcome.SUCCESS and runtime.batches(token):
             runtime.pending += 1
         else:
             self._settle(runtime, Permit(runtime.status.state, token), outcome, UNTIMED)

@@ -13,12 +13,14 @@ import json
 from io import StringIO
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
+from circuitbreaker_app.fallbacks import last_good
 from circuitbreaker_app.models import Circuit, CircuitEvent
-from tests.helpers import FakeStore
+from tests.helpers import FakeStore, window_snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -131,3 +133,85 @@ def test_the_status_endpoint_reports_the_decision_window(client):
     data = client.get("/circuits/status/").json()
     (row,) = [c for c in data["circuits"] if c["name"] == "payments"]
     assert (row["calls"], row["failures"]) == (4, 0)
+
+
+# -- a batched success is dated when its call ends --------------------------------------
+
+#: Two calls with one failure open it: 50 % of at least 2 calls.
+TIME_2S_HALF = {**TIME_2S, "failure_rate_threshold": 50}
+
+
+def _takes(process: FakeStore, seconds: float):
+    """A sync and an async function that succeed after ``seconds`` (the clock moves)."""
+
+    def sync() -> str:
+        process.advance(seconds)
+        return "ok"
+
+    async def coroutine() -> str:
+        process.advance(seconds)
+        return "ok"
+
+    return sync, coroutine
+
+
+def _with_block(handle, fn) -> None:
+    with handle:
+        fn()
+
+
+async def _async_with_block(handle, fn) -> None:
+    async with handle:
+        await fn()
+
+
+#: Each way of guarding a call: (handle options, how one call through a handle is made);
+#: a fallback given as ``last_good`` is made afresh for each test.
+WAYS = {
+    "call": ({}, lambda handle, fn, afn: handle.call(fn)),
+    "decorated": ({}, lambda handle, fn, afn: handle(fn)()),
+    "with": ({}, lambda handle, fn, afn: _with_block(handle, fn)),
+    "is_failure": ({"is_failure": lambda result: False}, lambda h, fn, afn: h.call(fn)),
+    "fallback": ({"fallback": lambda exc: None}, lambda handle, fn, afn: handle(fn)()),
+    "last_good": ({"fallback": last_good}, lambda handle, fn, afn: handle.call(fn)),
+    "acall": ({}, lambda handle, fn, afn: async_to_sync(handle.acall)(afn)),
+    "async decorated": ({}, lambda handle, fn, afn: async_to_sync(handle(afn))()),
+    "async with": ({}, lambda handle, fn, afn: async_to_sync(_async_with_block)(handle, afn)),
+    "acall, is_failure": (
+        {"is_failure": lambda result: False},
+        lambda handle, fn, afn: async_to_sync(handle.acall)(afn),
+    ),
+}
+
+
+@pytest.mark.parametrize("timed", [False, True], ids=["plain", "slow calls timed"])
+@pytest.mark.parametrize("way", sorted(WAYS))
+@pytest.mark.parametrize(
+    ("starts", "takes", "pause"),
+    [(0.75, 0.5, 1.25), (0.0, 2.5, 0.0)],
+    ids=["crosses a second", "outlasts the window"],
+)
+def test_a_batched_success_counts_in_the_second_it_ended(way, timed, starts, takes, pause):
+    # DESIGN §3, "Batching never changes a decision": a success is counted when its call
+    # ends, as a failure is. A success that starts at .75 and ends at 1.25 is in the
+    # window until 3.0; one that runs from 0 to 2.5 is in it at 2.5. Dated at the start
+    # of the call, both would have left a 2 s window by 2.5, and the failure then would
+    # be 1 call of 1 (fewer than the minimum of 2), not 1 failure in 2 calls (50 %).
+    options, guard = WAYS[way]
+    config = {**TIME_2S_HALF, "slow_call_duration": 10.0 if timed else None}
+    Circuit.objects.create(name="payments", **config)
+    process = FakeStore().install()
+    process.clock.set(1_000_000.0 + starts)
+    if options.get("fallback") is last_good:
+        options = {"fallback": last_good()}
+    handle = breaker("payments", **options)
+    quick, aquick = _takes(process, 0.0)
+    guard(handle, quick, aquick)  # the handle knows its runtime: the call after is warm
+    sync, coroutine = _takes(process, takes)
+    guard(handle, sync, coroutine)
+    process.advance(pause)
+    assert window_snapshot("payments").calls == 1  # the long success, ended at 1.25 / 2.5
+    run(breaker("payments"), "F")
+    assert breaker("payments").state is State.OPEN
+    event = CircuitEvent.objects.get(to_state="open")
+    assert (event.calls, event.failure_rate) == (2, 50.0)

@@ -122,7 +122,9 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
           CLOSED, FORCED_CLOSED or DISABLED);
         * ``count_token``: the generation when such a call's plain success only needs
           ``pending += 1`` (no slow-call timing, successes cannot open the circuit, not
-          DISABLED), else -1;
+          DISABLED), else -1; in a time window only if the call ends before ``admit_until``
+          (a success counts in the slot it ended in: :meth:`batches`);
+        * ``batch_token``: ``count_token`` where batches have no slot (count windows), else -1;
         * ``reject_until``: until then a call is rejected outright (a fresh snapshot in
           FORCED_OPEN, OPEN before ``retry_at``, or a half-open period whose trials are
           taken until the next re-read), with ``reject_state``, and ``retry_clock``: when
@@ -144,6 +146,7 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
         self.admit_until = fresh if self._free else -math.inf
         counts = not self._disabled and not self._success_can_open and self._slow_after is None
         self.count_token = self._generation if self._free and counts else -1
+        self.batch_token = -1 if self._dated else self.count_token
         self.reject_state = status.state
         self.reject_until, self.retry_clock = -math.inf, None
         if status.state is State.FORCED_OPEN:
@@ -181,6 +184,7 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
             self.window: SharedWindow = window_for(
                 generation_prefix(self.name, status.generation, circuit_id=self.circuit_id), config
             )
+            self._dated = self.window.slot_left(0.0, 0.0) != math.inf
             self.successes += self.pending  # out of the window, but they were calls
             self.pending = 0
         self.config = config
@@ -298,6 +302,14 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
         return snapshot
 
     # -- the fast path (no allocation, no I/O) ------------------------------------------
+    def batches(self, token: int) -> bool:
+        """True when a plain success admitted with ``token`` may join the batch as it ends
+        (in a time window: before ``admit_until``, in the batch's slot); else it is settled
+        with a permit, whose status read refreshes first. ``Breaker`` inlines this."""
+        return self.batch_token == token or (
+            self.count_token == token and self.clock() < self.admit_until
+        )
+
     def fast_admit(self) -> int:
         """The generation when a call may pass without I/O or a permit, else -1.
 
@@ -311,8 +323,9 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
     def fast_success(self, generation: int, duration: float) -> bool:
         """Count a success admitted by :meth:`fast_admit`; False means "use on_result()".
 
-        Declines when the circuit moved on, the call was slow, or more successes could
-        open the circuit (so :meth:`record` must evaluate the window exactly).
+        Declines when the circuit moved on, the call was slow, more successes could
+        open the circuit (so :meth:`record` must evaluate the window exactly), or it ended
+        after the plan in a time window (:meth:`batches`).
         """
         if generation != self._generation or self._success_can_open:
             return False
@@ -322,6 +335,8 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
         if self._disabled:
             self.successes += 1
             return True
+        if self._dated and self.clock() >= self.admit_until:
+            return False  # ended after the batch's slot (or a stale snapshot): settle it
         self.pending += 1
         if self.clock() >= self._flush_at:
             snapshot = self._push(Snapshot())
