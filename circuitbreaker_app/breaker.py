@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from circuitbreaker_app.async_calls import AsyncCalls
-from circuitbreaker_app.call_rules import UNTIMED, ExceptionRule
+from circuitbreaker_app.call_rules import RERAISE, UNTIMED, ExceptionRule
 from circuitbreaker_app.core import CircuitOpenError, Permit, State
 from circuitbreaker_app.core.config import check_name
 from circuitbreaker_app.observers import OBSERVERS, notify
@@ -102,9 +102,10 @@ class Breaker(AsyncCalls):
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                return self._failed(  # type: ignore[no-any-return]
-                    runtime, Permit(runtime.status.state, token), exc, UNTIMED, fn, args, kwargs
-                )
+                answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
+                if answer is RERAISE:
+                    raise
+                return answer  # type: ignore[no-any-return]
             # Dated when it ends (runtime.batches(), inlined): a count window's batch
             # takes it whenever; a time window's only if it ends before admit_until.
             batches = runtime.batch_token == token or (
@@ -158,9 +159,10 @@ class Breaker(AsyncCalls):
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            return self._failed(  # type: ignore[no-any-return]
-                runtime, Permit(runtime.status.state, generation), exc, started, fn, args, kwargs
-            )
+            answer = self._failed(runtime, generation, exc, started, fn, args, kwargs)
+            if answer is RERAISE:
+                raise
+            return answer  # type: ignore[no-any-return]
         if self.is_failure is None or not self.is_failure(result):
             duration = perf_counter() - started if started != UNTIMED else 0.0
             if runtime.fast_success(generation, duration):
@@ -190,7 +192,10 @@ class Breaker(AsyncCalls):
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            return self._failed(runtime, permit, exc, started, fn, args, kwargs)  # type: ignore[no-any-return]
+            answer = self._failed(runtime, permit, exc, started, fn, args, kwargs)
+            if answer is RERAISE:
+                raise
+            return answer  # type: ignore[no-any-return]
         return self._finish(runtime, permit, result, started, fn, args, kwargs)  # type: ignore[no-any-return]
 
     def __enter__(self) -> Breaker:
@@ -253,15 +258,10 @@ class Breaker(AsyncCalls):
                         try:
                             result = fn(*args, **kwargs)
                         except BaseException as exc:
-                            return self._failed(  # type: ignore[no-any-return]
-                                runtime,
-                                Permit(runtime.status.state, token),
-                                exc,
-                                UNTIMED,
-                                fn,
-                                args,
-                                kwargs,
-                            )
+                            answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
+                            if answer is RERAISE:
+                                raise
+                            return answer  # type: ignore[no-any-return]
                         if runtime.batch_token == token or (  # runtime.batches(token)
                             runtime.count_token == token and runtime.clock() < runtime.admit_until
                         ):

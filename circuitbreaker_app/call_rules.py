@@ -19,6 +19,10 @@ from circuitbreaker_app.store import CircuitRuntime
 
 #: ``started`` of a call whose duration nobody needs (no slow-call threshold, no observer).
 UNTIMED = -1.0
+#: What :meth:`CallRules._failed` returns when the caller is to re-raise the call's own
+#: error with a bare ``raise``: its traceback stays as the call left it (no entry of the
+#: frames that recorded it), and raising it again costs no new traceback entries.
+RERAISE: Any = object()
 
 ExceptionRule = type[BaseException] | tuple[type[BaseException], ...] | Callable[[Any], object]
 
@@ -74,6 +78,9 @@ class CallRules:
         self._ignore_types, self._ignore_test = exception_rule("ignore", ignore)
         self.record = self._record_test or self._record_types
         self.ignore = self._ignore_test or self._ignore_types
+        #: ``record`` and ``ignore`` are exception types (no predicate): a failure is
+        #: classified by two ``isinstance`` calls in :meth:`_failed`'s own frame.
+        self._typed = self._record_test is None and self._ignore_test is None
         self.is_failure = is_failure
         self.fallback = fallback
         #: A fallback that sees successes (last_good), else None.
@@ -201,20 +208,44 @@ class CallRules:
     def _failed(
         self,
         runtime: CircuitRuntime,
-        permit: Permit,
+        permit: Permit | int,
         exc: BaseException,
         started: float,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        """Record an exception's outcome; answer with the fallback or re-raise it."""
+        """Record an exception's outcome; the fallback's answer, or :data:`RERAISE`: the
+        caller re-raises ``exc`` itself (``raise`` in its ``except`` block).
+
+        ``permit`` is the call's permit, or the generation (``count_token``) of a call
+        admitted on the hot path without one: its commonest failure (recorded, CLOSED)
+        is classified here and settled by one runtime call (:meth:`CircuitRuntime.failed`).
+        A ``record``/``ignore`` predicate that raises is raised from here (see
+        :meth:`_outcome_of`)."""
+        if (
+            type(permit) is int
+            and self._typed
+            and isinstance(exc, self._record_types)
+            and isinstance(exc, Exception)
+            and not isinstance(exc, self._ignore_types)
+        ):
+            duration = perf_counter() - started if started != UNTIMED else 0.0
+            runtime.failed(permit, duration)
+            if OBSERVERS:
+                notify(self.name, "failure", duration)
+            if self.fallback is not None:
+                return self._fall_back(exc, fn, args, kwargs)
+            return RERAISE
+        held = Permit(runtime.status.state, permit) if isinstance(permit, int) else permit
         outcome, error = self._outcome_of(exc)
-        self._settle(runtime, permit, outcome, started)
+        self._settle(runtime, held, outcome, started)
         if outcome is Outcome.FAILURE and self.fallback is not None:
             return self._fall_back(exc, fn, args, kwargs)
+        if error is None:
+            return RERAISE
         try:
-            raise exc if error is None else error
+            raise error
         finally:
             del exc, error  # else error → traceback → this frame → error: a GC cycle
 

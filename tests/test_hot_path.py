@@ -108,3 +108,31 @@ def test_a_failure_costs_at_most_one_cache_operation(fake, django_assert_num_que
                 guarded.call(boom)
         assert fake.cache.total == operations
     assert guarded.state is State.CLOSED  # 3 failures in 8 calls: 37.5 % < 50 %
+
+
+@pytest.mark.parametrize("guarded_call", ["decorated", "call", "timed"])
+def test_a_recorded_failure_reaches_the_caller_as_raised(fake, guarded_call):
+    # The caller gets the call's own error with its own traceback: the breaker's frames
+    # each once, none of the frames that recorded the failure, nothing chained.
+    name = "payments"
+    if guarded_call == "timed":  # slow calls configured: admitted by fast_admit, timed
+        name = "timed"
+        Circuit.objects.create(name=name, window_size=10, minimum_calls=5, slow_call_duration=5)
+    error = ConnectionError("upstream down")
+
+    def fails() -> None:
+        raise error
+
+    handle = breaker(name)
+    call = handle(fails) if guarded_call == "decorated" else (lambda: handle.call(fails))
+    for _ in range(3):
+        with pytest.raises(ConnectionError) as raised:
+            call()
+        assert raised.value is error
+        assert error.__cause__ is None and error.__context__ is None
+        names = [entry.name for entry in raised.traceback]
+        assert names[-1] == "fails"
+        assert len(names) == len(set(names)), names
+        assert not {"_failed", "failed", "on_result", "_settle"} & set(names), names
+        error.__traceback__ = None
+    assert fake.store.runtime(name).snapshot().failures == 3

@@ -105,16 +105,17 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
         ``tally`` (calls by outcome not yet shared) goes to the circuit's fleet-wide call
         totals with it; when the counters are unreachable it is handed back to ``runtime``.
         """
-        watch = (state_key(runtime.name), runtime.entry.generation, runtime.circuit_id)
         totals = (tally_key(runtime.name), tally) if tally else None
-        result = self.outages.guard(
-            "shared counters", None, self.counters.add, change, known, watch, totals
-        )
-        if result is None:
+        # outages.guard(), inlined: a failure's one write is the commonest call here.
+        try:
+            value, entry = self.counters.add(change, known, runtime.watch, totals)
+        except Exception as exc:  # any backend error: the breaker must not fail the call
+            self.outages.failed("shared counters", exc)
             if tally:
                 runtime.keep_tally(tally)
             return None
-        value, entry = result
+        if self.outages.down:
+            self.outages.recovered("shared counters")
         if entry is not None:
             self.adopt_later(runtime, entry)
         return value

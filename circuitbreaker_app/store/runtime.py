@@ -18,11 +18,11 @@ from circuitbreaker_app.core import (
     Snapshot,
     State,
     behaviour_for,
-    evaluate,
 )
 from circuitbreaker_app.core.states import Closed, settle
 from circuitbreaker_app.store.io_forecast import IoForecast
-from circuitbreaker_app.store.keys import generation_prefix
+from circuitbreaker_app.store.keys import generation_prefix, state_key
+from circuitbreaker_app.store.recording import WindowWrites
 from circuitbreaker_app.store.tally import CallTally
 from circuitbreaker_app.store.trials import TrialPermits
 from circuitbreaker_app.store.unsaved import UnsavedTransitions
@@ -41,7 +41,7 @@ FREE_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED, State.DISABLED})
 RECHECK_INTERVAL = 0.1
 
 
-class CircuitRuntime(CallTally, TrialPermits, IoForecast):
+class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
     """One circuit as this process sees it; the store's :class:`CircuitContext` (its calls
     by outcome not yet shared are ``tally.py``'s, its trial permits ``trials.py``'s, the
     async caller's "will this touch I/O?" ``io_forecast.py``'s).
@@ -65,6 +65,7 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
     def __init__(self, store: CircuitStore, name: str, entry: CircuitEntry) -> None:
         self.store = store
         self.name = name
+        self.state_key = state_key(name)
         #: How metrics name this circuit (one shared label for isolated breakers).
         self.label = name
         #: Successes (fast, not slow) not yet flushed; ``Breaker.call`` adds to it. Without
@@ -190,6 +191,8 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
         self.config = config
         self._slow_after = config.slow_call_duration
         self._status = status
+        #: What a write of this snapshot's window watches (see ``Counters.add``).
+        self.watch = (self.state_key, status.generation, entry.circuit_id)
         self._recheck_at = -math.inf  # whatever we waited for, this is the news
         # Plain attributes for the fast path (enum hashing and lookups cost more).
         self._generation = status.generation
@@ -224,15 +227,7 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
 
     def _watch(self, estimate: Snapshot) -> None:
         """Note whether more successes could open the circuit (rates at the threshold)."""
-        config = self.config
-        calls = max(estimate.calls, 1)
-        self._success_can_open = bool(
-            estimate.failures and estimate.failures * 100 >= config.failure_rate_threshold * calls
-        ) or bool(
-            config.slow_call_duration is not None
-            and estimate.slow
-            and estimate.slow * 100 >= config.slow_call_rate_threshold * calls
-        )
+        self._success_can_open = self._can_open(estimate)
         self._plan_fast_paths()
 
     # -- CircuitContext ------------------------------------------------------------------
@@ -244,62 +239,6 @@ class CircuitRuntime(CallTally, TrialPermits, IoForecast):
 
     def now(self) -> float:
         return self.store.now()
-
-    def record(self, failed: bool, slow: bool) -> Snapshot:
-        if failed or slow:
-            return self._push(Snapshot(1, int(failed), int(slow)))
-        self.pending += 1
-        self._pended = True
-        if self.clock() >= self._flush_at:
-            return self._push(Snapshot())
-        estimate = self.window.estimate_with(self.pending, self._pending_at, self.now())
-        if evaluate(estimate, self.config).opens:
-            # Our own successes could tip the window (S F F F S): check the real totals.
-            return self._push(Snapshot())
-        return estimate
-
-    def _push(self, outcome: Snapshot) -> Snapshot:
-        """Add pending successes, then ``outcome``, to the shared window: one round trip."""
-        pending, self.pending = self.pending, 0
-        self.successes += pending
-        now = self.now()
-        at, self._pending_at = self._pending_at, now
-        self._flush_at = self.clock() + self.store.ttl
-        if pending and self.window.slot_left(at, now) <= 0:
-            # Batched in a slot that has closed: written there (if still in the window),
-            # not with ``outcome``, so they leave the window when they would have.
-            if self.window.holds(at, now):
-                generation = self._generation
-                self._write(self.window.change(Snapshot(), pending, at), now)
-                if self._generation != generation:
-                    return self.window.estimate(now)  # the circuit moved on meanwhile
-            pending = 0
-        if not (pending or outcome.calls):
-            return self.window.estimate(now)
-        # The calls by outcome ride along when the backend adds them in the same round trip
-        # (Redis); elsewhere with the periodic flush only, so a failure stays one write.
-        tally = None
-        if getattr(self.store.counters, "tally_in_add", False) or not outcome.calls:
-            tally = self.take_tally()
-        return self._write(self.window.change(outcome, pending, now), now, tally)
-
-    def _write(self, change: Any, now: float, tally: dict[str, int] | None = None) -> Snapshot:
-        """Send one change to the shared window; return the window's totals after it."""
-        generation = self._generation
-        value = self.store.add_outcome(self, change, change.key in self._written, tally)
-        if self._generation != generation:
-            # The same round trip told us another process moved the circuit on: these
-            # counts belong to a period that is over, and must not trip the new one.
-            return self.window.estimate(now)
-        if value is not None:
-            if len(self._written) > 64:
-                self._written.clear()
-            self._written.add(change.key)
-            snapshot = self.window.added(change, value, now)
-        else:  # shared store unreachable: decide on what this process knows
-            snapshot = self.window.add_locally(change, now)
-        self._watch(snapshot)
-        return snapshot
 
     # -- the fast path (no allocation, no I/O) ------------------------------------------
     def batches(self, token: int) -> bool:
