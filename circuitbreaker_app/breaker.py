@@ -18,6 +18,7 @@ from circuitbreaker_app.async_calls import AsyncCalls
 from circuitbreaker_app.call_rules import RERAISE, UNTIMED, ExceptionRule
 from circuitbreaker_app.core import CircuitOpenError, Permit, State
 from circuitbreaker_app.core.config import check_name
+from circuitbreaker_app.fallbacks import CallFallback, DueTable
 from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime, get_store
 from circuitbreaker_app.store import registry as store_module
@@ -119,8 +120,8 @@ class Breaker(AsyncCalls):
                 # last_good: most successes come within its refresh period; they cost a
                 # dict lookup here, not a call.
                 runtime.pending += 1
-                try:  # a subscript is cheaper than .get(); a miss is once per key
-                    if now < due[fn, args]:
+                try:  # subscripts are cheaper than .get(); a miss is once per key
+                    if now < due[fn][args]:
                         return result
                 except (KeyError, TypeError):  # new key, or unhashable: the fallback decides
                     pass
@@ -233,6 +234,8 @@ class Breaker(AsyncCalls):
             async_guarded.breaker = self  # type: ignore[attr-defined]
             return async_guarded  # type: ignore[return-value]
 
+        if self._due is not None:
+            return self._remembering(fn)
         guard = self._guard
         if not (self._plain and self.fallback is None):
 
@@ -277,6 +280,56 @@ class Breaker(AsyncCalls):
 
         guarded.breaker = self  # type: ignore[attr-defined]
         return guarded
+
+    def _remembering(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """The decorator of a handle whose fallback sees successes through a table of
+        refresh times (last_good): a closed success is done in the wrapper's own frame, a
+        count and one lookup in that table; anything else is _guard's."""
+        guard = self._guard
+        due: DueTable = self._due  # type: ignore[assignment]
+        memory: CallFallback = self._memory  # type: ignore[assignment]
+
+        @functools.wraps(fn)
+        def remembering(*args: P.args, **kwargs: P.kwargs) -> R:
+            runtime = self._cached
+            if (
+                runtime is not None
+                and store_module._store is self._store
+                and not OBSERVERS
+                and not kwargs
+            ):
+                now = runtime.clock()
+                if now < runtime.admit_until:
+                    token = runtime.count_token
+                    if token >= 0:
+                        try:
+                            result = fn(*args)  # type: ignore[call-arg]  # no kwargs
+                        except BaseException as exc:
+                            answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
+                            if answer is RERAISE:
+                                raise
+                            return answer  # type: ignore[no-any-return]
+                        if not (
+                            runtime.batch_token == token  # runtime.batches(token), inlined
+                            or (
+                                runtime.count_token == token
+                                and runtime.clock() < runtime.admit_until
+                            )
+                        ):
+                            self._closed_result(runtime, token, fn, args, kwargs, result, now)
+                            return result
+                        runtime.pending += 1  # flushed with the next refresh or failure
+                        try:  # as in _guard: most successes come within the refresh period
+                            if now < due[fn][args]:
+                                return result
+                        except (KeyError, TypeError):  # new key, or unhashable
+                            pass
+                        memory.succeeded(self.name, fn, args, kwargs, result, now)
+                        return result
+            return guard(fn, args, kwargs)
+
+        remembering.breaker = self  # type: ignore[attr-defined]
+        return remembering
 
 
 def breaker(name: str, **options: Any) -> Breaker:

@@ -38,6 +38,9 @@ logger = logging.getLogger("circuitbreaker_app")
 #: starts over: a flood of distinct arguments never grows memory without bound.
 MAX_KEYS = 10_000
 
+#: Refresh times a breaker reads on its hot path: function -> arguments -> store clock time.
+DueTable = dict[Callable[..., Any], dict[Hashable, float]]
+
 
 class CallFallback:
     """A fallback that answers from the call itself and sees the call's successes.
@@ -65,10 +68,10 @@ class CallFallback:
         """The process's store was replaced (settings changed, a fork, a test's own store):
         forget whatever was timed on the previous one's clock. A no-op by default."""
 
-    def due_for(self, name: str) -> dict[Hashable, float] | None:
+    def due_for(self, name: str) -> DueTable | None:
         """A table the breaker of circuit ``name`` may read on its hot path: a success of
-        ``fn(*args)`` at ``now < table[(fn, args)]`` needs no call to :meth:`succeeded`.
-        None (the default): every success is reported."""
+        ``fn(*args)`` (no keyword arguments) at ``now < table[fn][args]`` needs no call to
+        :meth:`succeeded`. None (the default): every success is reported."""
         return None
 
     def succeeded(
@@ -117,10 +120,15 @@ class LastGood(CallFallback):
             raise TypeError(f"last_good() option 'stale' must be callable, not {stale!r}")
         self.key = key
         self.stale = stale
-        #: Per circuit: per-process key of a call -> store clock time before which its
-        #: successes are not stored again (``(fn, args)`` by default, which the breaker's
-        #: hot path reads itself, see :meth:`due_for`).
-        self._due: dict[str, dict[Hashable, float]] = {}
+        #: Per circuit: the store clock time before which a call's successes are not
+        #: stored again. Calls without keyword arguments and without ``key`` are found by
+        #: function, then arguments (``fn -> args -> time``: two lookups that cost less than
+        #: one by a ``(fn, args)`` tuple), which the breaker's hot path reads itself (see
+        #: :meth:`due_for`); every other call by its key in ``_due_keys``.
+        self._due: dict[str, DueTable] = {}
+        self._due_keys: dict[str, dict[Hashable, float]] = {}
+        #: Per circuit: how many calls the two tables track (at most ``MAX_KEYS``).
+        self._tracked: dict[str, int] = {}
         #: (circuit, shared key) -> (answer, or None for none, store clock time it was read).
         self._seen: dict[tuple[str, str], tuple[Recalled | None, float]] = {}
         self._warned = False
@@ -146,13 +154,16 @@ class LastGood(CallFallback):
     def store_changed(self) -> None:
         """Forget refresh times and answers read: they belong to the previous store (its
         clock, its cache). The tables are emptied in place: breakers hold them."""
-        for table in self._due.values():
-            table.clear()
+        for name in list(self._due):
+            self._forget_due(name)
+        self._due_keys.clear()
+        self._tracked.clear()
         self._seen.clear()
 
-    def due_for(self, name: str) -> dict[Hashable, float] | None:
-        """Circuit ``name``'s table of refresh times (see :meth:`CallFallback.due_for`);
-        None with a ``key`` function, whose keys only it can compute."""
+    def due_for(self, name: str) -> DueTable | None:
+        """Circuit ``name``'s table of refresh times by function and arguments (see
+        :meth:`CallFallback.due_for`); None with a ``key`` function, whose keys only it
+        can compute."""
         if self.key is not None:
             return None
         return self._due.setdefault(name, {})
@@ -160,22 +171,43 @@ class LastGood(CallFallback):
     def _due_now(self, name: str, fn: Any, args: Any, kwargs: Any, now: float) -> bool:
         """True when a success of this call should be stored now (and no other until
         ``refresh`` seconds have passed)."""
-        due = self._due.setdefault(name, {})
-        if self.key is None:
-            memo: Hashable = (fn, args, *kwargs.items()) if kwargs else (fn, args)
-        else:
-            memo = self.key(*args, **kwargs)
+        memo: Hashable = args
         try:
-            if now < due.get(memo, -1e308):
-                return False
-        except TypeError:  # unhashable arguments: their text is the key
+            if self.key is None and not kwargs:
+                by_fn = self._due.setdefault(name, {})
+                table = by_fn.get(fn)
+                if table is None:
+                    hash(args)  # unhashable arguments get no table of their own
+                    table = by_fn[fn] = {}
+            else:
+                table = self._due_keys.setdefault(name, {})
+                if self.key is None:
+                    memo = (fn, args, *kwargs.items())
+                else:
+                    memo = self.key(*args, **kwargs)
+            at = table.get(memo)
+        except TypeError:  # an unhashable function or arguments: the call's text is its key
+            table = self._due_keys.setdefault(name, {})
             memo = self.shared_key(fn, args, kwargs)
-            if now < due.get(memo, -1e308):
-                return False
-        if len(due) >= MAX_KEYS:
-            due.clear()  # in place: the breaker holds this table
-        due[memo] = now + self.refresh
+            at = table.get(memo)
+        if at is not None and now < at:
+            return False
+        if at is None:
+            tracked = self._tracked.get(name, 0)
+            if tracked >= MAX_KEYS:  # start over: never grow without bound
+                self._forget_due(name)
+                tracked = 0
+                if table is not self._due_keys.get(name):  # the function's table was dropped
+                    table = self._due[name][fn] = {}
+            self._tracked[name] = tracked + 1
+        table[memo] = now + self.refresh
         return True
+
+    def _forget_due(self, name: str) -> None:
+        """Forget circuit ``name``'s refresh times (in place: its breakers hold the table)."""
+        self._due.get(name, {}).clear()
+        self._due_keys.get(name, {}).clear()
+        self._tracked.pop(name, None)
 
     # -- successes -------------------------------------------------------------------------
     def succeeded(

@@ -174,6 +174,7 @@ WAYS = {
     "is_failure": ({"is_failure": lambda result: False}, lambda h, fn, afn: h.call(fn)),
     "fallback": ({"fallback": lambda exc: None}, lambda handle, fn, afn: handle(fn)()),
     "last_good": ({"fallback": last_good}, lambda handle, fn, afn: handle.call(fn)),
+    "last_good decorated": ({"fallback": last_good}, lambda handle, fn, afn: handle(fn)()),
     "acall": ({}, lambda handle, fn, afn: async_to_sync(handle.acall)(afn)),
     "async decorated": ({}, lambda handle, fn, afn: async_to_sync(handle(afn))()),
     "async with": ({}, lambda handle, fn, afn: async_to_sync(_async_with_block)(handle, afn)),

@@ -137,6 +137,17 @@ def test_ignored_errors_and_errors_outside_record_are_not_answered(fake):
     with pytest.raises(ValueError):
         stock.call(lambda: int("x"))
 
+    @stock
+    def parse(text: str) -> int:
+        return {"1": 1}[text] if text.isdigit() else int(text)
+
+    assert parse("1") == 1
+    for _ in range(2):  # the first call loads the circuit, the second is the wrapper's own
+        with pytest.raises(KeyError):
+            parse("2")
+        with pytest.raises(ValueError):
+            parse("x")
+
 
 def test_keys_decide_which_calls_are_the_same(fake):
     partner = Upstream()
@@ -306,3 +317,79 @@ def test_a_new_store_starts_afresh(fake):
     partner.down = True
     reader = breaker("stock", fallback=LastGood())(partner.stock)  # reads the cache
     assert reader("A1") == {"sku": "A1", "level": 7}
+
+
+def test_a_decorated_closed_success_is_done_in_the_wrapper(fake):
+    """A function decorated with a last_good handle does its closed successes in its own
+    frame (a count, a lookup of the refresh time), like a plain handle's: ``_guard`` sees
+    only the first call (the circuit loaded) and what the wrapper cannot do."""
+    partner = Upstream()
+    written = count_answer_writes(fake)
+    handle = breaker("stock", fallback=last_good(ttl=300, refresh=10))
+    guarded: list[tuple[object, ...]] = []
+    guard = handle._guard
+    handle._guard = lambda fn, args, kwargs: guarded.append(args) or guard(fn, args, kwargs)
+    stock = handle(partner.stock)
+    assert stock.breaker is handle
+    stock("A1")
+    runtime = get_store().runtime("stock")
+    for _ in range(50):
+        assert stock("A1") == {"sku": "A1", "level": 7}
+    stock("B2")
+    assert guarded == [("A1",)]  # the first call only
+    assert (partner.calls, runtime.pending) == (52, 52)  # every success counted
+    assert len(written) == 2  # A1 and B2, each once
+    fake.advance(10)
+    partner.level = 9
+    stock("A1")  # the refresh flushes the counts; the renewed answer is stored
+    assert len(written) == 3
+    assert runtime.window.window[0] == 52
+    partner.down = True
+    assert stock("A1")["level"] == 9  # a failure in the wrapper, answered
+    assert guarded == [("A1",), ("A1",)]  # the refresh (stale snapshot) went to _guard
+
+
+def test_a_decorated_call_with_keyword_arguments_goes_through_guard(fake):
+    written = count_answer_writes(fake)
+    handle = breaker("stock", fallback=last_good(refresh=10))
+    guarded: list[dict[str, object]] = []
+    guard = handle._guard
+    handle._guard = lambda fn, args, kwargs: guarded.append(kwargs) or guard(fn, args, kwargs)
+
+    @handle
+    def level(sku: str, warehouse: str = "main") -> int:
+        return 3
+
+    for _ in range(20):
+        assert level("A1", warehouse="north") == 3
+    assert len(guarded) == 20
+    assert len(written) == 1  # stored once per refresh, as through the wrapper
+    for _ in range(20):
+        level("A1")
+    assert len(guarded) == 20  # positional calls: the wrapper's
+    assert len(written) == 2
+
+
+def test_refresh_times_are_tracked_for_at_most_max_keys_calls(fake, monkeypatch):
+    monkeypatch.setattr("circuitbreaker_app.fallbacks.MAX_KEYS", 3)
+    written = count_answer_writes(fake)
+    fallback = last_good(refresh=10)
+    guarded = breaker("stock", fallback=fallback)
+
+    def level(sku: object, warehouse: str = "main") -> int:
+        return 3
+
+    for sku in ("A", "B", "C"):
+        guarded.call(level, sku)
+    guarded.call(level, "A")
+    assert len(written) == 3  # within refresh: not stored again
+    guarded.call(level, ["D"])  # a fourth key (unhashable: by its text): start over
+    assert fallback._tracked == {"stock": 1}
+    assert fallback._due["stock"] == {} and len(fallback._due_keys["stock"]) == 1
+    guarded.call(level, "A")  # forgotten: stored again
+    guarded.call(level, "E", warehouse="north")
+    assert len(written) == 6
+    assert fallback._tracked == {"stock": 3}
+    guarded.call(level, "F")  # a fourth again: a new table for the function
+    assert fallback._due["stock"] == {level: {("F",): pytest.approx(fake.clock() + 10)}}
+    assert len(written) == 7
