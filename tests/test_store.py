@@ -185,6 +185,45 @@ def test_a_loser_ahead_of_the_winners_entry_rereads_the_row_once(pair, signals):
     assert signals == [("payments", State.CLOSED, State.OPEN)]
 
 
+def test_a_first_load_reads_the_shared_window_once(pair):
+    """A process's first load of a circuit reports the calls the fleet has counted (what
+    `circuits show`, the status endpoint and the admin show), not an empty window until its
+    first refresh: one read of the window at load time, and the hot path stays I/O-free."""
+    a, b = pair
+    ra = a.runtime("payments")
+    succeed(ra)
+    fail(ra, 2)  # S F F in the shared window (the first failure carries the success)
+    b.cache.reset()
+    trips = b.store.redis.round_trips if b.store.redis is not None else None
+    with CaptureQueriesContext(connection) as captured:
+        rb = b.runtime("payments")
+    assert rb.snapshot() == Snapshot(3, 2)
+    # the state entry A published (a get), then the window: a get_many where the counters
+    # live in the cache, else one query of the counters table
+    in_cache = b.store.counters.in_cache
+    assert dict(b.cache.calls) == ({"get": 1, "get_many": 1} if in_cache else {"get": 1})
+    assert loser_queries(captured, b.store.cache) == ([] if in_cache else ["SELECT"])
+    if trips is not None:
+        assert b.store.redis.round_trips - trips == 2
+    b.cache.reset()
+    with CaptureQueriesContext(connection) as captured:
+        succeed(rb)  # S F F S: 50 %, under the threshold
+    assert rb.snapshot() == Snapshot(4, 2)
+    assert b.cache.total == 0 and loser_queries(captured, b.store.cache) == []
+    fail(rb)  # S F F S F: the last four hold 3 failures
+    assert rb.status.state is State.CLOSED
+
+
+def test_an_operator_move_in_a_process_new_to_the_circuit_records_the_fleets_window(pair):
+    a, b = pair
+    ra = a.runtime("payments")
+    succeed(ra)
+    fail(ra, 2)
+    assert b.store.move_to("payments", State.FORCED_OPEN, "maintenance")  # e.g. the command
+    event = CircuitEvent.objects.get()
+    assert (event.calls, event.failure_rate) == (3, pytest.approx(200 / 3))
+
+
 def test_successes_are_batched_and_flushed_once_per_ttl(pair):
     a, _ = pair
     ra = a.runtime("payments")

@@ -50,6 +50,20 @@ class StoreRefresh(CircuitPersistence):
         runtime.unsaved.drop()  # the fleet moved on: our offline moves would lose
         runtime.mark_fresh(self.clock() + self.ttl)
 
+    def read_window(self, runtime: CircuitRuntime) -> None:
+        """Read the shared window of a runtime just loaded (one round trip, at load time, not
+        on the hot path), so a process's first load reports and decides on what the fleet
+        has written rather than an empty window until its first refresh. Only in the states
+        whose window decides or is shown (the others' is empty); with the counters
+        unreachable the window stays empty (logged once per outage)."""
+        if runtime.entry.status.state not in RECORDING_STATES:
+            return
+        now = self.now()
+        keys = runtime.window.read_keys(now)
+        runtime.absorb(
+            self.outages.guard("shared counters", None, self.counters.get_many, keys), now
+        )
+
     def refresh(self, runtime: CircuitRuntime) -> None:
         """Flush this process's pending successes (one write), then re-read the circuit's
         state entry and window (one ``get_many``).

@@ -182,11 +182,12 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
         return runtime
 
     def _load_runtime(self, name: str) -> CircuitRuntime:
+        cache_up = True
         try:
             raw = self.cache.get(state_key(name))
         except Exception as exc:
             self.outages.failed("cache", exc)
-            raw = None
+            raw, cache_up = None, False
         entry = CircuitEntry.from_json(raw)
         if entry is None:
             try:
@@ -201,7 +202,10 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
                 # The row was made invalid behind the model's back (logged once): the
                 # settings' definition decides in this process until the row is fixed.
                 return CircuitRuntime(self, name, CircuitEntry.provisional(name))
-        return CircuitRuntime(self, name, entry)
+        runtime = CircuitRuntime(self, name, entry)
+        if cache_up:  # (a cache that just failed is not waited for twice)
+            self.read_window(runtime)  # what the fleet has counted, not an empty window
+        return runtime
 
     def loaded(self, name: str) -> CircuitRuntime | None:
         """The runtime of ``name`` if this process already has it (never any I/O)."""
