@@ -100,8 +100,8 @@ class Breaker(AsyncCalls):
             token = runtime.count_token
             if token < 0 or OBSERVERS:
                 return self._call_admitted(runtime, fn, args, kwargs)
-            try:
-                result = fn(*args, **kwargs)
+            try:  # without keywords, no copy of the empty dict (BUILD_MAP + DICT_MERGE)
+                result = fn(*args, **kwargs) if kwargs else fn(*args)
             except BaseException as exc:
                 answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
                 if answer is RERAISE:
@@ -258,8 +258,8 @@ class Breaker(AsyncCalls):
                 if now < runtime.admit_until:
                     token = runtime.count_token
                     if token >= 0:
-                        try:
-                            result = fn(*args, **kwargs)
+                        try:  # without keywords, no copy of the empty dict
+                            result = fn(*args, **kwargs) if kwargs else fn(*args)
                         except BaseException as exc:
                             answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
                             if answer is RERAISE:
