@@ -3,7 +3,8 @@
     python -m benchmarks                    # the full run (what `make bench` does)
     python -m benchmarks --smoke --out DIR  # tiny counts, for CI: checks it all still runs
 
-Options: ``--parts overhead,fleet,load,memory,httpx`` (default all), ``--load-tool
+Options: ``--parts overhead,instructions,fleet,load,memory,httpx`` (default all;
+``instructions`` needs valgrind and is skipped by ``--smoke``), ``--load-tool
 auto|wrk|python``, ``--redis-url URL`` (default ``$CB_BENCH_REDIS_URL`` or
 ``redis://127.0.0.1:6379/8``), ``--no-redis``, ``--workdir DIR`` (SQLite file and
 scratch; default a fresh temporary folder, removed afterwards), ``--json FILE`` (raw
@@ -23,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import ROOT
 
-PARTS = ("overhead", "fleet", "load", "memory", "httpx")
+PARTS = ("overhead", "instructions", "fleet", "load", "memory", "httpx")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -114,6 +115,12 @@ def run_part(part: str, args: argparse.Namespace, env: Any) -> dict[str, Any]:
             else overhead.OverheadOptions()
         )
         return overhead.run(options, redis_url, env.run_id)
+    if part == "instructions":
+        from benchmarks import instructions
+
+        if args.smoke:
+            return {"results": [], "skipped": "not in a smoke run (about a minute of valgrind)"}
+        return instructions.run(redis_url)
     if part == "fleet":
         from benchmarks import fleet
 

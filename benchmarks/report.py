@@ -362,6 +362,12 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
         "Redis round trips/call",
         "Redis commands/call",
     ]
+    counted = {
+        (row["library"], row["outcome"]): row["instructions_above_bare"]
+        for row in (data.get("instructions") or {}).get("results") or []
+    }
+    if counted:
+        header.insert(7, "instructions/call above bare")
     rows = []
     for outcome in OUTCOMES:
         for row in results:
@@ -382,7 +388,11 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
                     _per_call(row["commands_per_call"]),
                 ]
             )
+            if counted:
+                above = counted.get((row["library"], row["outcome"]))
+                rows[-1].insert(7, "–" if above is None else f"{above:,}")
     lines += _table(header, rows)
+    lines += instructions_note(data.get("instructions"))
     lines += metrics_comparison(results)
     lines += (
         ["", f"![Per-call time per library]({OVERHEAD_PNG})", ""]
@@ -414,6 +424,24 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
         lines.append(f"- {note}")
     lines += profiles_section(part.get("profiles") or [])
     return lines
+
+
+def instructions_note(part: dict[str, Any] | None) -> list[str]:
+    """How the instruction counts of the overhead table were taken (or why they are not)."""
+    if not part:
+        return []
+    if part.get("skipped"):
+        return ["", f"Instructions per call: not counted ({part['skipped']}).", ""]
+    short, long = part["calls"]
+    return [
+        "",
+        "**instructions/call above bare**: x86 instructions per call counted by callgrind "
+        "(`python -m benchmarks.instructions`), above the matching bare loop: the same "
+        f"scenarios in one process under valgrind, {long:,} calls minus {short:,} per "
+        "scenario, with `STATE_TTL` an hour (the hot path alone, without the periodic "
+        "refresh). Unlike the times they do not move with the machine's load.",
+        "",
+    ]
 
 
 def profiles_section(profiles: list[dict[str, Any]]) -> list[str]:
