@@ -194,6 +194,44 @@ def test_the_lua_script_and_apply_count_agree(redis_path, size, writes, max_runs
     client.delete(key)
 
 
+@st.composite
+def stored_windows(draw):
+    """Any well-formed count window, neighbouring runs of one kind included."""
+    runs = []
+    for _ in range(draw(st.integers(0, 10))):
+        n = draw(st.integers(1, 5))
+        f = draw(st.sampled_from([0, n]) | st.integers(0, n))
+        s = draw(st.sampled_from([0, n]) | st.integers(0, n))
+        runs += [n, f, s]
+    return [draw(st.integers(0, 60)), *runs]
+
+
+@examples(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    window=stored_windows(),
+    successes=st.sampled_from([0, 0, 0, 1, 4]),
+    outcome=st.integers(0, 3),
+    seen=st.integers(0, 70),
+    size=st.integers(1, 40),
+    max_runs=st.sampled_from([2, 3, MAX_RUNS]),
+)
+def test_the_lua_script_applies_one_write_to_any_stored_window_as_apply_count_does(
+    redis_path, window, successes, outcome, seen, size, max_runs
+):
+    """count.lua's short way for a lone failure (the newest run grows, or one follows it)
+    and its general steps give apply_count's window, whatever well-formed window is there."""
+    client = redis.Redis.from_url(REDIS_URL)
+    script = client.register_script(COUNT_LUA)
+    key = "circuitbreaker-test/lua-port"
+    client.set(key, json.dumps(window))
+    args = [successes, outcome, seen, size, 60_000, max_runs, -1, -1]
+    got = json.loads(script(keys=[key], args=args)[0])
+    assert got == apply_count(window, successes, outcome, seen, size, max_runs)
+    client.delete(key)
+
+
 def test_a_failure_learns_of_another_process_trip_from_its_own_round_trip(
     circuit, django_assert_num_queries
 ):

@@ -20,10 +20,20 @@ end
 if KEYS[2] then
   local raw = redis.pcall('GET', KEYS[2])
   if type(raw) == 'string' then
-    local ok, entry = pcall(cjson.decode, raw)
-    if not ok or type(entry) ~= 'table' or entry['generation'] ~= tonumber(ARGV[3])
-        or entry['id'] ~= tonumber(ARGV[4]) then
-      return {value, raw}
+    -- An entry of ours starts {"id":…,"state":"…","generation":…, (compact JSON, written by
+    -- CircuitEntry.to_json): its id and generation are read there, without decoding the
+    -- whole entry; anything written otherwise is decoded, as before.
+    local id, generation = string.match(raw, '^{"id":(%d+),"state":"[%a_]+","generation":(%d+),')
+    if id then
+      if tonumber(generation) ~= tonumber(ARGV[3]) or tonumber(id) ~= tonumber(ARGV[4]) then
+        return {value, raw}
+      end
+    else
+      local ok, entry = pcall(cjson.decode, raw)
+      if not ok or type(entry) ~= 'table' or entry['generation'] ~= tonumber(ARGV[3])
+          or entry['id'] ~= tonumber(ARGV[4]) then
+        return {value, raw}
+      end
     end
   end
 end
