@@ -30,6 +30,7 @@ from circuitbreaker_app.store import (
     redis_url_for,
     state_key,
 )
+from circuitbreaker_app.store.backends import redis_link
 from circuitbreaker_app.store.backends.redis import COUNT_LUA
 from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.windows import MAX_RUNS, apply_count
@@ -230,6 +231,42 @@ def test_the_lua_script_applies_one_write_to_any_stored_window_as_apply_count_do
     got = json.loads(script(keys=[key], args=args)[0])
     assert got == apply_count(window, successes, outcome, seen, size, max_runs)
     client.delete(key)
+
+
+def _window(store, runtime, redis_path):
+    prefix = generation_prefix("payments", 0, circuit_id=runtime.circuit_id)
+    return json.loads(redis_path.get(store.store.redis.make_key(f"{prefix}/count")))
+
+
+def test_a_server_that_forgot_the_scripts_gets_them_again_in_the_same_round_trip(
+    circuit, redis_path, caplog
+):
+    a = FakeStore()
+    ra = a.runtime("payments")
+    fail(ra)
+    redis_path.script_flush()  # what a restarted server knows: no script
+    link = a.store.redis
+    before = link.round_trips
+    fail(ra)
+    assert link.round_trips == before + 1  # EVALSHA, NOSCRIPT, EVAL: one round trip
+    assert _window(a, ra, redis_path) == [2, 2, 2, 0]
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_not_an_outage(
+    circuit, redis_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(redis_link, "IDLE_CHECK", 0.0)  # "idle long enough" at every call
+    a = FakeStore()
+    ra = a.runtime("payments")
+    fail(ra)
+    db = a.store.redis.client.connection_pool.connection_kwargs.get("db", 0)
+    for client in redis_path.client_list():
+        if client["db"] == str(db) and client["cmd"] in ("evalsha", "eval"):
+            redis_path.client_kill_filter(_id=client["id"])  # e.g. the server's ``timeout``
+    fail(ra)
+    assert _window(a, ra, redis_path) == [2, 2, 2, 0]
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
 
 
 def test_a_failure_learns_of_another_process_trip_from_its_own_round_trip(

@@ -24,6 +24,7 @@ from circuitbreaker_app.store.backends.base import (
     encode,
 )
 from circuitbreaker_app.store.backends.redis_link import (
+    LuaScript,
     RedisLink,
     redis_url_for,
 )
@@ -46,6 +47,9 @@ RELEASE_LUA = _script("release")
 CLAIM_LUA = _script("claim")
 #: Publish a state entry unless a later generation of the same circuit is there.
 PUBLISH_LUA = _script("publish")
+#: The scripts a failure's write calls, with their SHA1s (:meth:`RedisLink.evalsha`).
+RECORD = LuaScript(RECORD_LUA)
+COUNT = LuaScript(COUNT_LUA)
 
 
 def _entry_in(result: list[Any]) -> CircuitEntry | None:
@@ -130,17 +134,26 @@ class RedisCounters(Counters):
         #: Called with the name of the cache call each operation replaces ("incr", "add",
         #: "delete", "get_many"), before it is sent: lets tests count round trips.
         self.on_call: Callable[[str], None] | None = None
-        #: Redis keys of the store keys a failure writes (window and state entry): made
-        #: once, not twice per failure through Django's key function.
-        self._made: dict[str, str] = {}
+        #: The Redis keys of a write (window or bucket, state entry, call totals), by
+        #: store keys and total fields: made once, not per failure through Django's key
+        #: function.
+        self._made: dict[tuple[Any, ...], list[str]] = {}
 
-    def _redis_key(self, key: str) -> str:
-        made = self._made.get(key)
-        if made is None:
+    def _keys(self, key: str, watch: str | None, tally: tuple[str, Tally] | None) -> list[str]:
+        """The Redis keys of a write to ``key``, watching ``watch``, adding ``tally``."""
+        made_key = (key, watch, tally[0], *tally[1]) if tally and watch else (key, watch)
+        keys = self._made.get(made_key)
+        if keys is None:
+            make_key = self.link.make_key
+            keys = [make_key(key)]
+            if watch:
+                keys.append(make_key(watch))
+                if tally is not None:
+                    keys += [make_key(f"{tally[0]}/{field}") for field in tally[1]]
             if len(self._made) >= 256:
                 self._made.clear()
-            made = self._made[key] = self.link.make_key(key)
-        return made
+            self._made[made_key] = keys
+        return keys
 
     def _note(self, operation: str) -> None:
         if self.on_call is not None:
@@ -148,15 +161,6 @@ class RedisCounters(Counters):
 
     def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
         return self.record(key, delta, ttl, None, -1, -1)[0]
-
-    def _tally_args(
-        self, keys: list[str], watch: str | None, tally: tuple[str, Tally] | None
-    ) -> list[Any]:
-        """Append the call totals' keys (one per outcome) to ``keys``; return their counts."""
-        if tally is None or watch is None:
-            return []
-        keys += [self.link.make_key(f"{tally[0]}/{field}") for field in tally[1]]
-        return list(tally[1].values())
 
     def record(
         self,
@@ -172,16 +176,10 @@ class RedisCounters(Counters):
         entry under ``watch`` when its generation or circuit id is not ``generation`` /
         ``circuit_id`` (None when it is not a well-formed entry)."""
         self._note("incr")
-        link = self.link
-        keys = [self._redis_key(key)]
-        if watch:
-            keys.append(self._redis_key(watch))
-        extra = self._tally_args(keys, watch, tally) if tally is not None else ()
-        result = link.run(
-            link.script(RECORD_LUA),
-            keys=keys,
-            args=[delta, max(1, int(ttl * 1000)), generation, circuit_id, *extra],
-        )
+        args = [delta, max(1, int(ttl * 1000)), generation, circuit_id]
+        if tally is not None and watch:
+            args += tally[1].values()
+        result = self.link.evalsha(RECORD, self._keys(key, watch, tally), args)
         entry = _entry_in(result) if watch else None
         return int(result[0]), entry
 
@@ -198,11 +196,6 @@ class RedisCounters(Counters):
     ) -> tuple[list[int], CircuitEntry | None]:
         """Apply ``change`` to its count window (one script call, like :meth:`record`)."""
         self._note("incr")
-        link = self.link
-        keys = [self._redis_key(change.key)]
-        if watch:
-            keys.append(self._redis_key(watch))
-        extra = self._tally_args(keys, watch, tally) if tally is not None else ()
         args = [
             change.successes,
             change.outcome,
@@ -212,9 +205,10 @@ class RedisCounters(Counters):
             MAX_RUNS,
             generation,
             circuit_id,
-            *extra,
         ]
-        result = link.run(link.script(COUNT_LUA), keys=keys, args=args)
+        if tally is not None and watch:
+            args += tally[1].values()
+        result = self.link.evalsha(COUNT, self._keys(change.key, watch, tally), args)
         entry = _entry_in(result) if watch else None
         return parse_count(decode(result[0])), entry
 

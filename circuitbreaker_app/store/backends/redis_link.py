@@ -3,9 +3,10 @@ for a moment after a failure, that also reads Redis's clock (see ``redis.py``)."
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from circuitbreaker_app import conf
@@ -20,6 +21,33 @@ REDIS_CACHE_BACKENDS = frozenset(
 )
 #: Seconds between two readings of Redis's ``TIME`` (piggybacked on a refresh).
 CLOCK_SYNC_INTERVAL = 30.0
+#: Seconds a script call's own connection may sit idle before it is checked (one poll)
+#: for a close by the server (a restart, ``timeout``, ``CLIENT KILL``) before its next use.
+IDLE_CHECK = 1.0
+
+
+class LuaScript:
+    """A Lua script and its SHA1, computed here: called with ``EVALSHA``, and with ``EVAL``
+    (which also caches it in the server) when the server answers ``NOSCRIPT``."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+def _packer() -> Callable[[tuple[Any, ...]], Any] | None:
+    """hiredis's ``pack_command`` (one C call for a whole command), when redis-py uses it."""
+    try:
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:  # pragma: no cover - every supported redis-py has it
+        return None
+    if not HIREDIS_AVAILABLE:
+        return None
+    import hiredis
+
+    return hiredis.pack_command  # type: ignore[no-any-return]
 
 
 class RedisUnavailable(ConnectionError):
@@ -96,6 +124,11 @@ class RedisLink:
         self._clock_sink = clock_sink
         self._wall = wall
         self._sync_at = 0.0  # time.monotonic() of the next TIME reading
+        #: The connection script calls take when it is free (see :meth:`evalsha`).
+        self._own: Any = None
+        self._own_lock = threading.Lock()
+        self._own_used = 0.0  # time.monotonic() of its last use
+        self._pack = _packer()
 
     @property
     def client(self) -> Any:
@@ -120,6 +153,72 @@ class RedisLink:
         if script is None or script.registered_client is not client:
             script = self._scripts[source] = client.register_script(source)
         return script
+
+    def evalsha(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """``EVALSHA`` of ``script``: one round trip (through :meth:`run`), its reply.
+
+        On one server or Sentinel, the command goes straight to a connection of the
+        script calls' own: packed in one C call, one send, one read, without redis-py's
+        command, pool and retry layers (a pool checkout alone polls the socket and reads
+        the pid twice). The connection comes from the client's pool (``make_connection``),
+        so it has the client's timeouts, TLS, credentials, database and, with Sentinel,
+        asks for the primary when it connects. A thread that finds it busy, and a
+        cluster (which routes by slot), go through redis-py's script call instead.
+        """
+        if self.kind == "cluster" or not self._own_lock.acquire(blocking=False):
+            return self.run(self._script_call, script, keys, args)
+        try:
+            return self.run(self._own_call, script, keys, args)
+        finally:
+            self._own_lock.release()
+
+    def _script_call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return self.script(script.source)(keys=keys, args=args)
+
+    def _own_call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        from redis.exceptions import NoScriptError, ResponseError
+
+        conn = self._own
+        if conn is None:
+            conn = self._own = self.client.connection_pool.make_connection()
+        now = time.monotonic()
+        if now - self._own_used > IDLE_CHECK:
+            self._check_idle(conn)
+        self._own_used = now
+        if conn._sock is None:
+            # connect() itself, as a pool checkout does: a Sentinel connection asks for the
+            # primary there (``send_packed_command`` would connect to its default address).
+            conn.connect()
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            try:
+                conn.send_packed_command(self._packed(conn, command), check_health=False)
+                return conn.read_response()
+            except NoScriptError:  # a restarted or flushed server: EVAL caches it again
+                command = ("EVAL", script.source, *command[2:])
+                conn.send_packed_command(self._packed(conn, command), check_health=False)
+                return conn.read_response()
+        except ResponseError:
+            raise  # a whole reply was read: the connection is in step
+        except BaseException:
+            conn.disconnect()  # never reuse a connection that may hold a late reply
+            raise
+
+    def _check_idle(self, conn: Any) -> None:
+        """Drop the connection when the server closed it while it sat idle (what a pool
+        checkout checks before every command), so the call connects again, not fails."""
+        if conn._sock is None:
+            return
+        try:
+            stale = conn.can_read()
+        except self.errors:
+            stale = True
+        if stale:
+            conn.disconnect()
+
+    def _packed(self, conn: Any, command: tuple[Any, ...]) -> Any:
+        pack = self._pack
+        return [pack(command)] if pack is not None else conn.pack_command(*command)
 
     def _check_down(self) -> None:
         if self._down_until and time.monotonic() < self._down_until:
@@ -195,7 +294,11 @@ class RedisLink:
         still uses the sockets); the child makes a client of its own on first use."""
         if self._client is not None:
             self._abandoned.append(self._client)
+        if self._own is not None:
+            self._abandoned.append(self._own)
         self._client = None
+        self._own = None
+        self._own_lock = threading.Lock()
         self._scripts = {}
         self._connecting = threading.Lock()
         self._probe = threading.Lock()
