@@ -105,6 +105,21 @@ class AsyncCalls(CallRules):
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             return await self._afailed(runtime, permit, exc, 0.0, fn, args, kwargs)
+        is_failure = self.is_failure
+        if is_failure is not None and self._memory is None:
+            # Judged here, not in _aresult: a passed check (an HTTP 200) is one count,
+            # with no coroutine made and awaited for it.
+            try:
+                passed = not is_failure(result)
+            except BaseException:
+                await self._asettle(runtime, permit, Outcome.IGNORED, 0.0)
+                raise
+            if passed and runtime.batches(token):
+                runtime.pending += 1
+            else:
+                outcome = Outcome.SUCCESS if passed else Outcome.FAILURE
+                await self._asettle(runtime, permit, outcome, 0.0)
+            return result
         if self._plain and runtime.batches(token):
             runtime.pending += 1  # flushed with the next refresh or failure, off the loop
             return result

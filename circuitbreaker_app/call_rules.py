@@ -88,7 +88,7 @@ class CallRules:
         #: A closed success is one count: no result check, no fallback that sees it.
         self._plain = is_failure is None and self._memory is None
         #: When a fallback sees successes (and no is_failure judges them): its table of
-        #: ``(fn, args) -> time`` before which a success needs no call to it.
+        #: ``fn -> args -> time`` before which a success needs no call to it.
         self._due = (
             self._memory.due_for(self.name)
             if self._memory is not None and is_failure is None
@@ -189,20 +189,24 @@ class CallRules:
     ) -> None:
         """Settle the result of a call admitted on the hot path that needs a look:
         ``is_failure``, or a fallback that sees successes."""
-        if self.is_failure is None and runtime.batches(token):
-            runtime.pending += 1  # as on the hot path: only a fallback wants to see it
-            self._memory.succeeded(self.name, fn, args, kwargs, result, now)  # type: ignore[union-attr]
-            return
-        try:
-            outcome = self._result_outcome(result)
-        except BaseException:
-            self._settle(runtime, Permit(runtime.status.state, token), Outcome.IGNORED, UNTIMED)
-            raise
-        if outcome is Outcome.SUCCESS and runtime.batches(token):
-            runtime.pending += 1
+        is_failure = self.is_failure
+        if is_failure is None:
+            passed = True
         else:
+            try:
+                passed = not is_failure(result)
+            except BaseException:
+                self._settle(runtime, Permit(runtime.status.state, token), Outcome.IGNORED, UNTIMED)
+                raise
+        if passed and (
+            runtime.batch_token == token  # runtime.batches(token), inlined
+            or (runtime.count_token == token and runtime.clock() < runtime.admit_until)
+        ):
+            runtime.pending += 1  # as on the hot path (an HTTP 200 through a transport)
+        else:
+            outcome = Outcome.SUCCESS if passed else Outcome.FAILURE
             self._settle(runtime, Permit(runtime.status.state, token), outcome, UNTIMED)
-        if outcome is Outcome.SUCCESS and self._memory is not None:
+        if passed and self._memory is not None:
             self._memory.succeeded(self.name, fn, args, kwargs, result, now)
 
     def _failed(

@@ -130,6 +130,36 @@ def test_acall_and_async_with_keep_io_off_the_event_loop(watched):
     assert breaker("payments").state is State.CLOSED
 
 
+def test_a_checked_acall_success_is_one_count_and_its_failures_settle_off_the_loop(watched):
+    fake, cache = watched
+
+    async def answer(value: str) -> str:
+        return value
+
+    def judge(result: str) -> bool:
+        if result == "boom":
+            raise ZeroDivisionError("predicate bug")
+        return result == "bad"
+
+    async def scenario() -> None:
+        guarded = breaker("payments", is_failure=judge)
+        await guarded.acall(answer, "ok")
+        runtime = fake.runtime("payments")
+        ops = len(cache.ops)
+        for _ in range(10):
+            assert await guarded.acall(answer, "ok") == "ok"
+        assert (runtime.pending, len(cache.ops)) == (11, ops)  # counted in memory only
+        with pytest.raises(ZeroDivisionError):
+            await guarded.acall(answer, "boom")  # ignored: not counted, the error raised
+        assert runtime.pending == 11
+        for _ in range(2):
+            assert await guarded.acall(answer, "bad") == "bad"  # recorded, returned
+
+    async_to_sync(scenario)()
+    assert cache.on_loop == []
+    assert breaker("payments").state is State.OPEN
+
+
 def test_decorated_coroutine_first_use_creates_the_circuit_off_the_loop(watched):
     _, cache = watched
 

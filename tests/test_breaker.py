@@ -123,6 +123,27 @@ def test_is_failure_records_a_failure_and_returns_the_result(fake):
     assert CircuitEvent.objects.get().reason == "failure_rate_above_threshold"
 
 
+def test_a_checked_closed_success_is_one_count_and_a_raising_check_counts_nothing(fake):
+    def judge(result: str) -> bool:
+        if result == "boom":
+            raise ZeroDivisionError("predicate bug")
+        return result == "bad"
+
+    guarded = breaker("payments", is_failure=judge)
+    guarded.call(lambda: "ok")
+    runtime = fake.runtime("payments")
+    fake.cache.reset()
+    for _ in range(10):
+        assert guarded.call(lambda: "ok") == "ok"
+    assert (runtime.pending, fake.cache.total) == (11, 0)  # counted in memory only
+    with pytest.raises(ZeroDivisionError):
+        guarded.call(lambda: "boom")  # ignored: not counted, the predicate's error raised
+    assert runtime.pending == 11
+    assert guarded.call(lambda: "bad") == "bad"  # a failure: written with the counts
+    snapshot = runtime.snapshot()  # a count window of 4: three successes and the failure
+    assert (snapshot.calls, snapshot.failures) == (4, 1)
+
+
 # -- exception predicates -------------------------------------------------------------------
 
 
