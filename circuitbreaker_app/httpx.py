@@ -132,7 +132,18 @@ class CircuitTransport(httpx.BaseTransport):
         if transport is not None:
             _check_transport(transport, httpx.BaseTransport)
         self._guard = _RequestGuard(circuit, failure_statuses, is_failure)
+        self._named = self._guard.named
         self.transport = transport if transport is not None else httpx.HTTPTransport()
+
+    @property
+    def transport(self) -> httpx.BaseTransport:
+        """The transport that sends the requests."""
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: httpx.BaseTransport) -> None:
+        self._transport = transport
+        self._send = transport.handle_request  # bound once, not per request
 
     def __repr__(self) -> str:
         return f"<CircuitTransport circuit={self._guard.outcomes.circuit or 'per host'!r}>"
@@ -143,10 +154,11 @@ class CircuitTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through its circuit; CircuitOpenError while it is open."""
-        guard = self._guard.breaker_for(request)
+        guard = self._named or self._guard.breaker_for(request)
         if guard is None:
-            return self.transport.handle_request(request)
-        return guard.call(self.transport.handle_request, request)
+            return self._send(request)
+        # Breaker.call without its own frame (what the decorator does).
+        return guard._guard(self._send, (request,), {})
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -171,7 +183,18 @@ class AsyncCircuitTransport(httpx.AsyncBaseTransport):
         if transport is not None:
             _check_transport(transport, httpx.AsyncBaseTransport)
         self._guard = _RequestGuard(circuit, failure_statuses, is_failure)
+        self._named = self._guard.named
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The transport that sends the requests."""
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+        self._send = transport.handle_async_request  # bound once, not per request
 
     def __repr__(self) -> str:
         return f"<AsyncCircuitTransport circuit={self._guard.outcomes.circuit or 'per host'!r}>"
@@ -182,10 +205,10 @@ class AsyncCircuitTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through its circuit; CircuitOpenError while it is open."""
-        guard = self._guard.breaker_for(request)
+        guard = self._named or self._guard.breaker_for(request)
         if guard is None:
-            return await self.transport.handle_async_request(request)
-        return await guard.acall(self.transport.handle_async_request, request)
+            return await self._send(request)
+        return await guard.acall(self._send, request)
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

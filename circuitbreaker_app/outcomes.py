@@ -93,6 +93,16 @@ class HttpOutcomes:
         self.is_failure = is_failure
         self.fallback = fallback
         self._breakers: dict[str, Breaker] = {}
+        #: What the breakers ask of every response: response_failed, or for the default
+        #: rule the same test without a method call and an ``is_failure`` check.
+        self._failed: Callable[[Any], bool] = self.response_failed
+        if is_failure is None:
+            statuses = self.failure_statuses
+
+            def status_failed(response: Any) -> bool:
+                return response.status_code in statuses
+
+            self._failed = status_failed
 
     def response_failed(self, response: Any) -> bool:
         """True when ``response`` counts as a failure of the dependency (by its status)."""
@@ -110,7 +120,7 @@ class HttpOutcomes:
                 name,
                 record=self.failures,
                 ignore=self.ignored,
-                is_failure=self.response_failed,
+                is_failure=self._failed,
                 fallback=self.fallback,
             )
             self._breakers[name] = guard
