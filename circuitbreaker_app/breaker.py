@@ -252,8 +252,9 @@ class Breaker(AsyncCalls):
             # this frame: a closed success (one count) and an open rejection (raised here,
             # so its traceback has one entry fewer: an entry and its frame object cost more
             # than the rest of a rejection). Anything else is _guard's, which decides anew.
+            # No store comparison: a replaced store's runtimes plan neither (reset_store()).
             runtime = self._cached
-            if runtime is not None and store_module._store is self._store and not OBSERVERS:
+            if runtime is not None and not OBSERVERS:
                 now = runtime.clock()
                 if now < runtime.admit_until:
                     token = runtime.count_token
@@ -292,12 +293,7 @@ class Breaker(AsyncCalls):
         @functools.wraps(fn)
         def remembering(*args: P.args, **kwargs: P.kwargs) -> R:
             runtime = self._cached
-            if (
-                runtime is not None
-                and store_module._store is self._store
-                and not OBSERVERS
-                and not kwargs
-            ):
+            if runtime is not None and not OBSERVERS and not kwargs:  # stores: see guarded
                 now = runtime.clock()
                 if now < runtime.admit_until:
                     token = runtime.count_token

@@ -25,12 +25,13 @@ def ok() -> int:
     return 1
 
 
-def child(conn, parent_store) -> None:  # type: ignore[no-untyped-def]
+def child(conn, parent_store, decorated) -> None:  # type: ignore[no-untyped-def]
     """Runs in the forked child; reports what it inherited through ``conn``."""
     try:
         inherited = store_module._store
         guarded = breaker("payments")
         guarded.call(ok)  # builds a store of its own; the circuit comes from Redis
+        decorated()  # its handle kept the parent's runtime, whose plan the hook retired
         store = get_store()
         runtime = store.runtime("payments")
         report = {
@@ -51,8 +52,10 @@ def child(conn, parent_store) -> None:  # type: ignore[no-untyped-def]
 def test_a_forked_child_has_its_own_store_snapshot_batch_and_connection(redis_path):  # noqa: F811
     Circuit.objects.create(name="payments", window_size=10, minimum_calls=5)
     guarded = breaker("payments")
-    for _ in range(10):
+    for _ in range(9):
         guarded.call(ok)  # batched in this process: not flushed for STATE_TTL
+    decorated = breaker("payments")(ok)
+    decorated()  # on the decorator's own hot path, which compares no stores
     parent = get_store()
     runtime = parent.runtime("payments")
     assert runtime.pending == 10
@@ -60,7 +63,7 @@ def test_a_forked_child_has_its_own_store_snapshot_batch_and_connection(redis_pa
 
     context = multiprocessing.get_context("fork")
     receiving, sending = context.Pipe(duplex=False)
-    process = context.Process(target=child, args=(sending, parent))
+    process = context.Process(target=child, args=(sending, parent, decorated))
     process.start()
     try:
         assert receiving.poll(30), "the child did not report"
@@ -72,18 +75,18 @@ def test_a_forked_child_has_its_own_store_snapshot_batch_and_connection(redis_pa
     assert "error" not in report, report
     assert report["inherited_store"] is False  # the hook dropped it in the child
     assert report["same_store"] is False
-    assert report["pending"] == 1  # its own call only, none of the parent's ten
+    assert report["pending"] == 2  # its own calls only, none of the parent's ten
     assert report["handle_rebound"] is True
     assert report["client_id"] != parent_client  # a connection of its own
     assert process.exitcode == 0
 
     # The parent's connection survived the child (never closed by it), and its ten
-    # successes reach the shared window once: 10 + the child's 1.
+    # successes reach the shared window once: 10 + the child's 2.
     assert parent.redis.client.client_id() == parent_client
     parent.flush()
     prefix = generation_prefix("payments", 0, circuit_id=Circuit.objects.get(name="payments").pk)
     window = f"{prefix}/count"
-    assert parent.counters.get_many([window])[window][0] == 11  # calls recorded in all
+    assert parent.counters.get_many([window])[window][0] == 12  # calls recorded in all
 
 
 def guard_child(conn) -> None:  # type: ignore[no-untyped-def]

@@ -136,3 +136,43 @@ def test_a_recorded_failure_reaches_the_caller_as_raised(fake, guarded_call):
         assert not {"_failed", "failed", "on_result", "_settle"} & set(names), names
         error.__traceback__ = None
     assert fake.store.runtime(name).snapshot().failures == 3
+
+
+@pytest.mark.parametrize("fallback", [None, "last_good"], ids=["plain", "last_good"])
+def test_a_decorated_function_follows_a_replaced_store(fake, fallback):
+    # A decorated function's hot path compares no stores: a store that stops being the
+    # process's (settings changed, fork, another installed) plans no fast path for its
+    # runtimes, so calls go to the new store, and back when the first returns.
+    from circuitbreaker_app.fallbacks import last_good
+    from circuitbreaker_app.store import reset_store
+
+    options = {} if fallback is None else {"fallback": last_good()}
+    guarded = breaker("payments", **options)(ok)
+    first = fake.runtime("payments")
+    first.flush()
+    guarded()
+    guarded()
+    assert first.pending == 2
+    second = FakeStore(fake.clock).install()
+    guarded()
+    assert (first.pending, second.runtime("payments").pending) == (2, 1)
+    reset_store(fake.store)
+    guarded()  # the first store again: a refresh writes its batch, then the call counts
+    assert second.runtime("payments").pending == 1
+    assert (first.pending, first.snapshot().calls) == (1, 4)  # 1 + 2 written, 1 batched
+
+
+def test_a_decorated_function_rejects_through_a_replaced_store(fake):
+    for _ in range(4):  # with the fixture's success: 4 of 5 failed, 80 % opens it
+        with pytest.raises(ConnectionError):
+            breaker("payments").call(boom)
+    guarded = breaker("payments")(ok)
+    with pytest.raises(CircuitOpenError):
+        guarded()
+    first = fake.runtime("payments")
+    second = FakeStore(fake.clock).install()
+    with pytest.raises(CircuitOpenError):
+        guarded()
+    with pytest.raises(CircuitOpenError):
+        guarded()
+    assert (first.rejected, second.runtime("payments").rejected) == (1, 2)

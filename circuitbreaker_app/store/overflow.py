@@ -70,12 +70,17 @@ class IsolatedStore:
 
     def __init__(self, store: CircuitStore) -> None:
         self.shared = store
+        self.created = store.created  # retired and revived with the shared store
         self.clock: Callable[[], float] = store.clock
         self.ttl = store.ttl
         # Bounded: windows expire with their TTL, and LocMem culls past MAX_ENTRIES.
         self.cache = LocMemCache(CACHE_NAME, {"OPTIONS": {"MAX_ENTRIES": ISOLATED_MAX * 8}})
         self.cache.clear()  # a forked child or a new store starts with nothing
         self.counters = LocMemCounters(self.cache)
+
+    @property
+    def retired(self) -> bool:
+        return self.shared.retired
 
     def now(self) -> float:
         return self.shared.now()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -67,6 +68,11 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
             self.db_alias, float(conf.get("DB_TIMEOUT")), self._after_database_outage
         )
         self._runtimes: dict[str, CircuitRuntime] = {}
+        #: Every runtime this store made (forgotten ones too), and whether the store is
+        #: no longer the process's: a replaced store's runtimes plan no fast path, so a
+        #: decorated function's hot path need not compare stores (see :func:`reset_store`).
+        self.created: weakref.WeakSet[CircuitRuntime] = weakref.WeakSet()
+        self.retired = False
         #: Breakers of names past MAX_CIRCUITS, per process (``overflow.py``).
         self.overflow = Overflow(self)
         self._lock = threading.RLock()
@@ -221,6 +227,20 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
                 for name in names:
                     self._runtimes.pop(name, None)
 
+    def retire(self) -> None:
+        """No longer the process's store: its runtimes admit and reject nothing without
+        asking the registry (a handle that kept one finds the new store)."""
+        self.retired = True
+        for runtime in list(self.created):
+            runtime.mark_stale()
+
+    def revive(self) -> None:
+        """The process's store again: its runtimes re-read their circuits first."""
+        if self.retired:
+            self.retired = False
+            for runtime in list(self.created):
+                runtime.mark_stale()
+
     def flush(self) -> None:
         """Push every pending success count to the shared window, and every call not yet in
         the fleet's totals to them, now."""
@@ -247,9 +267,17 @@ def get_store() -> CircuitStore:
 
 
 def reset_store(store: CircuitStore | None = None) -> None:
-    """Forget this process's store (settings changed, fork, or a test installs its own)."""
+    """Forget this process's store (settings changed, fork, or a test installs its own).
+
+    The store replaced retires (its runtimes plan no fast path) and ``store`` revives, so
+    a runtime with a fast path always belongs to the process's store."""
     global _store
-    _store = store
+    with _store_lock:
+        old, _store = _store, store
+    if old is not None and old is not store:
+        old.retire()
+    if store is not None:
+        store.revive()
 
 
 def definition_saved(circuit: Any) -> None:
@@ -277,6 +305,7 @@ def _after_fork_in_child() -> None:
     global _store
     old, _store = _store, None
     if old is not None:
+        old.retire()
         old.after_fork()
 
 

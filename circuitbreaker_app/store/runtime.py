@@ -64,6 +64,7 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
 
     def __init__(self, store: CircuitStore, name: str, entry: CircuitEntry) -> None:
         self.store = store
+        store.created.add(self)
         self.name = name
         self.state_key = state_key(name)
         #: How metrics name this circuit (one shared label for isolated breakers).
@@ -138,7 +139,7 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
         An operator state with an end (``forced_until``) is planned only up to that end:
         the first call after it takes :meth:`acquire`, which ends the state.
         """
-        fresh = self._fresh_until
+        fresh = -math.inf if self.store.retired else self._fresh_until  # see reset_store()
         status = self._status
         ends = None
         if status.forced_until is not None:
@@ -242,9 +243,8 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
 
     # -- the fast path (no allocation, no I/O) ------------------------------------------
     def batches(self, token: int) -> bool:
-        """True when a plain success admitted with ``token`` may join the batch as it ends
-        (in a time window: before ``admit_until``, in the batch's slot); else it is settled
-        with a permit, whose status read refreshes first. ``Breaker`` inlines this."""
+        """True when a success admitted with ``token`` may join the batch as it ends (time
+        windows: before ``admit_until``); else it is settled (a permit). Inlined in Breaker."""
         return self.batch_token == token or (
             self.count_token == token and self.clock() < self.admit_until
         )
