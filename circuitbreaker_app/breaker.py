@@ -260,7 +260,7 @@ class Breaker(AsyncCalls):
                     token = runtime.count_token
                     if token >= 0:
                         try:  # without keywords, no copy of the empty dict
-                            result = fn(*args, **kwargs) if kwargs else fn(*args)
+                            result = fn(*args, **kwargs) if kwargs else fn(*args)  # type: ignore[call-arg]
                         except BaseException as exc:
                             answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
                             if answer is RERAISE:
