@@ -232,14 +232,15 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
         asking the registry (a handle that kept one finds the new store)."""
         self.retired = True
         for runtime in list(self.created):
-            runtime.mark_stale()
+            runtime.replan()
 
     def revive(self) -> None:
-        """The process's store again: its runtimes re-read their circuits first."""
+        """The process's store again: its runtimes plan as they would have (a snapshot
+        still fresh is trusted, as before the store was replaced)."""
         if self.retired:
             self.retired = False
             for runtime in list(self.created):
-                runtime.mark_stale()
+                runtime.replan()
 
     def flush(self) -> None:
         """Push every pending success count to the shared window, and every call not yet in

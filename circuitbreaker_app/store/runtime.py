@@ -206,6 +206,10 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
         """Trust this snapshot until ``until`` (on :attr:`clock`): it was just re-read."""
         self._stale_at = until
 
+    def replan(self) -> None:
+        """Plan the fast paths anew: the store retired (none) or revived."""
+        self._plan_fast_paths()
+
     def mark_stale(self) -> None:
         """Re-read the shared state on the next call (e.g. the circuit was deleted)."""
         self._stale_at = 0.0
