@@ -14,6 +14,7 @@ from circuitbreaker_app.store.windows import (
     append_to_count,
     apply_count,
     count_totals,
+    grown_by,
     parse_count,
 )
 
@@ -147,3 +148,43 @@ def test_append_to_count_is_apply_count_on_windows_apply_count_made(size, writes
         expected = apply_count(window, successes, outcome, window[0], size)
         assert append_to_count(window, successes, outcome, window[0], size) == expected
         window = expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.integers(1, 12),
+    writes=st.lists(
+        st.tuples(st.integers(0, 4), st.sampled_from([0, FAILED, SLOWED, FAILED | SLOWED])),
+        max_size=30,
+    ),
+    outcome=st.sampled_from([FAILED, SLOWED, FAILED | SLOWED]),
+)
+def test_grown_by_is_apply_count_or_nothing(size, writes, outcome):
+    window = [0]
+    for successes, code in writes:
+        if successes or code:
+            window = apply_count(window, successes, code, window[0], size)
+    grown = grown_by(window, count_totals(window).calls, outcome, size)
+    expected = apply_count(window, 0, outcome, window[0], size)
+    assert grown is None or (grown == expected and grown is not window)
+    if grown is not None:  # nothing left the window: one call more
+        assert count_totals(grown).calls == count_totals(window).calls + 1
+
+
+def test_a_count_window_takes_its_own_failure_as_predicted_and_anything_else_parsed():
+    window = CountRuns("p", 10)
+    window.absorb({"p/count": [7, 3, 3, 0]}, 0.0)
+    change = window.failure(0, 0.0)
+    assert (change.successes, change.outcome, change.seen) == (0, FAILED, 7)
+    assert change.known is window.window
+    assert window.added(change, [8, 4, 4, 0], 0.0) == Snapshot(4, 4, 0)
+    assert window.window == [8, 4, 4, 0] and window.seen == 8
+    assert window.estimate(0.0) == Snapshot(4, 4, 0)
+    # Another process wrote meanwhile: the window as returned (parsed, summed).
+    change = window.failure(1, 0.0)
+    assert change.outcome == FAILED | SLOWED
+    assert window.added(change, [12, 3, 0, 0, 6, 6, 1, 1, 1, 1], 0.0) == Snapshot(10, 7, 2)
+    assert window.seen == 12
+    # Malformed: an empty window.
+    assert window.added(window.failure(0, 0.0), [13, 3, 0, 0, 6, 6, 1, 1, 2, 1], 0.0) == Snapshot()
+    assert window.added(window.failure(0, 0.0), "[1, 1, 1, 0]", 0.0) == Snapshot()

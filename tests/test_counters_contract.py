@@ -19,8 +19,10 @@ from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.keys import generation_prefix, state_key
 from circuitbreaker_app.store.windows import (
     FAILED,
+    SLOWED,
     BucketAdd,
     CountAdd,
+    CountRuns,
     apply_count,
     count_totals,
     pack,
@@ -101,6 +103,32 @@ class TestCountersContract:
             assert counters.add_count(change) == expected
         assert counters.get_many([key]) == {key: expected}
         assert count_totals(expected).calls == 5
+
+    def test_writers_of_one_count_window_see_each_others_writes(self, backend, prefix):
+        # Two stores of one process (two counters objects on one backend) and one store
+        # writing in turn: each write is apply_count on the window as the last one left it,
+        # its totals are the window's, and a read gets the plain window.
+        from django.conf import settings
+
+        other = backends.connect(
+            settings.CIRCUITBREAKER["CACHE"],
+            "default",
+            now=time.time,
+            wall=time.time,
+            clock_sink=None,
+        ).counters
+        key = f"{prefix}/count"
+        expected = [0]
+        writers = [backend.counters, backend.counters, other, backend.counters, other, other]
+        for step, counters in enumerate(writers * 2):
+            successes, outcome = step % 2, (FAILED if step % 3 else SLOWED)
+            change = CountAdd(key, 60, successes, outcome, expected[0], 7, expected)
+            expected = apply_count(expected, successes, outcome, expected[0], 7)
+            window, _ = counters.add(change, True, None)
+            assert window == expected
+            assert CountRuns(prefix, 7).added(change, window, 0.0) == count_totals(expected)
+            read = other.get_many([key])[key]
+            assert type(read) is list and read == expected
 
     def test_add_records_a_bucket_or_a_count_window(self, backend, prefix):
         counters = backend.counters

@@ -59,7 +59,8 @@ class WindowWrites:
         generation), FAILURE, duration)``, done here for the commonest failure (CLOSED,
         still this generation, a fresh snapshot): the window write and the threshold
         check, with no permit, state class or outcome in between."""
-        if generation != self._generation or not self._closed or self.clock() >= self._fresh_until:
+        clock = self.clock()
+        if generation != self._generation or not self._closed or clock >= self._fresh_until:
             self.on_result(Permit(self.status.state, generation), Outcome.FAILURE, duration)
             return
         self.failures += 1  # counted before the write, so a failure's write carries it
@@ -67,7 +68,14 @@ class WindowWrites:
         if duration and self._slow_after is not None and duration >= self._slow_after:
             self.slow += 1
             slow = 1
-        snapshot = self._push(Snapshot(1, 1, slow))
+        if self.pending:
+            snapshot = self._push(Snapshot(1, 1, slow))
+        else:  # _push() with nothing batched
+            store = self.store
+            self._pending_at = now = store.now()
+            self._flush_at = clock + store.ttl
+            tally = self.take_tally() if getattr(store.counters, "tally_in_add", False) else None
+            snapshot = self._write(self.window.failure(slow, now), now, tally)
         if snapshot.calls >= self.config.minimum_calls:  # else it cannot open (evaluate())
             Closed.check_window(self, snapshot)  # type: ignore[arg-type]
 
@@ -128,8 +136,16 @@ class WindowWrites:
             snapshot = self.window.added(change, value, now)
         else:  # shared store unreachable: decide on what this process knows
             snapshot = self.window.add_locally(change, now)
-        # The plan changes only with this (the snapshot and window are the same).
-        can_open = self._can_open(snapshot)
+        # The plan changes only with this (the snapshot and window are the same):
+        # _can_open(), inlined (a failure's one write comes this way).
+        config = self.config
+        calls = snapshot.calls or 1
+        failures, slow = snapshot.failures, snapshot.slow
+        can_open = (failures > 0 and failures * 100 >= config.failure_rate_threshold * calls) or (
+            slow > 0
+            and config.slow_call_duration is not None
+            and slow * 100 >= config.slow_call_rate_threshold * calls
+        )
         if can_open is not self._success_can_open:
             self._success_can_open = can_open
             self._plan_fast_paths()
@@ -140,8 +156,8 @@ class WindowWrites:
         config = self.config
         calls = estimate.calls or 1
         failures, slow = estimate.failures, estimate.slow
-        return bool(failures and failures * 100 >= config.failure_rate_threshold * calls) or bool(
-            slow
+        return (failures > 0 and failures * 100 >= config.failure_rate_threshold * calls) or (
+            slow > 0
             and config.slow_call_duration is not None
             and slow * 100 >= config.slow_call_rate_threshold * calls
         )

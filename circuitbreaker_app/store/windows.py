@@ -7,8 +7,9 @@ process and bounded for many:
   integer holding calls, failures and slow calls (21 bits each), so recording any mix of
   outcomes is a single atomic ``incr``;
 * count windows: one value per circuit generation holding the last ``window_size``
-  outcomes, run-length encoded, updated by :func:`apply_count` in one atomic step (a Lua
-  script on Redis, a compare-and-set elsewhere). Every process adds to the same sequence.
+  outcomes, run-length encoded (``runs.py``), updated by ``apply_count`` in one atomic
+  step (a Lua script on Redis, a compare-and-set elsewhere). Every process adds to the
+  same sequence.
 
 Successes are batched per process (DESIGN §4). In a count window a batch is placed where
 the process's previous write, or its last read made with nothing batched, left off, before
@@ -22,10 +23,42 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from operator import le
 from typing import Any
 
 from circuitbreaker_app.core import CircuitConfig, Snapshot
+from circuitbreaker_app.store.runs import (
+    FAILED,
+    MAX_RUNS,
+    SLOWED,
+    append_to_count,
+    apply_count,
+    count_totals,
+    grown_by,
+    parse_count,
+)
+
+__all__ = [  # the count windows' functions are runs.py's, imported from here too
+    "CALL",
+    "COUNT_WINDOW_TTL",
+    "FAILED",
+    "FAILURE",
+    "MAX_RUNS",
+    "SLOW",
+    "SLOWED",
+    "BucketAdd",
+    "CountAdd",
+    "CountRuns",
+    "SharedWindow",
+    "TimeBuckets",
+    "append_to_count",
+    "apply_count",
+    "count_totals",
+    "grown_by",
+    "pack",
+    "parse_count",
+    "unpack",
+    "window_for",
+]
 
 FIELD_BITS = 21
 FIELD_MASK = (1 << FIELD_BITS) - 1
@@ -35,13 +68,6 @@ SLOW = 1 << (2 * FIELD_BITS)
 MAX_TIME_BUCKETS = 60
 #: Seconds a count window outlives its last write.
 COUNT_WINDOW_TTL = 86_400
-#: Runs a count window keeps before merging its two oldest (then only approximately
-#: ordered). Patterns of calls that need more are rare: failures come in streaks and
-#: successes in batches.
-MAX_RUNS = 32
-#: Outcome codes of :func:`apply_count` (bit flags).
-FAILED = 1
-SLOWED = 2
 
 
 def pack(snapshot: Snapshot) -> int:
@@ -56,125 +82,6 @@ def unpack(value: int | None) -> Snapshot:
     return Snapshot(
         value & FIELD_MASK, (value >> FIELD_BITS) & FIELD_MASK, (value >> 2 * FIELD_BITS)
     )
-
-
-# -- count windows as runs ---------------------------------------------------------------
-#
-# A count window is a flat list ``[seq, n1, f1, s1, n2, f2, s2, ...]``: ``seq`` counts every
-# call recorded in this generation, then runs oldest first, each ``n`` calls of which ``f``
-# failed and ``s`` were slow. A run is "pure" when all or none of its calls failed and all
-# or none were slow; only the cap of MAX_RUNS makes mixed ones. store.py's Lua script is a
-# line-by-line port of these functions: change both together (a test compares them).
-
-
-def _split(run: list[int], older: int) -> tuple[list[int], list[int]]:
-    """Cut ``run`` after its ``older`` oldest calls (a mixed run shares out its counts)."""
-    n, f, s = run
-    newer = n - older
-    f_newer = (2 * f * newer + n) // (2 * n)
-    s_newer = (2 * s * newer + n) // (2 * n)
-    return [older, f - f_newer, s - s_newer], [newer, f_newer, s_newer]
-
-
-def _pure(run: list[int]) -> bool:
-    n, f, s = run
-    return f in (0, n) and s in (0, n)
-
-
-def _same_kind(a: list[int], b: list[int]) -> bool:
-    return _pure(a) and _pure(b) and (a[1] > 0) == (b[1] > 0) and (a[2] > 0) == (b[2] > 0)
-
-
-def parse_count(value: Any) -> list[int]:
-    """A count window read from a store, or an empty one for anything malformed.
-
-    Every check loops in C (``map``, ``min``): a failure parses the window it wrote."""
-    if type(value) is not list or len(value) % 3 != 1 or set(map(type, value)) != {int}:
-        return [0]
-    calls = value[1::3]
-    if min(value) < 0 or (calls and min(calls) <= 0):
-        return [0]
-    if not all(map(le, value[2::3], calls)) or not all(map(le, value[3::3], calls)):
-        return [0]
-    return value
-
-
-def count_totals(window: list[int]) -> Snapshot:
-    """(calls, failures, slow) of a count window."""
-    return Snapshot(sum(window[1::3]), sum(window[2::3]), sum(window[3::3]))
-
-
-def apply_count(
-    window: list[int],
-    successes: int,
-    outcome: int,
-    seen: int,
-    size: int,
-    max_runs: int = MAX_RUNS,
-) -> list[int]:
-    """``window`` after a batch of ``successes`` and then one ``outcome`` (0 for none, else
-    :data:`FAILED` | :data:`SLOWED`) from a process whose previous write ended at ``seen``.
-
-    The successes go before the calls recorded after ``seen`` (see the module docstring),
-    the outcome goes last, and the window keeps its newest ``size`` calls.
-    """
-    seq = window[0]
-    runs = [window[i : i + 3] for i in range(1, len(window), 3)]
-    if successes > 0:
-        back = max(0, seq - seen)
-        at = len(runs)
-        while back > 0 and at > 0:
-            n = runs[at - 1][0]
-            if n <= back:
-                back -= n
-                at -= 1
-            else:
-                older, newer = _split(runs[at - 1], n - back)
-                runs[at - 1 : at] = [older, newer]
-                back = 0
-        runs.insert(at, [successes, 0, 0])
-        seq += successes
-    if outcome:
-        runs.append([1, outcome & FAILED, (outcome & SLOWED) >> 1])
-        seq += 1
-    merged: list[list[int]] = []
-    for run in runs:
-        if merged and _same_kind(merged[-1], run):
-            last = merged[-1]
-            merged[-1] = [last[0] + run[0], last[1] + run[1], last[2] + run[2]]
-        else:
-            merged.append(run)
-    total = sum(run[0] for run in merged)
-    while total > size:
-        excess = total - size
-        if merged[0][0] <= excess:
-            total -= merged.pop(0)[0]
-        else:
-            merged[0] = _split(merged[0], excess)[1]
-            total = size
-    while len(merged) > max_runs:
-        a, b = merged[0], merged[1]
-        merged[0:2] = [[a[0] + b[0], a[1] + b[1], a[2] + b[2]]]
-    return [seq, *(value for run in merged for value in run)]
-
-
-def append_to_count(
-    window: list[int], successes: int, outcome: int, seen: int, size: int
-) -> list[int]:
-    """:func:`apply_count` for a window :func:`apply_count` made (no two neighbouring runs
-    of one kind), which a backend knows when it wrote the window itself. The common write
-    of a failure — no batch, the outcome joins the newest run, nothing leaves the window —
-    is a copy with three numbers changed; anything else is :func:`apply_count`'s."""
-    if not successes and outcome and len(window) > 1:
-        n, f, s = window[-3], window[-2], window[-1]
-        failed, slowed = outcome & FAILED, (outcome & SLOWED) >> 1
-        same = (f == n if failed else f == 0) and (s == n if slowed else s == 0)
-        if same and sum(window[1::3]) < size:
-            grown = window.copy()
-            grown[0] += 1
-            grown[-3:] = [n + 1, f + failed, s + slowed]
-            return grown
-    return apply_count(window, successes, outcome, seen, size)
 
 
 # -- what the store writes -----------------------------------------------------------------
@@ -212,6 +119,11 @@ class SharedWindow:
         """The write that records ``successes`` batched successes, then ``outcome`` (one
         failed or slow call, or nothing)."""
         raise NotImplementedError("subclasses of SharedWindow must provide change()")
+
+    def failure(self, slow: int, now: float) -> BucketAdd | CountAdd:
+        """:meth:`change` for one failed call (``slow``: 1 if it was also slow) and no
+        batched successes: a failure's write."""
+        return self.change(Snapshot(1, 1, slow), 0, now)
 
     def added(self, change: Any, value: Any, now: float) -> Snapshot:
         """Take what the store returned for ``change``; return the window's totals."""
@@ -322,7 +234,9 @@ class CountRuns(SharedWindow):
     def __init__(self, prefix: str, size: int) -> None:
         self.key = f"{prefix}/count"
         self.size = size
-        self.window = [0]
+        self.window: list[int] = [0]
+        #: The totals of :attr:`window` (summed once per window taken, never per read).
+        self.totals = Snapshot()
         #: Where this process's previous write left the sequence (0: none yet, so its
         #: first batch goes before everything recorded in this generation).
         self.seen = 0
@@ -335,12 +249,38 @@ class CountRuns(SharedWindow):
             self.key, COUNT_WINDOW_TTL, successes, code, self.seen, self.size, self.window
         )
 
+    def failure(self, slow: int, now: float) -> CountAdd:
+        return CountAdd(
+            self.key,
+            COUNT_WINDOW_TTL,
+            0,
+            FAILED | SLOWED if slow else FAILED,
+            self.seen,
+            self.size,
+            self.window,
+        )
+
     def _take(self, window: list[int]) -> Snapshot:
         self.window = window
         self.seen = window[0]
-        return count_totals(window)
+        self.totals = totals = count_totals(window)
+        return totals
 
     def added(self, change: CountAdd, value: Any, now: float) -> Snapshot:
+        known, outcome = change.known, change.outcome
+        if outcome and not change.successes and known is self.window:
+            # A failure's common write: nobody else wrote since this process's last look,
+            # and the failure joined the newest run. A window equal to that is well formed,
+            # and its totals are one call more: taken without parsing or summing it.
+            totals = self.totals
+            grown = grown_by(known, totals.calls, outcome, self.size)
+            if grown is not None and value == grown:
+                self.window = grown
+                self.seen = grown[0]
+                failed, slowed = outcome & FAILED, (outcome & SLOWED) >> 1
+                totals = Snapshot(totals.calls + 1, totals.failures + failed, totals.slow + slowed)
+                self.totals = totals
+                return totals
         return self._take(parse_count(value))
 
     def add_locally(self, change: CountAdd, now: float) -> Snapshot:
@@ -354,14 +294,15 @@ class CountRuns(SharedWindow):
 
     def absorb(self, values: dict[str, Any], now: float, settled: bool = True) -> None:
         self.window = parse_count(values.get(self.key))
+        self.totals = count_totals(self.window)
         if settled:  # a batch from now on goes after what was read (not before it)
             self.seen = self.window[0]
 
     def estimate(self, now: float) -> Snapshot:
-        return count_totals(self.window)
+        return self.totals
 
     def estimate_with(self, successes: int, at: float, now: float) -> Snapshot:
-        totals = count_totals(self.window)
+        totals = self.totals
         if totals.calls + successes <= self.size:  # nothing leaves the window
             return totals + Snapshot(successes)
         return count_totals(apply_count(self.window, successes, 0, self.seen, self.size))

@@ -19,13 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from circuitbreaker_app.store.backends.base import Counters, Tally, Watch, whole_seconds
-from circuitbreaker_app.store.windows import (
-    BucketAdd,
-    CountAdd,
-    append_to_count,
-    apply_count,
-    parse_count,
-)
+from circuitbreaker_app.store.runs import apply_count, grown_by, parse_count
+from circuitbreaker_app.store.windows import BucketAdd, CountAdd
 
 if TYPE_CHECKING:
     from circuitbreaker_app.store.entry import CircuitEntry
@@ -56,8 +51,10 @@ class LocMemCounters(Counters):
             self._data, self._expiry = storage._cache, storage._expire_info
             self._lock = storage._lock
             self._make_key = storage.make_key
-        #: key → (pickle, window) of the windows this process wrote last.
-        self._known: dict[str, tuple[bytes, list[int]]] = {}
+        #: cache key → (pickle, window, its calls) of the windows these counters wrote last.
+        self._known: dict[str, tuple[bytes, list[int], int]] = {}
+        #: key → cache key (Django's key function, made once per key).
+        self._keys: dict[str, str] = {}
 
     def incr(self, key: str, delta: int, ttl: float, known: bool = True) -> int:
         if self._data is not None:
@@ -95,7 +92,7 @@ class LocMemCounters(Counters):
 
     def add_count(self, change: CountAdd) -> list[int]:
         if self._data is not None:
-            return self._add_count_direct(change)
+            return self.add(change, True, None)[0]  # type: ignore[no-any-return]
         # get + set under a lock: atomic, since no other process sees a LocMem cache.
         with _COUNT_LOCK:
             window = parse_count(self.cache.get(change.key))
@@ -110,11 +107,59 @@ class LocMemCounters(Counters):
         watch: Watch | None,
         tally: tuple[str, Tally] | None = None,
     ) -> tuple[Any, CircuitEntry | None]:
-        """The contract's ``add``, one call shorter for a count window written directly
-        (a failure's write)."""
+        """The contract's ``add``. A count window (a failure's write) goes straight into
+        the storage: the cache's ``get`` and ``set`` under its lock, without key
+        validation; a window these counters wrote last (its pickle is still the very
+        object in the cache) is not unpickled, and a failure that joins its newest run is
+        a copy with three numbers changed (:func:`grown_by`)."""
         if self._data is None or tally is not None or type(change) is not CountAdd:
             return super().add(change, known, watch, tally)
-        return self._add_count_direct(change), None
+        key = self._keys.get(change.key)
+        if key is None:
+            key = self._cache_key(change.key)
+        if self.note is not None:
+            self.note("get")
+            self.note("set")
+        ttl = change.ttl
+        data, expiry = self._data, self._expiry
+        with self._lock:
+            now = time.time()
+            # The cache's get: a missing or expired key is None (and an expired one goes).
+            expires = expiry.get(key, -1)
+            if expires is not None and expires <= now:
+                if expires != -1:
+                    del data[key], expiry[key]
+                raw = None
+            else:
+                raw = data[key]
+            last = self._known.get(key)
+            successes, outcome = change.successes, change.outcome
+            window = None
+            if last is not None and raw is last[0]:
+                # What these counters wrote last (nobody wrote since): apply_count's output,
+                # holding last[2] calls.
+                if outcome and not successes:
+                    window = grown_by(last[1], last[2], outcome, change.size)
+                    calls = last[2] + 1
+                if window is None:
+                    window = apply_count(last[1], successes, outcome, change.seen, change.size)
+                    calls = sum(window[1::3])
+            else:
+                stored = parse_count(None if raw is None else _unpickle(raw))
+                window = apply_count(stored, successes, outcome, change.seen, change.size)
+                calls = sum(window[1::3])
+            # The cache's set, first in its LRU order.
+            new = pickle.dumps(window, pickle.HIGHEST_PROTOCOL)
+            if raw is None and len(data) >= self.storage._max_entries:
+                self.storage._cull()
+            data[key] = new
+            data.move_to_end(key, last=False)
+            expiry[key] = now + (ttl if type(ttl) is int and ttl > 0 else whole_seconds(ttl))
+        known_windows = self._known
+        if key not in known_windows and len(known_windows) >= _KNOWN_WINDOWS:
+            known_windows.clear()
+        known_windows[key] = (new, window, calls)
+        return window, None
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         return self.cache.get_many(keys)
@@ -146,26 +191,12 @@ class LocMemCounters(Counters):
         self._data.move_to_end(key, last=False)
         self._expiry[key] = time.time() + whole_seconds(ttl)
 
-    def _add_count_direct(self, change: CountAdd) -> list[int]:
-        key = self._make_key(change.key)
-        if self.note is not None:
-            self.note("get")
-            self.note("set")
-        with self._lock:
-            raw = self._read(key)
-            known = self._known.get(key)
-            args = (change.successes, change.outcome, change.seen, change.size)
-            if known is not None and raw is known[0]:
-                # What this process wrote last (nobody wrote since): apply_count's own output.
-                window = append_to_count(known[1], *args)
-            else:
-                window = apply_count(parse_count(None if raw is None else _unpickle(raw)), *args)
-            raw = pickle.dumps(window, pickle.HIGHEST_PROTOCOL)
-            self._write(key, raw, change.ttl)
-        if len(self._known) >= _KNOWN_WINDOWS and key not in self._known:
-            self._known.clear()
-        self._known[key] = (raw, window)
-        return window
+    def _cache_key(self, key: str) -> str:
+        made = self._make_key(key)
+        if len(self._keys) >= _KNOWN_WINDOWS:
+            self._keys.clear()
+        self._keys[key] = made
+        return made
 
     def _incr_direct(self, key: str, delta: int, ttl: float) -> int:
         key = self._make_key(key)
