@@ -284,6 +284,26 @@ def test_half_open_trials_are_limited_across_processes(pair, signals):
     assert CircuitEvent.objects.count() == 3
 
 
+def test_a_process_that_frees_a_trial_permit_may_take_it_at_once(db):
+    """An ignored trial frees its permit: the process that freed it, refused a trial a
+    moment before (and so rejecting without I/O for RECHECK_INTERVAL), admits the next
+    call as a trial at once, as every other process may (DESIGN §3: ignored calls are not
+    trials)."""
+    Circuit.objects.create(name="payments", **{**FIVE_STRAIGHT, "half_open_max_calls": 1})
+    fake = FakeStore().install()
+    runtime = fake.runtime("payments")
+    fail(runtime, 4)
+    fake.advance(10.0)
+    trial = runtime.acquire()  # HALF_OPEN: the only trial
+    with pytest.raises(CircuitOpenError):
+        runtime.acquire()  # refused: rejects without I/O until its re-check
+    runtime.on_result(trial, Outcome.IGNORED, 0.0)
+    again = runtime.acquire()  # the freed permit
+    assert again.state is State.HALF_OPEN
+    runtime.on_result(again, Outcome.SUCCESS, 0.0)
+    assert runtime.status.state is State.CLOSED
+
+
 def test_a_leaked_trial_permit_is_freed_after_its_lease(pair, monkeypatch, settings):
     a, b = pair
     locmem = settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")

@@ -9,6 +9,7 @@ trial leaves a mark, and the marks of a period are what closes the circuit.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,12 @@ class TrialPermits:
     store: CircuitStore
     name: str
     config: CircuitConfig
+    #: Until then a process refused a trial rejects without I/O (the runtime's).
+    _recheck_at: float
+
+    if TYPE_CHECKING:  # the runtime's (declared here for type checkers)
+
+        def _plan_fast_paths(self) -> None: ...
 
     @property
     def entry(self) -> CircuitEntry:
@@ -54,6 +61,11 @@ class TrialPermits:
         prefix = self._trial_prefix()
         if not succeeded:
             self.store.counter_release(f"{prefix}/trial{slot}", token)
+            if self._recheck_at != -math.inf:
+                # Refused a trial meanwhile: this process freed the slot itself, so it need
+                # not wait for a re-read to learn that a trial may start again.
+                self._recheck_at = -math.inf
+                self._plan_fast_paths()
             return 0
         self.store.counter_claim(f"{prefix}/ok{slot}", TRIAL_SUCCESS_TTL)
         keys = [f"{prefix}/ok{i}" for i in range(self.config.half_open_max_calls)]
