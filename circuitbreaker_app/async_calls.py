@@ -18,7 +18,6 @@ from circuitbreaker_app.call_rules import CallRules
 from circuitbreaker_app.core import CircuitOpenError, Outcome, Permit
 from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime, get_store
-from circuitbreaker_app.store import registry as store_module
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -68,7 +67,7 @@ class AsyncCalls(CallRules):
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn`` through the circuit; cache and database I/O runs off the event loop."""
         runtime = self._cached
-        if runtime is not None and store_module._store is self._store and not OBSERVERS:
+        if runtime is not None and not OBSERVERS:  # no store comparison: see Breaker._guard
             token = runtime.count_token
             if token >= 0 and runtime.clock() < runtime.admit_until:
                 return await self._acall_admitted(runtime, token, fn, args, kwargs)  # type: ignore[no-any-return]

@@ -91,9 +91,11 @@ class Breaker(AsyncCalls):
         """:meth:`call`, with the arguments as a tuple and a dict (forwarding ``*args`` and
         ``**kwargs`` through one more frame would cost more than the rest of the hot path)."""
         # The hot path (DESIGN §4: no I/O, next to no cost) reads the plan the runtime keeps
-        # in plain attributes: one clock reading, no method call, no allocation.
+        # in plain attributes: one clock reading, no method call, no allocation. A plan
+        # that admits or rejects is the process's store's (a replaced one retires, see
+        # reset_store()): the stores are compared only when the plan does neither.
         runtime = self._cached
-        if runtime is None or store_module._store is not self._store:
+        if runtime is None:
             runtime = self._runtime()
         now = runtime.clock()
         if now < runtime.admit_until:
@@ -141,6 +143,8 @@ class Breaker(AsyncCalls):
             # Raised without a name in this frame: a local holding it would make a cycle
             # (error → traceback → frame → error) that only the garbage collector frees.
             raise CircuitOpenError(self.name, runtime.reject_state, retry)
+        if store_module._store is not self._store:
+            runtime = self._runtime()  # replaced: this call takes a permit of the new store
         return self._call_with_permit(runtime, fn, args, kwargs)
 
     def _call_admitted(

@@ -10,6 +10,7 @@ LocMem cache, a get and a set of process memory under a lock.
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.models import Circuit
@@ -138,16 +139,31 @@ def test_a_recorded_failure_reaches_the_caller_as_raised(fake, guarded_call):
     assert fake.store.runtime(name).snapshot().failures == 3
 
 
-@pytest.mark.parametrize("fallback", [None, "last_good"], ids=["plain", "last_good"])
-def test_a_decorated_function_follows_a_replaced_store(fake, fallback):
-    # A decorated function's hot path compares no stores: a store that stops being the
-    # process's (settings changed, fork, another installed) plans no fast path for its
-    # runtimes, so calls go to the new store, and back when the first returns.
+async def aok() -> int:
+    return 1
+
+
+#: Ways of guarding a call whose hot paths compare no stores, as (options, one call).
+REPLACED_STORE_WAYS = {
+    "decorated": ({}, lambda handle: handle(ok)),
+    "decorated, last_good": ({"fallback": "last_good"}, lambda handle: handle(ok)),
+    "call": ({}, lambda handle: lambda: handle.call(ok)),
+    "acall": ({}, lambda handle: lambda: async_to_sync(handle.acall)(aok)),
+}
+
+
+@pytest.mark.parametrize("way", sorted(REPLACED_STORE_WAYS))
+def test_a_guarded_call_follows_a_replaced_store(fake, way):
+    # The hot paths compare no stores: a store that stops being the process's (settings
+    # changed, fork, another installed) plans no fast path for its runtimes, so calls go
+    # to the new store, and back when the first returns.
     from circuitbreaker_app.fallbacks import last_good
     from circuitbreaker_app.store import reset_store
 
-    options = {} if fallback is None else {"fallback": last_good()}
-    guarded = breaker("payments", **options)(ok)
+    options, make = REPLACED_STORE_WAYS[way]
+    if options:
+        options = {"fallback": last_good()}
+    guarded = make(breaker("payments", **options))
     first = fake.runtime("payments")
     first.flush()
     guarded()
