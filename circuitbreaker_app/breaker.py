@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -18,7 +18,7 @@ from circuitbreaker_app.async_calls import AsyncCalls
 from circuitbreaker_app.call_rules import RERAISE, UNTIMED, ExceptionRule
 from circuitbreaker_app.core import CircuitOpenError, Permit, State
 from circuitbreaker_app.core.config import check_name
-from circuitbreaker_app.fallbacks import CallFallback, DueTable
+from circuitbreaker_app.fallbacks import CallFallback
 from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime, get_store
 from circuitbreaker_app.store import registry as store_module
@@ -239,7 +239,9 @@ class Breaker(AsyncCalls):
             return async_guarded  # type: ignore[return-value]
 
         if self._due is not None:
-            return self._remembering(fn)
+            table = self._memory.due_table(self.name, fn)  # type: ignore[union-attr]
+            if table is not None:
+                return self._remembering(fn, table)
         guard = self._guard
         if not (self._plain and self.fallback is None):
 
@@ -286,12 +288,11 @@ class Breaker(AsyncCalls):
         guarded.breaker = self  # type: ignore[attr-defined]
         return guarded
 
-    def _remembering(self, fn: Callable[P, R]) -> Callable[P, R]:
+    def _remembering(self, fn: Callable[P, R], due: dict[Hashable, float]) -> Callable[P, R]:
         """The decorator of a handle whose fallback sees successes through a table of
         refresh times (last_good): a closed success is done in the wrapper's own frame, a
-        count and one lookup in that table; anything else is _guard's."""
+        count and one lookup in ``due``, ``fn``'s own table; anything else is _guard's."""
         guard = self._guard
-        due: DueTable = self._due  # type: ignore[assignment]
         memory: CallFallback = self._memory  # type: ignore[assignment]
 
         @functools.wraps(fn)
@@ -320,7 +321,7 @@ class Breaker(AsyncCalls):
                             return result
                         runtime.pending += 1  # flushed with the next refresh or failure
                         try:  # as in _guard: most successes come within the refresh period
-                            if now < due[fn][args]:
+                            if now < due[args]:  # fn's own table (due_table)
                                 return result
                         except (KeyError, TypeError):  # new key, or unhashable
                             pass

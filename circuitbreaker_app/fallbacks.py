@@ -74,6 +74,12 @@ class CallFallback:
         :meth:`succeeded`. None (the default): every success is reported."""
         return None
 
+    def due_table(self, name: str, fn: Callable[..., Any]) -> dict[Hashable, float] | None:
+        """``due_for(name)[fn]``, made now and kept while ``fn`` is decorated: the
+        decorator reads it without looking ``fn`` up per call. None (the default): the
+        decorator reads :meth:`due_for`'s table, if any."""
+        return None
+
     def succeeded(
         self, name: str, fn: Callable[..., Any], args: Any, kwargs: Any, result: Any, now: float
     ) -> None:
@@ -129,6 +135,9 @@ class LastGood(CallFallback):
         self._due_keys: dict[str, dict[Hashable, float]] = {}
         #: Per circuit: how many calls the two tables track (at most ``MAX_KEYS``).
         self._tracked: dict[str, int] = {}
+        #: Per circuit: functions whose table a decorator holds (:meth:`due_table`): kept,
+        #: emptied in place, when the rest is forgotten.
+        self._pinned: dict[str, set[Callable[..., Any]]] = {}
         #: (circuit, shared key) -> (answer, or None for none, store clock time it was read).
         self._seen: dict[tuple[str, str], tuple[Recalled | None, float]] = {}
         self._warned = False
@@ -168,6 +177,19 @@ class LastGood(CallFallback):
             return None
         return self._due.setdefault(name, {})
 
+    def due_table(self, name: str, fn: Callable[..., Any]) -> dict[Hashable, float] | None:
+        """Circuit ``name``'s refresh times of ``fn``'s calls by arguments, kept for the
+        decorator of ``fn`` (see :meth:`CallFallback.due_table`). Past ``MAX_KEYS``
+        decorated functions a circuit's new ones get an empty table that nothing fills:
+        their every success asks :meth:`succeeded`, which still decides right."""
+        if self.key is not None:
+            return None
+        pinned = self._pinned.setdefault(name, set())
+        if fn not in pinned and len(pinned) >= MAX_KEYS:
+            return {}
+        pinned.add(fn)
+        return self._due.setdefault(name, {}).setdefault(fn, {})
+
     def _due_now(self, name: str, fn: Any, args: Any, kwargs: Any, now: float) -> bool:
         """True when a success of this call should be stored now (and no other until
         ``refresh`` seconds have passed)."""
@@ -197,15 +219,22 @@ class LastGood(CallFallback):
             if tracked >= MAX_KEYS:  # start over: never grow without bound
                 self._forget_due(name)
                 tracked = 0
-                if table is not self._due_keys.get(name):  # the function's table was dropped
-                    table = self._due[name][fn] = {}
+                if table is not self._due_keys.get(name):  # the function's table was dropped?
+                    table = self._due[name].setdefault(fn, table)
             self._tracked[name] = tracked + 1
         table[memo] = now + self.refresh
         return True
 
     def _forget_due(self, name: str) -> None:
-        """Forget circuit ``name``'s refresh times (in place: its breakers hold the table)."""
-        self._due.get(name, {}).clear()
+        """Forget circuit ``name``'s refresh times, in place: its breakers hold the table,
+        decorators their function's (kept, empty); a table dropped is emptied first, so a
+        holder left with it asks :meth:`succeeded` on every success."""
+        by_fn = self._due.get(name, {})
+        pinned = self._pinned.get(name, ())
+        for fn, table in list(by_fn.items()):
+            table.clear()
+            if fn not in pinned:
+                del by_fn[fn]
         self._due_keys.get(name, {}).clear()
         self._tracked.pop(name, None)
 

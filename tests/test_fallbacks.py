@@ -393,3 +393,40 @@ def test_refresh_times_are_tracked_for_at_most_max_keys_calls(fake, monkeypatch)
     guarded.call(level, "F")  # a fourth again: a new table for the function
     assert fallback._due["stock"] == {level: {("F",): pytest.approx(fake.clock() + 10)}}
     assert len(written) == 7
+
+
+def test_a_decorated_function_keeps_its_table_and_past_max_keys_still_stores_right(
+    fake, monkeypatch
+):
+    monkeypatch.setattr("circuitbreaker_app.fallbacks.MAX_KEYS", 2)
+    written = count_answer_writes(fake)
+    fallback = last_good(refresh=10)
+    handle = breaker("stock", fallback=fallback)
+
+    def level(sku: str) -> int:
+        return 3
+
+    def price(sku: str) -> int:
+        return 4
+
+    def rating(sku: str) -> int:
+        return 5
+
+    guarded_level, guarded_price, guarded_rating = handle(level), handle(price), handle(rating)
+    table = fallback._due["stock"][level]
+    assert fallback._due["stock"] == {level: {}, price: {}}  # rating: past MAX_KEYS
+    guarded_level("A")
+    guarded_price("A")
+    guarded_level("A")
+    assert len(written) == 2
+    guarded_level("B")  # a third key: start over, the held tables emptied in place
+    assert fallback._due["stock"] == {level: {("B",): fake.clock() + 10}, price: {}}
+    assert fallback._due["stock"][level] is table
+    guarded_level("A")  # forgotten: stored again
+    assert len(written) == 4
+    for _ in range(3):
+        guarded_rating("A")  # an unheld table: every success asks, stored once
+    assert len(written) == 5
+    fake.advance(10)
+    guarded_rating("A")
+    assert len(written) == 6
