@@ -110,6 +110,10 @@ class CountAdd:
     size: int
     #: The window as this process last saw it (a first guess for compare-and-set writes).
     known: list[int]
+    #: The window this write makes if the stored one is still ``known`` (a failure that
+    #: joins the newest run: :func:`grown_by`), else None. A backend that can tell the
+    #: stored window is ``known`` may store and return it as it is.
+    expected: list[int] | None = None
 
 
 class SharedWindow:
@@ -245,19 +249,28 @@ class CountRuns(SharedWindow):
         code = (FAILED if outcome.failures else 0) | (SLOWED if outcome.slow else 0)
         if outcome.calls and not code:
             successes += outcome.calls
+        if code and not successes:
+            return self._one(code)
         return CountAdd(
             self.key, COUNT_WINDOW_TTL, successes, code, self.seen, self.size, self.window
         )
 
     def failure(self, slow: int, now: float) -> CountAdd:
+        return self._one(FAILED | SLOWED if slow else FAILED)
+
+    def _one(self, code: int) -> CountAdd:
+        """The write of one outcome ``code`` and no batch, with the window it makes if
+        nobody else wrote since (:attr:`CountAdd.expected`)."""
+        window = self.window
         return CountAdd(
             self.key,
             COUNT_WINDOW_TTL,
             0,
-            FAILED | SLOWED if slow else FAILED,
+            code,
             self.seen,
             self.size,
-            self.window,
+            window,
+            grown_by(window, self.totals.calls, code, self.size),
         )
 
     def _take(self, window: list[int]) -> Snapshot:
@@ -267,20 +280,24 @@ class CountRuns(SharedWindow):
         return totals
 
     def added(self, change: CountAdd, value: Any, now: float) -> Snapshot:
-        known, outcome = change.known, change.outcome
-        if outcome and not change.successes and known is self.window:
-            # A failure's common write: nobody else wrote since this process's last look,
-            # and the failure joined the newest run. A window equal to that is well formed,
-            # and its totals are one call more: taken without parsing or summing it.
-            totals = self.totals
-            grown = grown_by(known, totals.calls, outcome, self.size)
-            if grown is not None and value == grown:
-                self.window = grown
-                self.seen = grown[0]
-                failed, slowed = outcome & FAILED, (outcome & SLOWED) >> 1
-                totals = Snapshot(totals.calls + 1, totals.failures + failed, totals.slow + slowed)
-                self.totals = totals
-                return totals
+        expected = change.expected
+        if (
+            expected is not None
+            and change.known is self.window
+            and (value is expected or value == expected)
+        ):
+            # A failure's common write (nobody else wrote since this process's last look,
+            # the failure joined the newest run): a window equal to the one predicted is
+            # well formed and one call more, taken without parsing or summing it.
+            outcome, totals = change.outcome, self.totals
+            self.window = expected
+            self.seen = expected[0]
+            self.totals = totals = Snapshot(
+                totals.calls + 1,
+                totals.failures + (outcome & FAILED),
+                totals.slow + ((outcome & SLOWED) >> 1),
+            )
+            return totals
         return self._take(parse_count(value))
 
     def add_locally(self, change: CountAdd, now: float) -> Snapshot:

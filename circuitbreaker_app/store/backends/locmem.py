@@ -137,8 +137,11 @@ class LocMemCounters(Counters):
             window = None
             if last is not None and raw is last[0]:
                 # What these counters wrote last (nobody wrote since): apply_count's output,
-                # holding last[2] calls.
-                if outcome and not successes:
+                # holding last[2] calls; the writer's prediction if it knew that window.
+                if change.expected is not None and change.known is last[1]:
+                    window = change.expected
+                    calls = last[2] + 1
+                elif outcome and not successes:
                     window = grown_by(last[1], last[2], outcome, change.size)
                     calls = last[2] + 1
                 if window is None:
