@@ -279,6 +279,8 @@ class Breaker(AsyncCalls):
                         else:
                             self._closed_result(runtime, token, fn, args, kwargs, result, now)
                         return result
+                    # At the failure threshold, timed or DISABLED: _guard would say so too.
+                    return self._call_admitted(runtime, fn, args, kwargs)
                 elif now < runtime.reject_until:
                     runtime.rejected += 1  # the fleet's totals (read at scrape time)
                     retry = None if runtime.retry_clock is None else runtime.retry_clock - now
