@@ -377,6 +377,46 @@ def test_after_an_error_redis_is_skipped_without_io_until_the_retry_time():
     assert link.round_trips == 2
 
 
+def test_a_script_call_to_a_server_that_stops_answering_times_out_as_an_outage():
+    """The script calls' own connection leaves timeouts to the kernel (no poll per call):
+    a server that answers the handshake, then never a script, costs one short timeout,
+    then an outage."""
+    import threading
+
+    from circuitbreaker_app.store.backends.redis import RECORD
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+
+        def serve() -> None:  # answers the handshake (HELLO 3, CLIENT …); a script: silence
+            conn, _ = server.accept()
+            with conn:
+                while (chunk := conn.recv(65536)) and b"EVALSHA" not in chunk:
+                    hello = b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n"
+                    conn.sendall(hello if b"HELLO" in chunk else b"-ERR unknown subcommand\r\n")
+                conn.recv(65536)  # until the client gives up
+
+        threading.Thread(target=serve, daemon=True).start()
+        link = RedisLink(f"redis://127.0.0.1:{server.getsockname()[1]}/0", str, timeout=0.1)
+        raised: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                link.evalsha(RECORD, ["bucket"], [1, 1000, -1, -1])
+            except BaseException as exc:  # what it raised is the point
+                raised.append(exc)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        caller.join(5)
+        assert not caller.is_alive()  # a blocking socket without its timeouts hangs here
+        assert len(raised) == 1 and isinstance(raised[0], link.errors), raised
+        with pytest.raises(RedisUnavailable):
+            link.evalsha(RECORD, ["bucket"], [1, 1000, -1, -1])  # skipped until retry time
+        assert link.round_trips == 1
+
+
 # -- transitions ---------------------------------------------------------------------------
 
 

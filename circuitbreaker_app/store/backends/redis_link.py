@@ -4,6 +4,9 @@ for a moment after a failure, that also reads Redis's clock (see ``redis.py``)."
 from __future__ import annotations
 
 import hashlib
+import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -128,6 +131,7 @@ class RedisLink:
         self._own: Any = None
         self._own_lock = threading.Lock()
         self._own_used = 0.0  # time.monotonic() of its last use
+        self._own_sock: Any = None  # its socket, once set to kernel timeouts
         self._pack = _packer()
 
     @property
@@ -189,6 +193,8 @@ class RedisLink:
             # connect() itself, as a pool checkout does: a Sentinel connection asks for the
             # primary there (``send_packed_command`` would connect to its default address).
             conn.connect()
+        if conn._sock is not self._own_sock:
+            self._kernel_timeouts(conn._sock)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
@@ -204,11 +210,27 @@ class RedisLink:
             conn.disconnect()  # never reuse a connection that may hold a late reply
             raise
 
+    def _kernel_timeouts(self, sock: Any) -> None:
+        """Let the kernel time out the socket's sends and receives (``SO_SNDTIMEO``,
+        ``SO_RCVTIMEO``: the same short timeout) and make it blocking in Python's eyes, so
+        a send and a receive are one system call each, without the ``poll`` Python runs
+        before each on a socket with a timeout. A timeout is an ``OSError`` (``EAGAIN``),
+        an outage like any other. Linux only; elsewhere Python keeps the timeouts."""
+        self._own_sock = sock
+        if not sys.platform.startswith("linux"):
+            return
+        seconds = int(self.timeout)
+        timeval = struct.pack("ll", seconds, max(1, int((self.timeout - seconds) * 1e6)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        sock.settimeout(None)
+
     def _check_idle(self, conn: Any) -> None:
         """Drop the connection when the server closed it while it sat idle (what a pool
         checkout checks before every command), so the call connects again, not fails."""
         if conn._sock is None:
             return
+        self._own_sock = None  # can_read() gives the socket Python's timeout back
         try:
             stale = conn.can_read()
         except self.errors:
@@ -298,6 +320,7 @@ class RedisLink:
             self._abandoned.append(self._own)
         self._client = None
         self._own = None
+        self._own_sock = None
         self._own_lock = threading.Lock()
         self._scripts = {}
         self._connecting = threading.Lock()
