@@ -22,6 +22,8 @@ NOX_ARGS ?=
 # linters, nox, build, twine).
 DEMO_STAMP := $(VENV)/.installed-demo.stamp
 DEV_STAMP := $(VENV)/.installed-dev.stamp
+# `make docs` (and `make test`) add the `docs` extra.
+DOCS_STAMP := $(VENV)/.docs-extra.stamp
 
 # Exit 0 when PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) both accept
 # a TCP connection; otherwise name the unreachable ones and exit 1.
@@ -40,7 +42,7 @@ endef
 export CHECK_SERVICES
 
 .PHONY: venv demo-venv docs test test-default test-serverless test-services test-matrix dist \
-	demo lint typecheck fmt bench clean
+	test-sqlite test-services-shared test-solo demo lint typecheck fmt bench clean
 
 venv: $(DEV_STAMP)
 
@@ -59,28 +61,61 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 # What CI runs: mypy (typecheck) and the docs site; the whole suite on the main combination
-# (.venv) on SQLite + LocMem, the storage tests on the database cache, the whole suite on
-# PostgreSQL + Redis; then the fast suite on every other supported Python x Django
-# (noxfile.py) and a virtualenv without Celery; then the wheel and the sdist, checked by twine.
-test: venv
+# (.venv) on SQLite + LocMem, the storage tests on the database cache, the suite on
+# PostgreSQL + Redis without the tests marked backend_independent; the fast suite on every other supported Python x Django
+# (noxfile.py) and a virtualenv without Celery; the wheel and the sdist, checked by twine.
+# In two parts, so that both cores stay busy (one after the other it took 33 minutes, most
+# of them with one core idle while a test waited for its processes, servers or browser):
+# 1. at once (.ci/parallel; each log is printed whole when its part ends): typecheck, docs,
+#    test-sqlite (test-default then test-serverless), test-services-shared and the matrix
+#    (at niceness 10: it takes the CPU the suites leave), all without the tests marked solo;
+# 2. alone: the tests marked solo (fleets of processes, outages under load: they assert
+#    bounds that need a machine not busy with other tests) on both variants, then the dist.
+# The two suites of part 1 run at the same time, so the PostgreSQL + Redis one has a Redis
+# database, a PostgreSQL test database and a loopback port range of its own (SHARED_*
+# below; tests flush their Redis database). Every test runs where it ran before.
+# (The docs extra is installed first: pip must not touch .venv while the suites run.)
+test: venv $(DOCS_STAMP)
 	@$(BIN)/python -c "import django, sys; print('main combination: Python', sys.version.split()[0], '+ Django', django.get_version())"
-	$(MAKE) --no-print-directory typecheck
-	$(MAKE) --no-print-directory docs
-	$(MAKE) --no-print-directory test-default
-	$(MAKE) --no-print-directory test-serverless
-	$(MAKE) --no-print-directory test-services
-	$(MAKE) --no-print-directory test-matrix
+	MAKE="$(MAKE)" MATRIX_NICE=10 .ci/parallel typecheck docs test-sqlite test-services-shared test-matrix
+	$(MAKE) --no-print-directory test-solo
 	$(MAKE) --no-print-directory dist
 
+# Part 1's SQLite + LocMem suite (test-default then test-serverless), without the solo tests.
+test-sqlite: venv
+	$(MAKE) --no-print-directory test-default DEFAULT_ARGS='-m "not solo"'
+	$(MAKE) --no-print-directory test-serverless SERVERLESS_ARGS='-m "not solo"'
+
+# Part 1's PostgreSQL + Redis suite, without the solo tests, on a Redis database, a
+# PostgreSQL test database and loopback ports of its own (test-sqlite runs at the same time).
+SHARED_REDIS_URL ?= redis://127.0.0.1:6379/14
+SHARED_POSTGRES_TEST_NAME ?= test_circuitbreaker_shared
+SHARED_TEST_PORTS ?= 18500-18599
+test-services-shared: venv
+	CB_REDIS_URL=$(SHARED_REDIS_URL) CB_POSTGRES_TEST_NAME=$(SHARED_POSTGRES_TEST_NAME) \
+		CB_TEST_PORTS=$(SHARED_TEST_PORTS) $(MAKE) --no-print-directory test-services \
+		SERVICES_ARGS='-m "not backend_independent and not solo" $(PYTEST_ARGS)'
+
+# Part 2: the solo tests alone, on SQLite + LocMem, on the database cache and on
+# PostgreSQL + Redis.
+test-solo: venv
+	$(MAKE) --no-print-directory test-default DEFAULT_ARGS='-m solo'
+	$(MAKE) --no-print-directory test-serverless SERVERLESS_ARGS='-m solo'
+	$(MAKE) --no-print-directory test-services \
+		SERVICES_ARGS='-m "solo and not backend_independent" $(PYTEST_ARGS)'
+
+DEFAULT_ARGS ?=
 test-default: venv
-	CB_DATABASE=sqlite CB_CACHE=locmem $(BIN)/pytest $(PYTEST_ARGS)
+	CB_DATABASE=sqlite CB_CACHE=locmem $(BIN)/pytest $(DEFAULT_ARGS) $(PYTEST_ARGS)
 
 # The storage-level tests again on the demo's server-less default: the database cache,
 # whose incr is not atomic (the counters move to the CircuitCounter table).
 SERVERLESS_TESTS := tests/test_store.py tests/test_hot_path.py tests/test_breaker.py \
 	tests/test_multiprocess.py tests/test_sync.py
+SERVERLESS_ARGS ?=
 test-serverless: venv
-	CB_DATABASE=sqlite CB_CACHE=database $(BIN)/pytest $(PYTEST_ARGS) $(SERVERLESS_TESTS)
+	CB_DATABASE=sqlite CB_CACHE=database $(BIN)/pytest $(SERVERLESS_ARGS) $(PYTEST_ARGS) \
+		$(SERVERLESS_TESTS)
 
 # The fast suite on every other supported combination, and the no-Celery virtualenv:
 # nox's sessions tagged matrix, MATRIX_JOBS (default 3) at a time.
@@ -93,9 +128,11 @@ dist: venv
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*
 
-# Skipped with a message when a service is down, unless REQUIRE_SERVICES=1. The packaging
-# tests do not depend on the backends: test-default ran them.
-SERVICES_ARGS ?= -m "not packaging" $(PYTEST_ARGS)
+# Skipped with a message when a service is down, unless REQUIRE_SERVICES=1. The tests
+# marked backend_independent (their result does not depend on CB_DATABASE / CB_CACHE:
+# layout, docs, text, the pure core, packaging, browser, demo, Redis topologies) ran in
+# test-default.
+SERVICES_ARGS ?= -m "not backend_independent" $(PYTEST_ARGS)
 test-services: venv
 	@if $(BIN)/python -c "$$CHECK_SERVICES"; then \
 		echo "CB_DATABASE=postgres CB_CACHE=redis $(BIN)/pytest $(SERVICES_ARGS)"; \
@@ -138,7 +175,6 @@ bench: venv $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # The documentation site from docs/ and mkdocs.yml, into site/; warnings are errors.
-DOCS_STAMP := $(VENV)/.docs-extra.stamp
 
 $(DOCS_STAMP): pyproject.toml | venv
 	$(BIN)/python -m pip install -e '.[docs]'
@@ -148,6 +184,6 @@ docs: venv $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) .nox site build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \
+	rm -rf $(VENV) .nox .ci/logs site build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \
 		.hypothesis test-results .pytest-*.sqlite3* var
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -148,7 +148,39 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+#: Tests whose result does not depend on CB_DATABASE / CB_CACHE, and why: they get the marker
+#: ``backend_independent``, and CI runs them once, on SQLite + LocMem (``make test-services``
+#: leaves them out). A module that starts to depend on the suite's database or cache (what a
+#: page shows or a guarded call does with it) leaves this list.
+BACKEND_INDEPENDENT: dict[str, str] = {
+    "tests/core/": "the pure core: no Django, database or cache (tests/core/conftest.py)",
+    "tests/test_layout.py": "reads the source",
+    "tests/test_docs.py": "reads docs/ and the source",
+    "tests/test_text.py": "a pure text function",
+    "tests/test_ago.py": "a pure time format",
+    "tests/test_buckets.py": "the pure bookkeeping of shared windows",
+    "tests/test_packaging.py": "builds the wheel and sdist, installs them in new virtualenvs",
+    "tests/test_benchmarks.py": "the benchmarks run on settings and services of their own",
+    "tests/test_demo.py": "the demo runs on its embedded defaults, not the suite's settings",
+    "tests/test_topologies.py": "the Redis deployments that tests start for themselves",
+    # What a browser shows and does (scripts, styles, translations in scripts); the data of
+    # the pages and of the status endpoint are tested on both variants (test_admin,
+    # test_dashboard, test_views, test_i18n).
+    "tests/test_browser.py": "what a browser shows and does",
+    "tests/test_i18n_browser.py": "what a browser shows and does, in German",
+}
+
+
+def _backend_independent(item: pytest.Item) -> bool:
+    path = item.path.relative_to(item.config.rootpath).as_posix()
+    return any(path.startswith(prefix) for prefix in BACKEND_INDEPENDENT)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _backend_independent(item):
+            item.add_marker(pytest.mark.backend_independent)
     # pytest-playwright keeps Playwright, and so an asyncio loop that Django sees as running
     # in the main thread, alive from the first browser test to the end of the session; any
     # database test after it would fail with SynchronousOnlyOperation. Browser tests last.

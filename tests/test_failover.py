@@ -31,7 +31,8 @@ from tests.helpers import FakeStore
 from tests.loopback import serving
 from tests.topologies import LocalRedis, LocalSentinel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+#: solo: failovers under load, and a fleet; bounds that need a machine not busy with other tests.
+pytestmark = [pytest.mark.solo, pytest.mark.django_db(transaction=True)]
 
 WORKERS = 4
 

@@ -38,6 +38,7 @@ pytestmark = [
     pytest.mark.services,
     pytest.mark.multiprocess,
     pytest.mark.redis_topology,
+    pytest.mark.solo,  # bounds that need a machine not busy with other tests
     pytest.mark.django_db(transaction=True),
 ]
 

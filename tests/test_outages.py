@@ -34,7 +34,8 @@ from circuitbreaker_app.store import CircuitStore, generation_prefix, get_store,
 from tests.conftest import services_required
 from tests.loopback import TcpProxy
 
-pytestmark = pytest.mark.django_db(transaction=True)
+#: solo: every call is timed (MAX_CALL_SECONDS); not beside other tests that load the machine.
+pytestmark = [pytest.mark.solo, pytest.mark.django_db(transaction=True)]
 
 #: Generous bound on any single guarded call while a service is down or hung: one Redis
 #: socket timeout (REDIS_TIMEOUT, 0.25 s) at most, plus slack for a loaded 2-core machine.
