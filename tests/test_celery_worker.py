@@ -364,6 +364,10 @@ def test_a_failing_probe_reopens_with_the_doubled_wait(run, upstream):
     assert upstream.hits["/health/relapse"] == 2
 
 
+# solo: between reading the state and the next call the probe may close the circuit and this
+# process's snapshot expire; a window that only a busy machine makes wide enough to hit
+# (it failed once in make test's parallel part, under a load average of 12 on 2 cores).
+@pytest.mark.solo
 @pytest.mark.redis
 def test_probe_mode_keeps_live_calls_rejected_until_the_probe_succeeds(run, upstream):
     workers = run(redis_broker())
