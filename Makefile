@@ -68,7 +68,9 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 # of them with one core idle while a test waited for its processes, servers or browser):
 # 1. at once (.ci/parallel; each log is printed whole when its part ends): typecheck, docs,
 #    test-sqlite (test-default then test-serverless), test-services-shared and the matrix
-#    (at niceness 10: it takes the CPU the suites leave), all without the tests marked solo;
+#    (two sessions at a time beside the suites, not three: fewer processes per core; run
+#    at niceness 10 its sessions starved past the wall-clock windows of some tests, e.g.
+#    the admin's 29-30 s countdown), all without the tests marked solo;
 # 2. alone: the tests marked solo (fleets of processes, outages under load: they assert
 #    bounds that need a machine not busy with other tests) on both variants, then the dist.
 # The two suites of part 1 run at the same time, so the PostgreSQL + Redis one has a Redis
@@ -77,7 +79,8 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 # (The docs extra is installed first: pip must not touch .venv while the suites run.)
 test: venv $(DOCS_STAMP)
 	@$(BIN)/python -c "import django, sys; print('main combination: Python', sys.version.split()[0], '+ Django', django.get_version())"
-	MAKE="$(MAKE)" MATRIX_NICE=10 .ci/parallel typecheck docs test-sqlite test-services-shared test-matrix
+	MAKE="$(MAKE)" MATRIX_JOBS=$${MATRIX_JOBS:-2} .ci/parallel typecheck docs test-sqlite \
+		test-services-shared test-matrix
 	$(MAKE) --no-print-directory test-solo
 	$(MAKE) --no-print-directory dist
 
