@@ -49,6 +49,7 @@ class RedisCounter:
         self.names: Counter[str] = Counter()
         self._active = False
         self._patched = False
+        self._named = False  # the command being sent was named when it was packed
 
     def _patch(self) -> None:
         if self._patched:
@@ -65,9 +66,18 @@ class RedisCounter:
             name = args[0] if args else b"?"
             return (name.decode() if isinstance(name, bytes) else str(name)).upper()
 
+        def _packed_name(command: Any) -> str:
+            # b"*N\r\n$len\r\nNAME\r\n...": a command packed by its caller (the store's
+            # script calls), which sends it without send_command or pack_commands.
+            first = command if isinstance(command, (bytes, str)) else command[0]
+            first = first.encode() if isinstance(first, str) else bytes(first)
+            parts = first.split(b"\r\n", 3)
+            return parts[2].decode().upper() if len(parts) > 2 else "?"
+
         def send_command(self: Any, *args: Any, **kwargs: Any) -> Any:
             if counter._active:
                 counter.names[_name(args)] += 1
+                counter._named = True
             return send_one(self, *args, **kwargs)
 
         def pack_commands(self: Any, commands: Any) -> Any:
@@ -75,11 +85,15 @@ class RedisCounter:
             if counter._active:
                 for args in commands:
                     counter.names[_name(args)] += 1
+                counter._named = True
             return pack_many(self, commands)
 
         def send_packed_command(self: Any, command: Any, check_health: bool = True) -> Any:
             if counter._active:
                 counter.round_trips += 1
+                if not counter._named:
+                    counter.names[_packed_name(command)] += 1
+            counter._named = False
             return send(self, command, check_health)
 
         def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
