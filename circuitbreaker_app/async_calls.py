@@ -70,20 +70,20 @@ class AsyncCalls(CallRules):
         if runtime is not None and not OBSERVERS:  # no store comparison: see Breaker._guard
             token = runtime.count_token
             if token >= 0 and runtime.clock() < runtime.admit_until:
-                return await self._acall_admitted(runtime, token, fn, args, kwargs)  # type: ignore[no-any-return]
+                return await self._acall_admitted(runtime, token, fn, args, kwargs)
         runtime = await self._aruntime()
         try:
             permit = await self._aacquire(runtime)
         except CircuitOpenError as exc:
             if self.fallback is not None:
-                return await self._afall_back(exc, fn, args, kwargs)  # type: ignore[no-any-return]
+                return await self._afall_back(exc, fn, args, kwargs)
             raise
         started = perf_counter()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             duration = perf_counter() - started
-            return await self._afailed(runtime, permit, exc, duration, fn, args, kwargs)  # type: ignore[no-any-return]
+            return await self._afailed(runtime, permit, exc, duration, fn, args, kwargs)
         await self._aresult(runtime, permit, result, perf_counter() - started, fn, args, kwargs)
         return result
 

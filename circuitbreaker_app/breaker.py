@@ -108,7 +108,7 @@ class Breaker(AsyncCalls):
                 answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
                 if answer is RERAISE:
                     raise
-                return answer  # type: ignore[no-any-return]
+                return answer
             # Dated when it ends (runtime.batches(), inlined): a count window's batch
             # takes it whenever; a time window's only if it ends before admit_until.
             batches = runtime.batch_token == token or (
@@ -127,7 +127,7 @@ class Breaker(AsyncCalls):
                         return result
                 except (KeyError, TypeError):  # new key, or unhashable: the fallback decides
                     pass
-                self._memory.succeeded(self.name, fn, args, kwargs, result, now)  # type: ignore[union-attr]
+                self._memory.succeeded(self.name, fn, args, kwargs, result, now)
                 return result
             self._closed_result(runtime, token, fn, args, kwargs, result, now)
             return result
@@ -137,7 +137,7 @@ class Breaker(AsyncCalls):
                 notify(self.name, "rejected", None)
             retry = None if runtime.retry_clock is None else runtime.retry_clock - now
             if self.fallback is not None:
-                return self._fall_back(  # type: ignore[no-any-return]
+                return self._fall_back(
                     CircuitOpenError(self.name, runtime.reject_state, retry), fn, args, kwargs
                 )
             # Raised without a name in this frame: a local holding it would make a cycle
@@ -167,7 +167,7 @@ class Breaker(AsyncCalls):
             answer = self._failed(runtime, generation, exc, started, fn, args, kwargs)
             if answer is RERAISE:
                 raise
-            return answer  # type: ignore[no-any-return]
+            return answer
         if self.is_failure is None or not self.is_failure(result):
             duration = perf_counter() - started if started != UNTIMED else 0.0
             if runtime.fast_success(generation, duration):
@@ -177,7 +177,7 @@ class Breaker(AsyncCalls):
                     self._memory.succeeded(self.name, fn, args, kwargs, result, runtime.clock())
                 return result
         permit = Permit(runtime.status.state, generation)
-        return self._finish(runtime, permit, result, started, fn, args, kwargs)  # type: ignore[no-any-return]
+        return self._finish(runtime, permit, result, started, fn, args, kwargs)
 
     def _call_with_permit(
         self,
@@ -191,7 +191,7 @@ class Breaker(AsyncCalls):
         except CircuitOpenError as exc:
             self._rejected(runtime)
             if self.fallback is not None:
-                return self._fall_back(exc, fn, args, kwargs)  # type: ignore[no-any-return]
+                return self._fall_back(exc, fn, args, kwargs)
             raise
         started = perf_counter()
         try:
@@ -200,8 +200,8 @@ class Breaker(AsyncCalls):
             answer = self._failed(runtime, permit, exc, started, fn, args, kwargs)
             if answer is RERAISE:
                 raise
-            return answer  # type: ignore[no-any-return]
-        return self._finish(runtime, permit, result, started, fn, args, kwargs)  # type: ignore[no-any-return]
+            return answer
+        return self._finish(runtime, permit, result, started, fn, args, kwargs)
 
     def __enter__(self) -> Breaker:
         runtime = self._runtime()
@@ -233,13 +233,13 @@ class Breaker(AsyncCalls):
 
             @functools.wraps(fn)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.acall(fn, *args, **kwargs)  # type: ignore[arg-type]
+                return await self.acall(fn, *args, **kwargs)
 
             async_guarded.breaker = self  # type: ignore[attr-defined]
             return async_guarded  # type: ignore[return-value]
 
         if self._due is not None:
-            table = self._memory.due_table(self.name, fn)  # type: ignore[union-attr]
+            table = self._memory.due_table(self.name, fn)
             if table is not None:
                 return self._remembering(fn, table)
         guard = self._guard
@@ -271,7 +271,7 @@ class Breaker(AsyncCalls):
                             answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
                             if answer is RERAISE:
                                 raise
-                            return answer  # type: ignore[no-any-return]
+                            return answer
                         if runtime.batch_token == token or (  # runtime.batches(token)
                             runtime.count_token == token and runtime.clock() < runtime.admit_until
                         ):
@@ -311,7 +311,7 @@ class Breaker(AsyncCalls):
                             answer = self._failed(runtime, token, exc, UNTIMED, fn, args, kwargs)
                             if answer is RERAISE:
                                 raise
-                            return answer  # type: ignore[no-any-return]
+                            return answer
                         if not (
                             runtime.batch_token == token  # runtime.batches(token), inlined
                             or (

@@ -93,10 +93,10 @@ def retry_later(task: Task, exc: CircuitOpenError, **options: Any) -> Retry:
         raise TypeError(f"retry_later() needs the running Celery task, not {task!r}")
     if "countdown" not in options and "eta" not in options:
         options["countdown"] = retry_countdown(exc)
-    return task.retry(exc=exc, **options)  # type: ignore[no-any-return]
+    return task.retry(exc=exc, **options)
 
 
-class CircuitBreakerTask(Task):  # type: ignore[misc]
+class CircuitBreakerTask(Task):
     """Task base class: a ``CircuitOpenError`` escaping ``run`` retries the task later."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

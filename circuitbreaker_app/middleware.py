@@ -89,10 +89,10 @@ class CircuitBreakerMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.async_mode:
             return self.__acall__(request)
-        return self.get_response(request)  # type: ignore[no-any-return]
+        return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        return await self.get_response(request)  # type: ignore[no-any-return]
+        return await self.get_response(request)
 
     def process_exception(
         self, request: HttpRequest, exception: BaseException

@@ -82,7 +82,7 @@ def is_blocked_address(address: IPAddress) -> bool:
     """True for a link-local or metadata address, in any of its IPv6 disguises."""
     candidates = [address, embedded_ipv4(address)]
     return any(
-        candidate is not None and candidate.version == net.version and candidate in net  # type: ignore[operator]
+        candidate is not None and candidate.version == net.version and candidate in net
         for candidate in candidates
         for net in BLOCKED_NETWORKS
     )

@@ -28,17 +28,17 @@ class CircuitOpenError(Exception):
     @property
     def circuit(self) -> str:
         """The name of the circuit that rejected the call."""
-        return self.args[0]  # type: ignore[no-any-return]
+        return self.args[0]
 
     @property
     def state(self) -> State:
         """The circuit's state when it rejected the call."""
-        return self.args[1]  # type: ignore[no-any-return]
+        return self.args[1]
 
     @property
     def retry_after(self) -> float | None:
         """Seconds until calls may pass again, or None when unknown."""
-        return self.args[2]  # type: ignore[no-any-return]
+        return self.args[2]
 
     def __str__(self) -> str:
         if len(self.args) != 3:  # built some other way (a copy by a library): its own words

@@ -68,4 +68,4 @@ def connect(
     takes the offset of a server's clock when the backend reads one (None: do not).
     """
     module = backend_module(cache_alias)
-    return module.connect(cache_alias, db_alias, now=now, wall=wall, clock_sink=clock_sink)  # type: ignore[no-any-return]
+    return module.connect(cache_alias, db_alias, now=now, wall=wall, clock_sink=clock_sink)

@@ -92,7 +92,7 @@ class LocMemCounters(Counters):
 
     def add_count(self, change: CountAdd) -> list[int]:
         if self._data is not None:
-            return self.add(change, True, None)[0]  # type: ignore[no-any-return]
+            return self.add(change, True, None)[0]
         # get + set under a lock: atomic, since no other process sees a LocMem cache.
         with _COUNT_LOCK:
             window = parse_count(self.cache.get(change.key))

@@ -50,7 +50,7 @@ def _packer() -> Callable[[tuple[Any, ...]], Any] | None:
         return None
     import hiredis
 
-    return hiredis.pack_command  # type: ignore[no-any-return]
+    return hiredis.pack_command
 
 
 class RedisUnavailable(ConnectionError):
@@ -296,7 +296,7 @@ class RedisLink:
         def read() -> tuple[int, int]:
             values, now = self.run(pipe.execute)
             found.extend(values)
-            return now  # type: ignore[no-any-return]
+            return now
 
         self._read_clock(read)
         return found
