@@ -206,6 +206,22 @@ def test_a_sentinel_client_has_short_timeouts_and_no_retries():
         _no_retries(sentinel.connection_pool.connection_kwargs)
 
 
+def test_a_sentinel_group_that_cannot_be_asked_says_why_for_each_sentinel():
+    """redis-py 8 writes a failed sentinel into ``MasterNotFoundError`` as the repr of its
+    client (kilobytes of settings) and of its error ("network:ConnectionError": the
+    reason is lost); the store's outage warning shows one short reason per sentinel."""
+    ports = [closed_port(), closed_port()]
+    url = f"redis+sentinel://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/payments/0"
+    client = redis_client(url, 0.1)
+    with pytest.raises(MasterNotFoundError) as caught:
+        client.ping()
+    message = str(caught.value)
+    assert message.startswith("No master found for 'payments': ConnectionError: ")
+    assert message.count("Connection refused") == 2, message
+    assert all(f"127.0.0.1:{port}" in message for port in ports)
+    assert "network:" not in message and len(message) < 400, message
+
+
 @pytest.mark.redis_topology
 def test_a_cluster_client_has_short_timeouts_and_no_retries(redis_topologies):
     client = redis_client(redis_topologies("cluster").url, 0.1)

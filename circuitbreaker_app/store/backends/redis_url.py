@@ -31,6 +31,7 @@ retries. :func:`mask_redis_url` hides the passwords wherever a URL is shown.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -251,13 +252,59 @@ def redis_client(url: str, timeout: float) -> Any:
             **credentials,
             **options,
         )
-    from redis.sentinel import Sentinel
-
     # The sentinels: the same timeouts, TLS and no retries (redis-py's default retries with
     # a backoff of seconds: a sentinel that refuses or hangs would cost a guarded call that
     # long), and their own credentials, if any.
     asking = dict(options)
     if target.sentinel_password is not None:
         asking.update(username=target.sentinel_username, password=target.sentinel_password)
-    sentinel = Sentinel(list(target.hosts), sentinel_kwargs=asking, **options)
+    sentinel = _sentinel_class()(list(target.hosts), sentinel_kwargs=asking, **options)
     return sentinel.master_for(target.service, db=target.db, health_check_interval=0, **credentials)
+
+
+@functools.cache
+def _sentinel_class() -> Any:
+    """redis-py's ``Sentinel`` whose ``MasterNotFoundError`` says why each sentinel failed.
+
+    redis-py (8.x) writes each failed sentinel into that message as the ``repr`` of its
+    client (kilobytes of connection settings) and of the error, which names only the
+    error's class: "network:ConnectionError", never "certificate verify failed" or
+    "Connection refused". Here each sentinel's client remembers its last error, and the
+    message lists those, one short line per sentinel."""
+    from redis import Redis
+    from redis.exceptions import ConnectionError, TimeoutError
+    from redis.sentinel import MasterNotFoundError, Sentinel
+
+    class SentinelClient(Redis):
+        #: Why the last ``SENTINEL MASTERS`` failed ("Type: message"), None if it answered.
+        failure: str | None = None
+
+        def sentinel_masters(self) -> Any:
+            try:
+                masters = super().sentinel_masters()
+            except (ConnectionError, TimeoutError) as exc:
+                self.failure = f"{type(exc).__name__}: {exc}"
+                raise
+            self.failure = None
+            return masters
+
+    class ExplainedSentinel(Sentinel):
+        def __init__(self, sentinels: list[tuple[str, int]], **kwargs: Any) -> None:
+            super().__init__(sentinels, **kwargs)
+            self.sentinels = [
+                SentinelClient(host, port, **self.sentinel_kwargs) for host, port in sentinels
+            ]
+
+        def discover_master(self, service_name: str) -> Any:
+            for client in self.sentinels:
+                client.failure = None
+            try:
+                return super().discover_master(service_name)
+            except MasterNotFoundError:
+                failures = [client.failure for client in self.sentinels if client.failure]
+                reason = "; ".join(failures) if failures else "no sentinel names a healthy one"
+                raise MasterNotFoundError(
+                    f"No master found for {service_name!r}: {reason}"
+                ) from None
+
+    return ExplainedSentinel
