@@ -12,6 +12,12 @@ killed leaves no server behind; ``stop()`` shuts them down and removes the folde
 * :class:`LocalSentinel`: a primary, one replica and three sentinels watching them
   (``redis+sentinel://h1:p1,h2:p2,h3:p3/SERVICE/0``), with :meth:`LocalSentinel.kill_primary`
   and :meth:`LocalSentinel.wait_failover` for failover tests.
+
+Each takes ``tls=True``: then every server (and sentinel) listens for TLS only, with a
+certificate for 127.0.0.1 signed by a CA made for it (:func:`make_certificates`, openssl),
+replicas and the cluster bus speak TLS too, and :attr:`Topology.url` is the ``rediss…://``
+URL a site would configure, with the CA as ``ssl_ca_certs``. :func:`redis_tls_missing`
+says whether the installed ``redis-server`` was built with TLS.
 """
 
 from __future__ import annotations
@@ -62,6 +68,32 @@ def spare_port(bus: bool = False, host: str = "127.0.0.1") -> int:
         if _port_free(port, host) and (not bus or _port_free(port + 10000, host)):
             return port
     raise RuntimeError(f"no free port found in {PORT_RANGE}")
+
+
+def redis_tls_missing() -> str | None:
+    """None when ``redis-server`` speaks TLS, else why not (for a skip message).
+
+    A server built with TLS, asked for a ``--tls-port`` without a certificate, refuses to
+    start with "No tls-cert-file configured!"; one built without TLS rejects the option
+    (or ignores it and starts on its plain port, which ``--port 0`` turns off)."""
+    if binaries_missing("redis-server"):
+        return "redis-server not installed (apt-get install redis-server)"
+    command = [
+        "redis-server", "--port", "0", "--tls-port", str(spare_port()), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--daemonize", "no",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
+            cwd=tempfile.gettempdir(), preexec_fn=_die_with_parent,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return "redis-server ignores --tls-port (built without TLS)"
+    said = done.stdout + done.stderr
+    if "No tls-cert-file configured" in said:
+        return None
+    lines = [line for line in said.splitlines() if line.strip()]
+    return "redis-server has no TLS: " + (lines[-1] if lines else f"exit {done.returncode}")
 
 
 def _die_with_parent() -> None:
@@ -237,14 +269,26 @@ class Server:
 
 
 class Topology:
-    """Servers started together and stopped together (also as a context manager)."""
+    """Servers started together and stopped together (also as a context manager).
+
+    ``tls``: :func:`make_certificates`' files (``ca``, ``cert``, ``key``) when the servers
+    speak only TLS, else None."""
 
     kind = ""
     url = ""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix=f"cb-{self.kind}-"))
         self.servers: list[Server] = []
+        try:
+            self.tls = make_certificates(self.folder / "tls") if tls else None
+        except BaseException:
+            self.stop()
+            raise
+
+    def tls_query(self) -> str:
+        """``?ssl_ca_certs=…`` (the CA the servers' certificates are signed by) or ""."""
+        return f"?ssl_ca_certs={quote(self.tls['ca'], safe='/')}" if self.tls else ""
 
     def __enter__(self) -> Topology:
         try:
@@ -276,18 +320,19 @@ class LocalRedis(Topology):
 
     kind = "single"
 
-    def __init__(self, bind: tuple[str, ...] = ()) -> None:
-        super().__init__()
+    def __init__(self, bind: tuple[str, ...] = (), tls: bool = False) -> None:
+        super().__init__(tls)
         self.bind = bind
         self.port = spare_port()
         # Clients on another address are refused in protected mode (no password set).
         args = ["--bind", " ".join(("127.0.0.1", *bind)), "--protected-mode", "no"] if bind else []
-        self.server = Server(self.folder, self.port, args)
+        self.server = Server(self.folder, self.port, args, tls=self.tls)
         self.servers.append(self.server)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = self.url_on("127.0.0.1")
 
     def url_on(self, host: str) -> str:
-        return f"redis://{host}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{host}:{self.port}/0{self.tls_query()}"
 
     def start(self) -> None:
         self.server.start()
@@ -303,8 +348,8 @@ class LocalCluster(Topology):
 
     kind = "cluster"
 
-    def __init__(self, masters: int = 3) -> None:
-        super().__init__()
+    def __init__(self, masters: int = 3, tls: bool = False) -> None:
+        super().__init__(tls)
         for index in range(masters):
             port = spare_port(bus=True)
             self.servers.append(
@@ -315,18 +360,24 @@ class LocalCluster(Topology):
                         "--cluster-enabled", "yes",
                         "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", "2000",
+                        # The bus (port + 10000) speaks TLS too, and the nodes announce
+                        # their TLS port in the slot map.
+                        *(["--tls-cluster", "yes"] if self.tls else []),
                     ],
+                    tls=self.tls,
                 )
             )  # fmt: skip
         hosts = ",".join(f"127.0.0.1:{server.port}" for server in self.servers)
-        self.url = f"redis+cluster://{hosts}/"
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        self.url = f"{scheme}://{hosts}/{self.tls_query()}"
 
     def start(self) -> None:
         for server in self.servers:
             server.start()
+        tls = ["--tls", "--cacert", self.tls["ca"]] if self.tls else []
         subprocess.run(
             [
-                "redis-cli", "--cluster", "create",
+                "redis-cli", *tls, "--cluster", "create",
                 *(f"127.0.0.1:{server.port}" for server in self.servers),
                 "--cluster-replicas", "0", "--cluster-yes",
             ],
@@ -376,14 +427,9 @@ class LocalSentinel(Topology):
         sentinel_password: str | None = None,
         tls: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(tls)
         self.password = password
         self.sentinel_password = sentinel_password
-        try:
-            self.tls = make_certificates(self.folder / "tls") if tls else None
-        except BaseException:
-            self.stop()
-            raise
         auth = ["--requirepass", password, "--masterauth", password] if password else []
         primary_port = spare_port()
         self.primary = Server(
@@ -429,7 +475,7 @@ class LocalSentinel(Topology):
         if sentinel_password:
             options.append(f"sentinel_password={quote(sentinel_password, safe='')}")
         if self.tls:
-            options.append(f"ssl_ca_certs={quote(self.tls['ca'], safe='/')}")
+            options.append(self.tls_query()[1:])
         query = "?" + "&".join(options) if options else ""
         scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
         self.url = f"{scheme}://{userinfo}{hosts}/{SERVICE}/0{query}"
@@ -523,16 +569,16 @@ class LocalSentinel(Topology):
         client.close()
 
 
-def start(kind: str) -> Topology:
-    """A started topology of ``kind`` (one of :data:`TOPOLOGIES`)."""
-    topology = {"single": LocalRedis, "cluster": LocalCluster, "sentinel": LocalSentinel}[kind]()
-    return topology.__enter__()
+def start(kind: str, tls: bool = False) -> Topology:
+    """A started topology of ``kind`` (one of :data:`TOPOLOGIES`); TLS only with ``tls``."""
+    make = {"single": LocalRedis, "cluster": LocalCluster, "sentinel": LocalSentinel}[kind]
+    return make(tls=tls).__enter__()
 
 
 @contextlib.contextmanager
-def running(kind: str) -> Iterator[Topology]:
+def running(kind: str, tls: bool = False) -> Iterator[Topology]:
     """``with running("cluster") as cluster: ...`` — stopped on the way out, whatever happens."""
-    topology = start(kind)
+    topology = start(kind, tls)
     try:
         yield topology
     finally:
@@ -547,6 +593,8 @@ __all__ = [
     "TOPOLOGIES",
     "Topology",
     "binaries_missing",
+    "make_certificates",
+    "redis_tls_missing",
     "running",
     "spare_port",
     "start",

@@ -215,9 +215,14 @@ class RedisLink:
         ``SO_RCVTIMEO``: the same short timeout) and make it blocking in Python's eyes, so
         a send and a receive are one system call each, without the ``poll`` Python runs
         before each on a socket with a timeout. A timeout is an ``OSError`` (``EAGAIN``),
-        an outage like any other. Linux only; elsewhere Python keeps the timeouts."""
+        an outage like any other. Linux only; elsewhere Python keeps the timeouts.
+
+        A TLS socket (``rediss://``) keeps Python's timeouts too: OpenSSL reads the
+        kernel's ``EAGAIN`` as "want read", and Python's ``ssl`` module answers that on a
+        blocking socket by reading again, so a server that stopped answering would hold
+        the call for as long as it stays silent, not for one timeout."""
         self._own_sock = sock
-        if not sys.platform.startswith("linux"):
+        if not sys.platform.startswith("linux") or type(sock) is not socket.socket:
             return
         seconds = int(self.timeout)
         timeval = struct.pack("ll", seconds, max(1, int((self.timeout - seconds) * 1e6)))
