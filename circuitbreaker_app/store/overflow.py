@@ -135,12 +135,14 @@ class IsolatedStore:
 
     def refresh(self, runtime: CircuitRuntime) -> None:
         """Flush pending successes and re-read the window from the private cache."""
-        runtime.flush()
+        written = runtime.flush()
         now = self.now()
-        keys = runtime.window.read_keys(now)
+        window = runtime.window
+        keys = window.read_keys(now)
         runtime.mark_fresh(self.clock() + self.ttl)
         if keys:
             runtime.absorb(self.cache.get_many(keys), now)
+        runtime.judge_flushed(written, window)
 
 
 class Overflow:

@@ -75,7 +75,7 @@ class StoreRefresh(CircuitPersistence):
             self.save_unsaved(runtime)
         # Breaker.call counts successes without looking at the clock: they are flushed
         # here, once per STATE_TTL, when the stale snapshot sends a call this way.
-        runtime.flush()
+        written = runtime.flush()
         now = self.now()
         key = state_key(runtime.name)
         window = runtime.window
@@ -125,6 +125,7 @@ class StoreRefresh(CircuitPersistence):
             values = self.outages.guard("shared counters", None, self.counters.get_many, keys)
         runtime.mark_fresh(self.clock() + self.ttl)
         runtime.absorb(values if window_keys is not None else None, now)
+        runtime.judge_flushed(written, window)
 
     def refresh_rows(self, rows: Iterable[Any]) -> dict[str, CircuitRuntime]:
         """Runtimes of these ``Circuit`` rows with fresh windows, for admin pages and the

@@ -246,7 +246,8 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
         """Push every pending success count to the shared window, and every call not yet in
         the fleet's totals to them, now."""
         for runtime in [*self._runtimes.values(), *self.overflow.runtimes.values()]:
-            runtime.flush()
+            window = runtime.window
+            runtime.judge_flushed(runtime.flush(), window)
 
 
 # -- the process's store ------------------------------------------------------------------

@@ -214,14 +214,28 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
         """Re-read the shared state on the next call (e.g. the circuit was deleted)."""
         self._stale_at = 0.0
 
-    def flush(self) -> None:
+    def flush(self) -> Snapshot | None:
         """Write the batched successes to the shared window, and the calls not yet in the
-        fleet's totals to them (one write each, only when there is something to write)."""
-        if self.pending:
-            self._push(Snapshot())
+        fleet's totals to them (one write each, only when there is something to write).
+
+        Returns the window the batch made (None when nothing was batched): the caller
+        judges it with :meth:`judge_flushed` once its snapshot is fresh."""
+        written = self._push(Snapshot()) if self.pending else None
         tally = self.take_tally()  # e.g. rejections while open: nothing else to write
         if tally:
             self.store.add_tally(self, tally)
+        return written
+
+    def judge_flushed(self, written: Snapshot | None, window: SharedWindow) -> None:
+        """Open the circuit if the batch :meth:`flush` wrote made ``window`` say so.
+
+        Batched successes are recorded outcomes too (DESIGN §3: the circuit opens "after
+        each recorded outcome"): written into a window that other processes' failures
+        filled meanwhile, they may bring it to ``minimum_calls`` at the threshold (F F by
+        one process, S S batched by another). Only while CLOSED and in the period of the
+        write (``window``); the caller has just re-read the state."""
+        if written is not None and self._closed and self.window is window:
+            Closed.check_window(self, written)
 
     def absorb(self, values: dict[str, Any] | None, now: float) -> None:
         """Take the window's counters read at ``now`` (None: nothing was read) and note
