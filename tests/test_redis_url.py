@@ -29,6 +29,16 @@ def test_single_server_urls_are_left_to_redis_py(url):
     assert parse_redis_url(url) == RedisTarget("single", url)
 
 
+def test_single_server_urls_take_redis_pys_connection_options():
+    url = (
+        "rediss://u:p@cache:6380/2?ssl_ca_certs=/etc/ca.pem&ssl_certfile=/c.pem"
+        "&ssl_keyfile=/k.pem&ssl_cert_reqs=optional&ssl_check_hostname=false"
+        "&client_name=web&max_connections=20"
+    )
+    assert parse_redis_url(url) == RedisTarget("single", url)
+    assert parse_redis_url("unix:///run/redis.sock?db=1&socket_timeout=2").kind == "single"
+
+
 def test_a_cluster_url_lists_its_start_nodes():
     target = parse_redis_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001, [::1]:7002 ,node4/")
     assert target.kind == "cluster"
@@ -139,6 +149,14 @@ def test_passwords_are_masked_in_urls_that_are_shown():
         ("redis+sentinel://s1:26379/", "service name is missing"),
         ("redis+sentinel://s1:26379/mymaster/x", "must be an integer"),
         ("redis+sentinel://s1:26379/mymaster/0/1", "expected /SERVICE/DB"),
+        # One server: redis-py's URL, whose options must be its connection's arguments.
+        ("rediss://cache:6380/0?ssl_ca_cert=/ca.pem", "unknown option 'ssl_ca_cert'"),
+        ("redis://cache:6379/0?ssl_ca_certs=/ca.pem", "'ssl_ca_certs' needs a rediss://"),
+        ("unix:///run/redis.sock?ssl_certfile=/c.pem", "'ssl_certfile' needs a rediss://"),
+        ("rediss://cache:6380/0?ssl_cert_reqs=maybe", "ssl_cert_reqs must be one of required,"),
+        ("redis://cache:6379/0?sentinel_password=x", "unknown option 'sentinel_password'"),
+        ("redis://cache:6379/0?db=two", "Invalid value for 'db'"),
+        ("unix:///run/redis.sock?socket_keepalive=true", "unknown option 'socket_keepalive'"),
     ],
 )
 def test_bad_urls_say_what_is_wrong(url, says):
@@ -182,6 +200,9 @@ def test_the_system_check_reports_a_malformed_url_without_its_password(settings)
     assert "hunter3" not in message
     ((check_id, message),) = _checks(settings, "redis+cluster://a:99999/")
     assert check_id == "circuitbreaker_app.E030" and "bad port '99999'" in message
+    ((check_id, message),) = _checks(settings, "rediss://:hunter5@cache:6380/0?ssl_ca_cert=/x")
+    assert check_id == "circuitbreaker_app.E030" and "unknown option 'ssl_ca_cert'" in message
+    assert "hunter5" not in message
     ((check_id, message),) = _checks(settings, "redis+sentinal://:hunter4@s1/m/0")
     assert check_id == "circuitbreaker_app.E020" and "hunter4" not in message
     ((check_id, message),) = _checks(settings, "memcached://a:11211/")
@@ -220,6 +241,30 @@ def test_a_sentinel_group_that_cannot_be_asked_says_why_for_each_sentinel():
     assert message.count("Connection refused") == 2, message
     assert all(f"127.0.0.1:{port}" in message for port in ports)
     assert "network:" not in message and len(message) < 400, message
+
+
+@pytest.mark.django_db
+def test_a_cache_location_redis_py_cannot_use_is_an_outage_not_an_error(settings, caplog):
+    """The cache's ``LOCATION`` (no check reads it) with an option redis-py's connection
+    does not take: redis-py would raise ``TypeError`` at every command; the store finds
+    the URL unusable when it makes the client, logs why once and skips Redis meanwhile."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"rediss://127.0.0.1:{closed_port()}/0?ssl_ca_cert=/ca.pem",
+        },
+    }
+    settings.CIRCUITBREAKER = {}
+    store = CircuitStore()
+    assert store.redis is not None and store.redis.kind == "single"
+    with pytest.raises(RedisURLError, match="unknown option 'ssl_ca_cert'"):
+        store.redis.mget(["key"])
+    with pytest.raises(RedisUnavailable):
+        store.redis.mget(["key"])  # skipped until the retry time
+    assert breaker("payments").call(lambda: "ok") == "ok"
+    with pytest.raises(ZeroDivisionError):
+        breaker("payments").call(lambda: 1 / 0)  # the user's error, not Redis's
 
 
 @pytest.mark.redis_topology

@@ -14,6 +14,8 @@ from typing import Any
 
 from circuitbreaker_app import conf
 from circuitbreaker_app.store.backends.redis_url import (
+    SINGLE_SCHEMES,
+    RedisURLError,
     mask_redis_url,
     parse_redis_url,
     redis_client,
@@ -109,8 +111,11 @@ class RedisLink:
         self.label = f"Redis ({mask_redis_url(url)})"
         self.make_key = make_key
         self.timeout = timeout
-        #: ``single``, ``cluster`` or ``sentinel`` (see :mod:`.redis_url`).
-        self.kind = parse_redis_url(url).kind
+        #: ``single``, ``cluster`` or ``sentinel`` (see :mod:`.redis_url`). A one-server URL
+        #: (perhaps the cache's ``LOCATION``, which no check reads) is not checked here:
+        #: a bad option is an outage when the client is made, never an error of the store.
+        single = url.partition("://")[0].lower() in SINGLE_SCHEMES
+        self.kind = "single" if single else parse_redis_url(url).kind
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._connecting = threading.Lock()
@@ -119,6 +124,7 @@ class RedisLink:
             redis.RedisError,
             RedisClusterException,
             OSError,
+            RedisURLError,  # a one-server URL redis-py cannot use, found when the client is made
         )
         self.retry_after = 1.0
         self.round_trips = 0

@@ -24,6 +24,10 @@ to the sentinels too). Options go in the query string, each at most once:
   ``optional`` or ``none``) and ``ssl_check_hostname`` (``true`` or ``false``), as redis-py
   names them.
 
+A one-server URL takes redis-py's own options (``rediss://cache:6380/0?ssl_ca_certs=…``):
+any keyword argument of the connection redis-py makes for its scheme; the ``ssl_*`` ones
+only with ``rediss://``.
+
 :func:`parse_redis_url` validates without I/O (the system check ``E030`` uses it) and
 :func:`redis_client` builds the redis-py client with the store's short timeouts and no
 retries. :func:`mask_redis_url` hides the passwords wherever a URL is shown.
@@ -126,6 +130,7 @@ def parse_redis_url(url: Any) -> RedisTarget:
             + ", ".join(f"{name}://" for name in SCHEMES)
         )
     if scheme in SINGLE_SCHEMES:
+        _check_single(url, scheme)
         return RedisTarget("single", url)
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
@@ -177,6 +182,61 @@ def parse_redis_url(url: Any) -> RedisTarget:
         sentinel_username=options.get("sentinel_username"),
         sentinel_password=options.get("sentinel_password"),
     )
+
+
+def _check_single(url: str, scheme: str) -> None:
+    """A one-server URL is redis-py's own (``Redis.from_url``): its query options must be
+    keyword arguments of the connection it makes, or the client fails at every command
+    (``TypeError``), never at start. Checked here, with redis-py's own URL parser, when
+    redis-py is installed (check ``E022`` says so when it is not)."""
+    try:
+        from redis.connection import parse_url
+    except ImportError:
+        return
+    try:
+        kwargs = parse_url(url)
+    except ValueError as exc:
+        raise RedisURLError(str(exc).rstrip(".")) from None
+    accepted = _connection_arguments(scheme)
+    for name, value in kwargs.items():
+        if name in accepted:
+            allowed = TLS_OPTIONS.get(name) if scheme == "rediss" else None
+            if allowed is not None and str(value).lower() not in allowed:
+                raise RedisURLError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        elif name in _connection_arguments("rediss") - _connection_arguments("redis"):
+            raise RedisURLError(f"option {name!r} needs a rediss:// URL")
+        else:
+            raise RedisURLError(
+                f"unknown option {name!r} (redis-py's {scheme}:// connection takes no {name})"
+            )
+
+
+@functools.cache
+def _connection_arguments(scheme: str) -> frozenset[str]:
+    """The keyword arguments redis-py's connection pool and connection for ``scheme`` take."""
+    import inspect
+
+    from redis.connection import (
+        Connection,
+        ConnectionPool,
+        SSLConnection,
+        UnixDomainSocketConnection,
+    )
+
+    connection = {
+        "redis": Connection,
+        "rediss": SSLConnection,
+        "unix": UnixDomainSocketConnection,
+    }[scheme]
+    names = {"connection_class"}
+    for klass in (*connection.__mro__, ConnectionPool):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for parameter in list(inspect.signature(init).parameters.values())[1:]:
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                names.add(parameter.name)
+    return frozenset(names)
 
 
 def _options(query: str, scheme: str, tls: bool) -> dict[str, Any]:
