@@ -99,10 +99,34 @@ def wait_for_port(port: int, child: subprocess.Popen[bytes], timeout: float = 30
     return False
 
 
+def port_taken(port: int) -> bool:
+    """True when another program listens on 127.0.0.1:``port`` (the server could not bind).
+
+    Bound as the development server binds (``SO_REUSEADDR``), so a port that only has
+    connections in TIME_WAIT from a previous run counts as free.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def main() -> int:
     os.chdir(BASE_DIR)
     port = int(os.environ.get("DEMO_PORT", "8000"))
     os.environ["DEMO_PORT"] = str(port)  # the worker's payments probe calls this server
+    if port_taken(port):
+        # Checked first: the URLs printed below would otherwise point at that other program
+        # until the development server gave up.
+        print(
+            f"Port {port} on 127.0.0.1 is in use by another program. Choose another port "
+            f"with DEMO_PORT, e.g. DEMO_PORT={port + 1} make demo",
+            flush=True,
+        )
+        return 1
     circuits = prepare()
 
     for signum in STOP_SIGNALS:
@@ -119,7 +143,10 @@ def main() -> int:
         worker += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         children.append(start(worker))
         if not wait_for_port(port, server):
-            print(f"The web server did not start on port {port}; stopping the demo.")
+            print(
+                f"The web server did not start on port {port} (another port: DEMO_PORT); "
+                "stopping the demo."
+            )
             exit_code = 1
             raise Stop
         print(

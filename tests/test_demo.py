@@ -1,4 +1,5 @@
-"""Smoke test of ``make demo``: the launcher on embedded defaults, then Ctrl-C.
+"""Smoke test of ``make demo``: the launcher on embedded defaults, then Ctrl-C; and a
+port that another program holds.
 
 Runs ``python -m demo_project.launcher`` with a fresh data folder and a free port (no
 database, cache or broker server), fetches the shop page and the admin login page over
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -136,3 +138,29 @@ def test_the_demo_starts_serves_and_stops_with_no_process_left(tmp_path):
                     os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             launcher.wait(timeout=10)
+
+
+def test_a_taken_port_is_named_with_how_to_choose_another_and_nothing_starts(tmp_path):
+    """Port 8000 is often taken on a Django developer's machine: the launcher says so and
+    how to pick another, before it prepares anything or prints URLs of that other program."""
+    data = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env.pop("CELERY_BROKER_URL", None)
+    with socket.create_server(("127.0.0.1", 0)) as other:  # listening, as a server would
+        port = other.getsockname()[1]
+        env.update({"DEMO_DATA_DIR": str(data), "DEMO_PORT": str(port)})
+        result = subprocess.run(
+            [sys.executable, "-m", "demo_project.launcher"],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"Port {port} on 127.0.0.1 is in use by another program. Choose another port with "
+        f"DEMO_PORT, e.g. DEMO_PORT={port + 1} make demo"
+    ]
+    assert result.stderr == ""
+    assert not data.exists()  # no database, broker folders or superuser were made
