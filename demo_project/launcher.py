@@ -1,6 +1,6 @@
 """Start the demo: ``python -m demo_project.launcher`` (or ``make demo``).
 
-Prepares the database (cache table, migrate, the ``payments`` and ``inventory`` circuits, an
+Prepares the database (cache table, migrate, the circuits of its settings, an
 ``admin``/``admin`` superuser), then runs the development server on 127.0.0.1 and a Celery
 worker with embedded beat that drives the open -> half-open -> closed probes. Ctrl-C or
 SIGTERM stops every child process group, and the launcher waits until they are gone.
