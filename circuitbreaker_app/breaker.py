@@ -135,14 +135,17 @@ class Breaker(AsyncCalls):
             runtime.rejected += 1  # the fleet's totals (read at scrape time)
             if OBSERVERS:
                 notify(self.name, "rejected", None)
-            retry = None if runtime.retry_clock is None else runtime.retry_clock - now
+            # retry_after = retry_clock - now, taken when read (core/errors.py)
             if self.fallback is not None:
                 return self._fall_back(
-                    CircuitOpenError(self.name, runtime.reject_state, retry), fn, args, kwargs
+                    CircuitOpenError(self.name, runtime.reject_state, runtime.retry_clock, now),
+                    fn,
+                    args,
+                    kwargs,
                 )
             # Raised without a name in this frame: a local holding it would make a cycle
             # (error → traceback → frame → error) that only the garbage collector frees.
-            raise CircuitOpenError(self.name, runtime.reject_state, retry)
+            raise CircuitOpenError(self.name, runtime.reject_state, runtime.retry_clock, now)
         if store_module._store is not self._store:
             runtime = self._runtime()  # replaced: this call takes a permit of the new store
         return self._call_with_permit(runtime, fn, args, kwargs)
@@ -283,8 +286,10 @@ class Breaker(AsyncCalls):
                     return self._call_admitted(runtime, fn, args, kwargs)
                 elif now < runtime.reject_until:
                     runtime.rejected += 1  # the fleet's totals (read at scrape time)
-                    retry = None if runtime.retry_clock is None else runtime.retry_clock - now
-                    raise CircuitOpenError(self.name, runtime.reject_state, retry)
+                    # retry_after = retry_clock - now, taken when read (core/errors.py)
+                    raise CircuitOpenError(
+                        self.name, runtime.reject_state, runtime.retry_clock, now
+                    )
             return guard(fn, args, kwargs)
 
         guarded.breaker = self  # type: ignore[attr-defined]

@@ -269,6 +269,23 @@ def test_retry_after_and_state_follow_the_circuit(fake):
     assert guarded.retry_after == pytest.approx(18.0)
 
 
+def test_a_decorated_functions_rejection_says_how_long_to_wait(fake):
+    """The decorator's own rejection (its fastest path) carries the wait as of the call,
+    in the error and in a pickled copy of it (Celery sends task errors between processes)."""
+    guarded = breaker("payments")
+    trip(guarded)
+    charge = guarded(lambda: "never called")
+    fake.advance(12)
+    with pytest.raises(CircuitOpenError) as info:
+        charge()
+    fake.advance(5)  # read later: still the wait as of the rejection
+    copy = pickle.loads(pickle.dumps(info.value))
+    for error in (info.value, copy):
+        assert error.retry_after == pytest.approx(18.0)
+        assert (error.circuit, error.state) == ("payments", State.OPEN)
+        assert str(error) == "circuit 'payments' is open; retry in 18 s"
+
+
 def test_an_open_circuit_rejects_without_io_until_retry_at_then_admits_a_trial(fake):
     guarded = breaker("payments")
     trip(guarded)

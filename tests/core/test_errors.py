@@ -35,3 +35,29 @@ def test_message_names_the_circuit_state_and_rounded_up_wait() -> None:
     )
     assert "retry in 0 s" in str(CircuitOpenError("a", State.OPEN, -3.0))
     assert isinstance(CircuitOpenError("a", State.OPEN, None), Exception)
+
+
+@pytest.mark.parametrize(
+    ("retry_clock", "now", "retry_after"),
+    [(1_012.5, 1_000.0, 12.5), (None, 1_000.0, None), (1_000.0, 1_000.0, 0.0)],
+)
+def test_a_breakers_own_rejection_carries_two_clock_readings(
+    retry_clock: float | None, now: float, retry_after: float | None
+) -> None:
+    """The hot path passes ``(circuit, state, retry_clock, now)``: the error reads as the
+    three-value one, in a pickled copy too."""
+    error = CircuitOpenError("payments", State.OPEN, retry_clock, now)
+    by_hand = CircuitOpenError("payments", State.OPEN, retry_after)
+    for seen in (error, pickle.loads(pickle.dumps(error))):
+        assert seen.circuit == "payments"
+        assert seen.state is State.OPEN
+        assert seen.retry_after == retry_after
+        assert str(seen) == str(by_hand)
+        assert repr(seen) == repr(by_hand)
+    assert repr(by_hand) == f"CircuitOpenError('payments', {State.OPEN!r}, {retry_after!r})"
+
+
+def test_an_error_built_some_other_way_keeps_its_own_words() -> None:
+    error = CircuitOpenError("copied by a library")
+    assert str(error) == "copied by a library"
+    assert repr(error) == "CircuitOpenError('copied by a library')"
