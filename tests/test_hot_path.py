@@ -192,3 +192,15 @@ def test_a_decorated_function_rejects_through_a_replaced_store(fake):
     with pytest.raises(CircuitOpenError):
         guarded()
     assert (first.rejected, second.runtime("payments").rejected) == (1, 2)
+
+
+def test_a_runtime_keeps_every_attribute_in_a_slot(fake):
+    """A guarded call reads its circuit's runtime through slots (fixed offsets): with a
+    ``__dict__`` the runtime's ~40 attributes are more than CPython keeps inline, and
+    every read on the hot path becomes a dict lookup. A new attribute, or a new base
+    class without ``__slots__``, fails here instead of slowing every call."""
+    breaker("payments").call(ok)
+    runtime = fake.store.runtime("payments")
+    assert not hasattr(runtime, "__dict__")
+    with pytest.raises(AttributeError):
+        runtime.not_an_attribute = 1

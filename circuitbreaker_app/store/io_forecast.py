@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 class IoForecast:
     """``acquire_needs_io``/``result_needs_io``: a mixin of the runtime, reading its plan."""
 
+    # No instance dict of its own: the attributes are CircuitRuntime's slots (hidden from
+    # mypy, which would check this class's assignments against an empty tuple).
+    if not TYPE_CHECKING:
+        __slots__ = ()
+
     store: CircuitStore
     config: CircuitConfig
     _status: CircuitStatus

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 class WindowWrites:
     """A mixin of the runtime: its calls' outcomes into :attr:`window`, through the store."""
 
+    # No instance dict of its own: the attributes are CircuitRuntime's slots (hidden from
+    # mypy, which would check this class's assignments against an empty tuple).
+    if not TYPE_CHECKING:
+        __slots__ = ()
+
     store: CircuitStore
     config: CircuitConfig
     window: SharedWindow

@@ -8,6 +8,8 @@ counters are unreachable (they are sent again later).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from circuitbreaker_app.store.backends.base import Tally
 
 
@@ -18,6 +20,11 @@ class CallTally:
     ``successes`` when it is flushed; ``successes`` counts the others (trials, slow
     calls, DISABLED).
     """
+
+    # No instance dict of its own: the attributes are CircuitRuntime's slots (hidden from
+    # mypy, which would check this class's assignments against an empty tuple).
+    if not TYPE_CHECKING:
+        __slots__ = ()
 
     successes: int
     failures: int

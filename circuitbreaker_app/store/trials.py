@@ -28,6 +28,11 @@ class TrialPermits:
     """``acquire_trial``/``complete_trial`` of the core's ``CircuitContext``, on the
     shared counters of the period (the circuit row's current generation)."""
 
+    # No instance dict of its own: the attributes are CircuitRuntime's slots (hidden from
+    # mypy, which would check this class's assignments against an empty tuple).
+    if not TYPE_CHECKING:
+        __slots__ = ()
+
     store: CircuitStore
     name: str
     config: CircuitConfig
