@@ -295,6 +295,35 @@ def test_change_form_rejects_out_of_range_values_with_field_messages(
     assert Circuit.objects.values().get(pk=payments.pk) == before
 
 
+def test_a_rejected_edit_reaches_neither_the_breaker_nor_the_live_panel(client, operator, circuits):
+    """Validating the form writes the posted values onto the instance, even the ones it
+    keeps after rejecting another field; the live panel must show, and hand the store,
+    the circuit as saved."""
+    search = circuits["search"]  # closed, threshold 50 %, minimum 5
+    config = get_store().runtime("search").entry.config
+    assert (config.failure_rate_threshold, config.minimum_calls) == (50.0, 5)
+    data = form_data(search, failure_rate_threshold="10", minimum_calls="1", window_size="x")
+    response = client.post(change_url(search), data)
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == ["window_size"]
+    config = get_store().runtime("search").entry.config
+    assert (config.failure_rate_threshold, config.minimum_calls) == (50.0, 5)
+    html = response.content.decode()
+    assert "(opens at 50 %)" in html and "(minimum 5)" in html
+    assert "(opens at 10 %)" not in html
+
+
+def test_an_invalid_value_in_the_form_is_not_logged_as_an_invalid_row(
+    client, operator, circuits, caplog
+):
+    payments = circuits["payments"]
+    response = client.post(change_url(payments), form_data(payments, failure_rate_threshold=150))
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == ["failure_rate_threshold"]
+    assert "not a valid definition" not in caplog.text
+    assert "(opens at 50 %)" in response.content.decode()
+
+
 def test_add_form_rejects_a_bad_name(client):
     client.force_login(staff_user("adder", "add_circuit", "view_circuit"))
     data = form_data(Circuit(name="x"), name="no spaces please")

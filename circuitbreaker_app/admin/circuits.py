@@ -6,6 +6,7 @@ the actions from :mod:`.actions`; this module puts them together and decides who
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.contrib import admin
@@ -113,6 +114,21 @@ class CircuitAdmin(DashboardViews, LiveColumns, admin.ModelAdmin):
             return True
         return self.has_force_permission(request)
 
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Circuit | None:
+        """The circuit, with a copy of it as stored for the live panel.
+
+        Validating the change form writes the submitted values onto this instance even
+        when the form rejects them; the panel must not hand those to the store (this
+        process's breaker would decide by a definition nobody saved, and an invalid one
+        would be logged as an invalid database row).
+        """
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            obj._cb_stored = copy.copy(obj)  # type: ignore[attr-defined]
+        return obj
+
     def save_model(self, request: HttpRequest, obj: Circuit, form: Any, change: bool) -> None:
         """Save, naming the acting user in the definition-edit event."""
         obj.save(actor=request.user)
@@ -199,6 +215,7 @@ class CircuitAdmin(DashboardViews, LiveColumns, admin.ModelAdmin):
     @admin.display(description=_("now"))
     def live_state(self, obj: Circuit) -> SafeString:
         """The live state panel; admin.js refreshes it from the status endpoint."""
+        obj = getattr(obj, "_cb_stored", obj)  # as saved, not as just (mis)typed
         status = self._status_of(obj)
         status_url = reverse(f"{self.admin_site.name}:circuitbreaker_app_circuit_status")
         failure, slow, calls = window_figures(status)
