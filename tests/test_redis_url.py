@@ -218,6 +218,19 @@ def _no_retries(kwargs: dict) -> None:
     assert kwargs["retry"].get_retries() == 0
 
 
+def test_a_single_server_client_has_short_timeouts_and_no_retries_whatever_the_url_says():
+    """redis-py lets a URL's options win over ``from_url``'s keyword arguments: a cache
+    ``LOCATION`` with ``?socket_timeout=5`` gave the breaker 5 s timeouts."""
+    url = "rediss://127.0.0.1:1/0?socket_timeout=5&socket_connect_timeout=5"
+    url += "&health_check_interval=30&retry_on_timeout=true&ssl_ca_certs=/etc/ca.pem"
+    kwargs = redis_client(url, 0.1).connection_pool.connection_kwargs
+    _no_retries(kwargs)
+    assert (kwargs["health_check_interval"], kwargs["retry_on_timeout"]) == (0, False)
+    assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"  # the other options stay
+    # redis-py 8 goes back to this one after a maintenance notification's relaxed timeout.
+    assert kwargs.get("orig_socket_timeout", 0.1) == 0.1
+
+
 def test_a_sentinel_client_has_short_timeouts_and_no_retries():
     client = redis_client("redis+sentinel://127.0.0.1:1,127.0.0.1:2/payments/3", 0.1)
     pool = client.connection_pool

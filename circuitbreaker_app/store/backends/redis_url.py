@@ -300,7 +300,17 @@ def redis_client(url: str, timeout: float) -> Any:
         "retry": Retry(NoBackoff(), 0),
     }
     if target.kind == "single":
-        return redis.Redis.from_url(url, retry_on_timeout=False, health_check_interval=0, **options)
+        from redis.connection import ConnectionPool, parse_url
+
+        # Not Redis.from_url(url, **options): there the URL's options (a cache LOCATION's
+        # ``?socket_timeout=5``) win over the keyword arguments, and the store's short
+        # timeouts and no retries must hold whatever the URL says.
+        pool = ConnectionPool(
+            **{**parse_url(url), "retry_on_timeout": False, "health_check_interval": 0, **options}
+        )
+        client = redis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # as from_url: closing it closes the pool
+        return client
     if target.tls:
         options.update(ssl=True, **target.tls_options)
     credentials: dict[str, Any] = {"username": target.username, "password": target.password}
