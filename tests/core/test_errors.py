@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import weakref
 
 import pytest
 
@@ -61,3 +62,18 @@ def test_an_error_built_some_other_way_keeps_its_own_words() -> None:
     error = CircuitOpenError("copied by a library")
     assert str(error) == "copied by a library"
     assert repr(error) == "CircuitOpenError('copied by a library')"
+
+
+def test_the_error_has_no_weakref_slot_but_keeps_attributes_and_subclasses() -> None:
+    """``__slots__ = ()``: freeing an error skips clearing weak references (a rejection's
+    cost); attributes set on it (BaseException's own ``__dict__``) survive a pickle."""
+    error = CircuitOpenError("payments", State.OPEN, 3.0)
+    with pytest.raises(TypeError):
+        weakref.ref(error)
+    error.note = "set by a caller"
+    assert pickle.loads(pickle.dumps(error)).note == "set by a caller"
+
+    class Custom(CircuitOpenError):
+        pass
+
+    assert str(Custom("payments", State.OPEN, None)) == "circuit 'payments' is open"
