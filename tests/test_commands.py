@@ -356,6 +356,25 @@ def test_from_the_shell_errors_are_one_line_and_exit_nonzero(circuits):
     assert out.startswith("NAME")
 
 
+def test_django_options_work_after_the_subcommand_too(circuits):
+    """`manage.py circuits list --settings=proj.prod`, as after any other command's
+    arguments; argparse asks the command's own parser only before the subcommand."""
+    code, out, err = run_cli("list", "-v", "0", "--no-color", "--skip-checks")
+    assert (code, err) == (0, "")
+    assert out.startswith("NAME")
+    code, out, err = run_cli("show", "payments", "--json", "--settings", "tests.settings")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["name"] == "payments"
+    # given after the subcommand, an option takes effect: --traceback raises the error
+    # instead of printing it on one line
+    with pytest.raises(CommandError, match="no circuit named 'nope'"):
+        run_cli("show", "nope", "--traceback")
+    # and one not given keeps Django's default
+    code, out, err = run_cli("show", "nope")
+    assert code == 1
+    assert err.startswith("CommandError: no circuit named 'nope'")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_probe_runs_the_real_task_in_eager_mode(circuits, monkeypatch):
     fake_dns(monkeypatch, {"pay.test": ["192.0.2.10"]})

@@ -15,6 +15,7 @@ or forced open), for cron jobs and health checks.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 import logging
@@ -102,6 +103,14 @@ class OwnTransitions(logging.Filter):
         return not getattr(record, TRANSITION_RECORD, False)
 
 
+#: The options every Django command takes, which each subcommand accepts too; all but
+#: --force-color, which `--for` would abbreviate on the subcommands without a duration
+#: (`reset NAME --for 15m` must stay an error about --for).
+DJANGO_OPTIONS = frozenset(
+    ("verbosity", "settings", "pythonpath", "traceback", "no_color", "skip_checks")
+)
+
+
 class Command(BaseCommand):
     help = (
         "List, show and steer circuit breakers: list | show NAME | open NAME | close NAME | "
@@ -114,11 +123,27 @@ class Command(BaseCommand):
             dest="subcommand", required=True, metavar="SUBCOMMAND", title="subcommands"
         )
 
+        # Django's own options (--settings, -v, --traceback, …) belong to the command's
+        # parser, which argparse asks only before the subcommand: each subcommand takes
+        # them too, as every other command does after its arguments (`circuits list
+        # --settings=proj.prod`). SUPPRESS: one not given leaves the command's value alone.
+        shared = [action for action in parser._actions if action.dest in DJANGO_OPTIONS]
+
         def add(name: str, help_text: str, needs_name: bool) -> CommandParser:
             cmd = sub.add_parser(name, help=help_text, description=help_text)
             if needs_name:
                 cmd.add_argument("name", metavar="NAME", help="the circuit's name")
             cmd.add_argument("--json", action="store_true", help="print JSON instead of text")
+            django_group = cmd.add_argument_group("Django's options")
+            for action in shared:
+                options: dict[str, Any] = {"dest": action.dest, "help": action.help}
+                if action.nargs == 0:  # a flag
+                    options["action"] = "store_true"
+                else:
+                    options.update(type=action.type, choices=action.choices)
+                django_group.add_argument(
+                    *action.option_strings, default=argparse.SUPPRESS, **options
+                )
             return cmd
 
         listing = add("list", "Every circuit with its state and current window.", False)
