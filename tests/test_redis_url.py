@@ -19,7 +19,7 @@ from circuitbreaker_app.store.backends.redis_url import (
 )
 from tests.conftest import _unavailable
 from tests.loopback import closed_port
-from tests.topologies import LocalSentinel, binaries_missing
+from tests.topologies import LocalSentinel, binaries_missing, redis_tls_missing
 
 
 @pytest.mark.parametrize(
@@ -348,9 +348,11 @@ def test_a_sentinel_group_that_speaks_only_tls_is_reached_with_rediss(settings):
     """Every server and sentinel of the group listens for TLS only, with a certificate of a
     CA made for the test: ``rediss+sentinel://…?ssl_ca_certs=`` reaches it (the sentinels
     and the primary), and the same URL without TLS finds Redis unreachable."""
-    missing = binaries_missing("openssl")
-    if missing:
+    if binaries_missing("openssl"):
         _unavailable("openssl not installed (it makes the test's certificates)")
+    missing = redis_tls_missing()
+    if missing:
+        _unavailable(missing)
     with LocalSentinel(tls=True, password="pw") as group:
         assert group.url.startswith("rediss+sentinel://:pw@")
         settings.CIRCUITBREAKER = {"REDIS_URL": group.url}
