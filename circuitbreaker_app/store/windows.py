@@ -173,7 +173,9 @@ class TimeBuckets(SharedWindow):
     def __init__(self, prefix: str, size: int) -> None:
         self.prefix = prefix
         self.width = max(1, math.ceil(size / MAX_TIME_BUCKETS))
-        self.count = math.ceil(size / self.width)
+        # As many buckets as fit in the size: a call leaves the window at most ``size``
+        # seconds after it happened (DESIGN §3), never a bucket later (61 s: 30 × 2 s).
+        self.count = size // self.width
         self.known: dict[int, Snapshot] = {}
 
     def _bucket(self, now: float) -> int:
