@@ -34,6 +34,7 @@ from circuitbreaker_app.store.backends.redis import RECORD
 from tests.conftest import _unavailable, require_redis_binaries
 from tests.topologies import (
     TOPOLOGIES,
+    LocalRedis,
     LocalSentinel,
     Topology,
     binaries_missing,
@@ -274,6 +275,38 @@ def test_a_client_without_the_right_tls_is_refused_and_guarded_calls_go_on(
     right.refresh(healthy)
     assert healthy.snapshot().failures == 0
     assert right.runtime("tripped").status.state is State.OPEN
+
+
+def test_a_server_that_wants_client_certificates_takes_them_from_the_url(
+    tls_topologies, settings, caplog
+):
+    """``tls-auth-clients yes``: with ``ssl_certfile``/``ssl_keyfile`` in the URL the
+    failures are recorded (and read back by another store); without, the server refuses
+    the handshake, which is an outage named in one warning while guarded calls go on."""
+    tls_topologies("single")  # skips unless redis-server speaks TLS
+    Circuit.objects.create(name="payments", **FOUR_STRAIGHT)
+    with LocalRedis(tls=True, client_certificates=True) as server:
+        assert "&ssl_certfile=" in server.url and "&ssl_keyfile=" in server.url
+        settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, "REDIS_URL": server.url}
+        assert check_settings() == []
+        for _ in range(2):
+            with pytest.raises(Boom):
+                breaker("payments").call(boom)
+        other = CircuitStore()
+        runtime = other.runtime("payments")
+        other.refresh(runtime)
+        assert runtime.snapshot().failures == 2
+
+        without = server.url.partition("&")[0]  # the CA only
+        settings.CIRCUITBREAKER = {**settings.CIRCUITBREAKER, "REDIS_URL": without}
+        with caplog.at_level(logging.WARNING, logger="circuitbreaker_app"):
+            assert breaker("payments").call(lambda: "ok") == "ok"
+            with pytest.raises(Boom):
+                breaker("payments").call(boom)
+        (warning,) = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        # TLS 1.3 checks the client's certificate after the client's side of the handshake:
+        # the client reads the server's alert, or, when it writes first, a reset.
+        assert "CERTIFICATE_REQUIRED" in warning or "reset by peer" in warning, warning
 
 
 # -- the failure path's own connection over TLS ----------------------------------------------

@@ -211,8 +211,14 @@ class Server:
         wait_until(self.ping, 10, f"{self.program} on port {self.port}")
 
     def client(self, **kwargs: Any) -> redis.Redis:
-        if self.tls is not None:
-            kwargs = {"ssl": True, "ssl_ca_certs": self.tls["ca"], **kwargs}
+        if self.tls is not None:  # its certificate is good for a client too (clientAuth)
+            kwargs = {
+                "ssl": True,
+                "ssl_ca_certs": self.tls["ca"],
+                "ssl_certfile": self.tls["cert"],
+                "ssl_keyfile": self.tls["key"],
+                **kwargs,
+            }
         return redis.Redis(
             port=self.port,
             password=self.password,
@@ -316,23 +322,37 @@ class Topology:
 
 
 class LocalRedis(Topology):
-    """One server; ``bind`` adds addresses it listens on besides 127.0.0.1."""
+    """One server; ``bind`` adds addresses it listens on besides 127.0.0.1.
+
+    ``client_certificates`` (with ``tls``): the server accepts only clients with a
+    certificate of its CA (``tls-auth-clients yes``); :attr:`url` gives the server's own
+    (good for a client too) as ``ssl_certfile``/``ssl_keyfile``."""
 
     kind = "single"
 
-    def __init__(self, bind: tuple[str, ...] = (), tls: bool = False) -> None:
+    def __init__(
+        self, bind: tuple[str, ...] = (), tls: bool = False, client_certificates: bool = False
+    ) -> None:
         super().__init__(tls)
         self.bind = bind
         self.port = spare_port()
         # Clients on another address are refused in protected mode (no password set).
         args = ["--bind", " ".join(("127.0.0.1", *bind)), "--protected-mode", "no"] if bind else []
+        self.client_certificates = client_certificates and self.tls is not None
+        if self.client_certificates:
+            args += ["--tls-auth-clients", "yes"]  # after Server's "no": the last one counts
         self.server = Server(self.folder, self.port, args, tls=self.tls)
         self.servers.append(self.server)
         self.url = self.url_on("127.0.0.1")
 
     def url_on(self, host: str) -> str:
         scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{host}:{self.port}/0{self.tls_query()}"
+        query = self.tls_query()
+        if self.client_certificates:
+            assert self.tls is not None
+            query += f"&ssl_certfile={quote(self.tls['cert'], safe='/')}"
+            query += f"&ssl_keyfile={quote(self.tls['key'], safe='/')}"
+        return f"{scheme}://{host}:{self.port}/0{query}"
 
     def start(self) -> None:
         self.server.start()
