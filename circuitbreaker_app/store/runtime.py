@@ -66,48 +66,16 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
     # (LOAD_ATTR_SLOT). With a ``__dict__`` this class's ~40 attributes are more than
     # CPython keeps inline (30), and each read is a dict lookup. The mixins declare no
     # attributes of their own (``__slots__ = ()``); a new attribute must be added here.
-    __slots__ = (
+    __slots__ = tuple(
         # read by every guarded call (breaker.py, async_calls.py)
-        "clock",
-        "admit_until",
-        "reject_until",
-        "count_token",
-        "batch_token",
-        "pending",
-        "rejected",
-        "reject_state",
-        "retry_clock",
-        "_slow_after",
-        # the rest
-        "_closed",
-        "_dated",
-        "_disabled",
-        "_entry",
-        "_flush_at",
-        "_free",
-        "_fresh_until",
-        "_generation",
-        "_pended",
-        "_pending_at",
-        "_recheck_at",
-        "_status",
-        "_success_can_open",
-        "_written",
-        "circuit_id",
-        "config",
-        "failures",
-        "ignored",
-        "label",
-        "name",
-        "shared_tally",
-        "slow",
-        "state_key",
-        "store",
-        "successes",
-        "unsaved",
-        "watch",
-        "window",
-        "__weakref__",  # store.created is a WeakSet
+        "clock admit_until reject_until count_token batch_token pending rejected"
+        " reject_state retry_clock _slow_after"
+        # the rest, and __weakref__ (store.created is a WeakSet)
+        " _closed _dated _disabled _entry _flush_at _free _fresh_until _generation _pended"
+        " _pending_at _recheck_at _status _success_can_open _written circuit_id config"
+        " failures ignored label name shared_tally slow state_key store successes unsaved"
+        " watch window"
+        " __weakref__".split()
     )
 
     def __init__(self, store: CircuitStore, name: str, entry: CircuitEntry) -> None:
