@@ -16,7 +16,6 @@ from asgiref.sync import sync_to_async
 
 from circuitbreaker_app.call_rules import CallRules
 from circuitbreaker_app.core import CircuitOpenError, Outcome, Permit
-from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime, get_store
 
 P = ParamSpec("P")
@@ -61,13 +60,11 @@ class AsyncCalls(CallRules):
             await sync_to_async(runtime.on_result)(permit, outcome, duration)
         else:
             runtime.on_result(permit, outcome, duration)
-        if OBSERVERS:
-            notify(self.name, outcome.value, duration)
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn`` through the circuit; cache and database I/O runs off the event loop."""
         runtime = self._cached
-        if runtime is not None and not OBSERVERS:  # no store comparison: see Breaker._guard
+        if runtime is not None:  # no store comparison: see Breaker._guard
             token = runtime.count_token
             if token >= 0 and runtime.clock() < runtime.admit_until:
                 return await self._acall_admitted(runtime, token, fn, args, kwargs)

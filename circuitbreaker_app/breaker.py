@@ -19,7 +19,6 @@ from circuitbreaker_app.call_rules import RERAISE, UNTIMED, ExceptionRule
 from circuitbreaker_app.core import CircuitOpenError, Permit, State
 from circuitbreaker_app.core.config import check_name
 from circuitbreaker_app.fallbacks import CallFallback
-from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime, get_store
 from circuitbreaker_app.store import registry as store_module
 
@@ -100,7 +99,7 @@ class Breaker(AsyncCalls):
         now = runtime.clock()
         if now < runtime.admit_until:
             token = runtime.count_token
-            if token < 0 or OBSERVERS:
+            if token < 0:
                 return self._call_admitted(runtime, fn, args, kwargs)
             try:  # without keywords, no copy of the empty dict (BUILD_MAP + DICT_MERGE)
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
@@ -133,8 +132,6 @@ class Breaker(AsyncCalls):
             return result
         if now < runtime.reject_until:
             runtime.rejected += 1  # the fleet's totals (read at scrape time)
-            if OBSERVERS:
-                notify(self.name, "rejected", None)
             # retry_after = retry_clock - now, taken when read (core/errors.py)
             if self.fallback is not None:
                 return self._fall_back(
@@ -158,12 +155,12 @@ class Breaker(AsyncCalls):
         kwargs: dict[str, Any],
     ) -> R:
         """A call admitted without a permit whose success needs more than a count: timed
-        (slow calls configured, or an observer), DISABLED, or at the failure threshold."""
+        (slow calls configured), DISABLED, or at the failure threshold."""
         generation = runtime.fast_admit()
         if generation < 0:
             return self._call_with_permit(runtime, fn, args, kwargs)
-        # The clock is read only when a duration matters (slow calls, or an observer).
-        started = perf_counter() if runtime._slow_after is not None or OBSERVERS else UNTIMED
+        # The clock is read only when a duration matters (slow calls).
+        started = perf_counter() if runtime._slow_after is not None else UNTIMED
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -174,8 +171,6 @@ class Breaker(AsyncCalls):
         if self.is_failure is None or not self.is_failure(result):
             duration = perf_counter() - started if started != UNTIMED else 0.0
             if runtime.fast_success(generation, duration):
-                if OBSERVERS:
-                    notify(self.name, "success", duration)
                 if self._memory is not None:
                     self._memory.succeeded(self.name, fn, args, kwargs, result, runtime.clock())
                 return result
@@ -263,7 +258,7 @@ class Breaker(AsyncCalls):
             # than the rest of a rejection). Anything else is _guard's, which decides anew.
             # No store comparison: a replaced store's runtimes plan neither (reset_store()).
             runtime = self._cached
-            if runtime is not None and not OBSERVERS:
+            if runtime is not None:
                 now = runtime.clock()
                 if now < runtime.admit_until:
                     token = runtime.count_token
@@ -305,7 +300,7 @@ class Breaker(AsyncCalls):
         @functools.wraps(fn)
         def remembering(*args: P.args, **kwargs: P.kwargs) -> R:
             runtime = self._cached
-            if runtime is not None and not OBSERVERS and not kwargs:  # stores: see guarded
+            if runtime is not None and not kwargs:  # stores: see guarded
                 now = runtime.clock()
                 if now < runtime.admit_until:
                     token = runtime.count_token

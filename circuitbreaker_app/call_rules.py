@@ -14,10 +14,9 @@ from typing import Any
 
 from circuitbreaker_app.core import Outcome, Permit
 from circuitbreaker_app.fallbacks import CallFallback
-from circuitbreaker_app.observers import OBSERVERS, notify
 from circuitbreaker_app.store import CircuitRuntime
 
-#: ``started`` of a call whose duration nobody needs (no slow-call threshold, no observer).
+#: ``started`` of a call whose duration nobody needs (no slow-call threshold).
 UNTIMED = -1.0
 #: What :meth:`CallRules._failed` returns when the caller is to re-raise the call's own
 #: error with a bare ``raise``: its traceback stays as the call left it (no entry of the
@@ -134,10 +133,8 @@ class CallRules:
         return Outcome.SUCCESS
 
     def _rejected(self, runtime: CircuitRuntime) -> None:
-        """Count a rejection (the fleet's totals, read at scrape time) and tell observers."""
+        """Count a rejection (the fleet's totals, read at scrape time)."""
         runtime.rejected += 1
-        if OBSERVERS:
-            notify(self.name, "rejected", None)
 
     # -- settling, sync (the async half awaits the same steps off the event loop) ----------
     def _settle(
@@ -145,8 +142,6 @@ class CallRules:
     ) -> None:
         duration = perf_counter() - started if started != UNTIMED else 0.0
         runtime.on_result(permit, outcome, duration)
-        if OBSERVERS:
-            notify(self.name, outcome.value, duration)
 
     def _settle_result(
         self, runtime: CircuitRuntime, permit: Permit, result: Any, started: float
@@ -236,8 +231,6 @@ class CallRules:
         ):
             duration = perf_counter() - started if started != UNTIMED else 0.0
             runtime.failed(permit, duration)
-            if OBSERVERS:
-                notify(self.name, "failure", duration)
             if self.fallback is not None:
                 return self._fall_back(exc, fn, args, kwargs)
             return RERAISE
