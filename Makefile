@@ -112,9 +112,11 @@ test-default: venv
 	CB_DATABASE=sqlite CB_CACHE=locmem $(BIN)/pytest $(DEFAULT_ARGS) $(PYTEST_ARGS)
 
 # The storage-level tests again on the demo's server-less default: the database cache,
-# whose incr is not atomic (the counters move to the CircuitCounter table).
+# whose incr is not atomic (the counters move to the CircuitCounter table); and the peers'
+# scenarios (tests/test_peer_*.py), which must hold on every backend.
 SERVERLESS_TESTS := tests/test_store.py tests/test_hot_path.py tests/test_breaker.py \
-	tests/test_multiprocess.py tests/test_sync.py
+	tests/test_multiprocess.py tests/test_sync.py tests/test_peer_scenarios.py \
+	tests/test_peer_resilience4j.py tests/test_peer_polly.py tests/test_peer_python.py
 SERVERLESS_ARGS ?=
 test-serverless: venv
 	CB_DATABASE=sqlite CB_CACHE=database $(BIN)/pytest $(SERVERLESS_ARGS) $(PYTEST_ARGS) \

@@ -4,70 +4,31 @@ Each test is a scenario of pybreaker's ``tests/pybreaker_test.py`` or Resilience
 ``CircuitBreakerStateMachineTest`` / ``SlidingTimeWindowMetricsTest`` /
 ``FixedSizeSlidingWindowMetricsTest`` that our other tests did not tell, in our own words
 and with our semantics (DESIGN §3): real ``breaker()`` handles on the configured backend,
-a fake clock that also times the calls (the breaker's ``perf_counter``), never a sleep.
+a fake clock that also times the calls (the breaker's ``perf_counter``), never a sleep
+(``tests/peers.py``). More ports, by peer: ``tests/test_peer_resilience4j.py``,
+``tests/test_peer_polly.py``, ``tests/test_peer_python.py``.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import threading
 
 import pytest
 
 from circuitbreaker_app import CircuitOpenError, State, breaker
-from circuitbreaker_app.core import FakeClock, Snapshot
-from circuitbreaker_app.models import Circuit, CircuitEvent
+from circuitbreaker_app.core import Snapshot
+from circuitbreaker_app.models import Circuit
 from tests.helpers import FakeStore
+from tests.peers import START, fail, fake_store, reasons, succeed, taking, window
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-DURATION_MODULES = [
-    importlib.import_module(f"circuitbreaker_app.{name}")
-    for name in ("breaker", "call_rules", "async_calls")
-]
-
-#: A whole second: buckets of a time window start at whole seconds.
-START = 1_000_000.0
 
 
 @pytest.fixture
 def fake(monkeypatch):
     """This process's store on a fake clock that also measures call durations."""
-    clock = FakeClock(START)
-    for module in DURATION_MODULES:  # where a guarded call's duration is measured
-        monkeypatch.setattr(module, "perf_counter", clock)
-    return FakeStore(clock).install()
-
-
-def taking(fake: FakeStore, seconds: float, error: BaseException | None = None):
-    """A guarded function that takes ``seconds`` (on the fake clock), then fails or not."""
-
-    def call() -> str:
-        fake.advance(seconds)
-        if error is not None:
-            raise error
-        return "ok"
-
-    return call
-
-
-def succeed(fake: FakeStore, name: str, seconds: float = 0.0) -> None:
-    assert breaker(name).call(taking(fake, seconds)) == "ok"
-
-
-def fail(fake: FakeStore, name: str, seconds: float = 0.0) -> None:
-    with pytest.raises(ConnectionError):
-        breaker(name).call(taking(fake, seconds, ConnectionError("down")))
-
-
-def window(fake: FakeStore, name: str) -> Snapshot:
-    return fake.runtime(name).snapshot()
-
-
-def reasons(name: str) -> list[tuple[str, str, str]]:
-    events = CircuitEvent.objects.filter(circuit__name=name).order_by("id")
-    return [(e.from_state, e.to_state, e.reason) for e in events]
+    return fake_store(monkeypatch)
 
 
 # -- pybreaker --------------------------------------------------------------------------------
