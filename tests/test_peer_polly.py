@@ -17,7 +17,7 @@ from circuitbreaker_app.core import Snapshot
 from circuitbreaker_app.models import Circuit
 from circuitbreaker_app.signals import state_changed
 from tests.helpers import FakeStore
-from tests.peers import START, fail, fake_store, live, succeed, taking, window
+from tests.peers import START, fail, fake_store, live, reasons, succeed, taking, window
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -340,3 +340,98 @@ def test_calls_leave_a_time_window_of_any_size_by_its_size(fake, size):
     fake.clock.set(START + size)
     assert window(fake, "payments") == Snapshot(calls=0, failures=0, slow=0)
     assert live("payments").window == Snapshot(calls=0, failures=0, slow=0)
+
+
+def test_a_circuit_forced_open_before_any_process_used_it_rejects_the_first_call(fake):
+    """``CircuitBreakerManualControlTests.IsolateAsync_NotInitialized_Ok``: isolating a
+    circuit no pipeline has used yet isolates its first use. Here an operator forces a
+    circuit open that this process has never called: a process's first call is rejected,
+    and after the reset it passes."""
+    Circuit.objects.create(name="payments")
+    assert operator.force_open("payments")
+    first = FakeStore(fake.clock).install()  # its first use of the circuit
+    with pytest.raises(CircuitOpenError) as rejected:
+        breaker("payments").call(taking(first, 0.0))
+    assert rejected.value.state is State.FORCED_OPEN
+    assert operator.reset("payments")
+    succeed(first, "payments")
+
+
+def test_a_reset_open_circuit_starts_its_backoff_over(fake):
+    """v7 ``Should_be_able_to_reset_automatically_opened_circuit_without_specified
+    _duration_passing``: a reset closes an open circuit before its wait is over. After two
+    opens (the second waiting 20 s) a reset lets calls through at once, and the next trip
+    waits ``wait_duration`` again: ``open_count`` is 0 after a reset (DESIGN §1)."""
+    Circuit.objects.create(
+        name="payments",
+        window_size=2,
+        minimum_calls=2,
+        failure_rate_threshold=100,
+        wait_duration=10,
+        backoff_multiplier=2,
+        half_open_max_calls=1,
+    )
+    fail(fake, "payments")
+    fail(fake, "payments")
+    fake.advance(10)
+    fail(fake, "payments")  # the trial
+    assert breaker("payments").retry_after == 20
+    assert operator.reset("payments")
+    succeed(fake, "payments")
+    fail(fake, "payments")
+    fail(fake, "payments")
+    assert breaker("payments").state is State.OPEN  # S F F: the last two of 2
+    assert breaker("payments").retry_after == 10
+    assert live("payments").open_count == 1
+
+
+def test_a_cancelled_trial_hands_its_permit_back(fake):
+    """``Should_report_cancellation_during_faulting_action_execution…`` (Polly reports a
+    cancelled execution as cancelled, not as a fault): a half-open trial awaited through
+    ``acall`` and cancelled is neither success nor failure (``CancelledError`` is a
+    ``BaseException``); it hands its permit back and the next call is the trial."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+
+    Circuit.objects.create(
+        name="payments",
+        window_size=2,
+        minimum_calls=2,
+        failure_rate_threshold=100,
+        wait_duration=5,
+        half_open_max_calls=1,
+    )
+    fail(fake, "payments")
+    fail(fake, "payments")
+    fake.advance(5)
+    guarded = breaker("payments")
+
+    async def scenario() -> None:
+        started, never = asyncio.Event(), asyncio.Event()
+
+        async def hang() -> str:
+            started.set()
+            await never.wait()
+            return "never"
+
+        async def answer() -> str:
+            return "ok"
+
+        trial = asyncio.ensure_future(guarded.acall(hang))
+        await started.wait()
+        with pytest.raises(CircuitOpenError):
+            await guarded.acall(answer)  # the one permit is taken
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        assert guarded.state is State.HALF_OPEN
+        fake.advance(0.125)  # past the re-read of a process refused a trial
+        assert await guarded.acall(answer) == "ok"
+
+    async_to_sync(scenario)()
+    assert guarded.state is State.CLOSED
+    assert [reason for *_, reason in reasons("payments")][-2:] == [
+        "wait_elapsed",
+        "trials_succeeded",
+    ]
