@@ -10,6 +10,7 @@ are in ``tests/test_peer_scenarios.py``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 
@@ -196,6 +197,51 @@ def test_mixed_outcomes_of_several_threads_are_all_counted(fake):
     fake.advance(1.0)  # past STATE_TTL: the next read writes the batch
     fake.runtime("payments").refresh()
     assert window(fake, "payments") == Snapshot(calls=8_000, failures=2_000, slow=0)
+
+
+def test_processes_share_the_half_open_permits_and_close_it_once(fake, moves):
+    """pybreaker ``CircuitBreakerRedisConcurrencyTestCase.test_half_open_thread_safety``
+    (machines sharing one Redis): two processes past the wait hold the three trials of a
+    half-open period between them (two here, one there); a fourth call in either is
+    rejected, and the three good trials close the circuit once."""
+    Circuit.objects.create(
+        name="payments",
+        window_size=2,
+        minimum_calls=2,
+        failure_rate_threshold=100,
+        wait_duration=5,
+        half_open_max_calls=3,
+    )
+    other = FakeStore(fake.clock).install()
+    here = breaker("payments")
+    succeed(other, "payments")  # the other process knows the circuit
+    there = breaker("payments")
+    fake.install()
+    fail(fake, "payments")
+    fail(fake, "payments")
+    fake.advance(5)
+    with contextlib.ExitStack() as trials_here:
+        trials_here.enter_context(here)
+        other.install()
+        with there:
+            fake.install()
+            trials_here.enter_context(here)
+            for process, handle in ((other, there), (fake, here)):
+                process.install()
+                with pytest.raises(CircuitOpenError) as rejected:
+                    handle.call(taking(process, 0.0))
+                assert rejected.value.state is State.HALF_OPEN
+            other.install()  # its trial ends first
+        assert moves[-1][1] == "half_open"
+        fake.install()
+    assert moves == [
+        ("closed", "open", "failure_rate_above_threshold"),
+        ("open", "half_open", "wait_elapsed"),
+        ("half_open", "closed", "trials_succeeded"),
+    ]
+    other.install()
+    fake.advance(0.125)  # past the re-read of a process refused a trial
+    succeed(other, "payments")
 
 
 def test_a_process_that_starts_later_waits_out_the_same_retry_time(fake):
