@@ -211,6 +211,27 @@ def test_forced_closed_records_a_fresh_window_and_never_trips(fake):
     assert reasons("payments")[-1][:2] == ("closed", "forced_closed")
 
 
+def test_a_forced_closed_count_window_keeps_its_last_calls_as_they_slide(fake):
+    """``CircuitBreakerMetricsTest.testCircuitBreakerMetrics``: a count window of 10
+    (minimum 10) records S S F F (4 calls, below the minimum), then F F F F S S S S (12
+    recorded, the last 10 kept: 6 failures, 60 %), then S S S (3 failures left, 30 %).
+    Forced closed, as Resilience4j's metrics object, it never trips."""
+    Circuit.objects.create(name="payments", window_size=10, minimum_calls=10)
+    assert operator.force_closed("payments")
+    seen = []
+    for outcomes in ("SSFF", "FFFFSSSS", "SSS"):
+        for letter in outcomes:
+            (fail if letter == "F" else succeed)(fake, "payments")
+        status = live("payments")
+        seen.append((status.window, status.failure_rate))
+    assert seen == [
+        (Snapshot(calls=4, failures=2, slow=0), 50.0),
+        (Snapshot(calls=10, failures=6, slow=0), 60.0),
+        (Snapshot(calls=10, failures=3, slow=0), 30.0),
+    ]
+    assert breaker("payments").state is State.FORCED_CLOSED
+
+
 def test_reset_drops_the_successes_this_process_had_not_written_yet(fake):
     """``shouldResetClosedState``: two successes, then reset: the window is empty, even
     of the successes this process batched and had not written when the reset came. Two
