@@ -435,3 +435,38 @@ def test_a_cancelled_trial_hands_its_permit_back(fake):
         "wait_elapsed",
         "trials_succeeded",
     ]
+
+
+def test_handles_judging_different_results_share_one_window(fake):
+    """``IssuesTests.CircuitBreakerStateSharing_959``: one circuit guards calls whose
+    results are judged differently (-1 from one function, "error" from another): five
+    of each fill the window of 10 (100 %) and open it for both; after the wait the two
+    handles' good results close it and pass."""
+    Circuit.objects.create(
+        name="payments",
+        window_size=10,
+        minimum_calls=10,
+        failure_rate_threshold=100,
+        wait_duration=5,
+        half_open_max_calls=1,
+    )
+    numbers = iter([-1] * 5 + [0])
+    words = iter(["error"] * 5 + ["valid"])
+
+    @breaker("payments", is_failure=lambda result: result == -1)
+    def count() -> int:
+        return next(numbers)
+
+    @breaker("payments", is_failure=lambda result: result == "error")
+    def name() -> str:
+        return next(words)
+
+    for _ in range(5):
+        assert (count(), name()) == (-1, "error")
+    for guarded in (count, name):
+        with pytest.raises(CircuitOpenError):
+            guarded()
+    assert live("payments").trip.calls == 10
+    fake.advance(5)
+    assert (count(), name()) == (0, "valid")
+    assert breaker("payments").state is State.CLOSED
