@@ -116,7 +116,8 @@ test-default: venv
 # scenarios (tests/test_peer_*.py), which must hold on every backend.
 SERVERLESS_TESTS := tests/test_store.py tests/test_hot_path.py tests/test_breaker.py \
 	tests/test_multiprocess.py tests/test_sync.py tests/test_peer_scenarios.py \
-	tests/test_peer_resilience4j.py tests/test_peer_polly.py tests/test_peer_python.py
+	tests/test_peer_resilience4j.py tests/test_peer_polly.py tests/test_peer_polly_v7.py \
+	tests/test_peer_python.py
 SERVERLESS_ARGS ?=
 test-serverless: venv
 	CB_DATABASE=sqlite CB_CACHE=database $(BIN)/pytest $(SERVERLESS_ARGS) $(PYTEST_ARGS) \

@@ -6,7 +6,8 @@ Each test is a scenario of pybreaker's ``tests/pybreaker_test.py`` or Resilience
 and with our semantics (DESIGN §3): real ``breaker()`` handles on the configured backend,
 a fake clock that also times the calls (the breaker's ``perf_counter``), never a sleep
 (``tests/peers.py``). More ports, by peer: ``tests/test_peer_resilience4j.py``,
-``tests/test_peer_polly.py``, ``tests/test_peer_python.py``.
+``tests/test_peer_polly.py``, ``tests/test_peer_polly_v7.py``,
+``tests/test_peer_python.py``.
 """
 
 from __future__ import annotations
