@@ -381,3 +381,28 @@ def test_successes_one_process_batched_open_a_window_anothers_failures_filled(fa
     other.install()
     with pytest.raises(CircuitOpenError):
         breaker("payments").call(taking(other, 0.0))
+
+
+def test_fast_successes_one_process_batched_open_a_window_anothers_slow_calls_filled(fake):
+    """``shouldOpenAfterSlowCallRateThresholdExceeded`` in a fleet: another process's two
+    slow successes and this process's two fast ones, batched (calls timed: slow calls are
+    configured), make 2 slow calls of 4 (minimum 4, slow-call threshold 50 %). Writing
+    the batch opens the circuit, for the slow-call rate."""
+    Circuit.objects.create(
+        name="payments",
+        window_size=4,
+        minimum_calls=4,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=50,
+    )
+    succeed(fake, "payments")  # fast: batched by this process
+    succeed(fake, "payments")
+    other = FakeStore(fake.clock).install()
+    succeed(other, "payments", 2.0)
+    succeed(other, "payments", 2.0)
+    fake.install()
+    assert window(fake, "payments") == Snapshot(calls=2, failures=0, slow=0)
+    fake.advance(1.0)  # STATE_TTL: the next call writes the batch first
+    with pytest.raises(CircuitOpenError):
+        breaker("payments").call(taking(fake, 0.0))
+    assert reasons("payments") == [("closed", "open", "slow_call_rate_above_threshold")]
