@@ -227,6 +227,15 @@ class Breaker(AsyncCalls):
         """Decorate a sync or async function so every call goes through the circuit."""
         if not callable(fn):
             raise TypeError(f"breaker({self.name!r}) decorates callables, not {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            # Calling one only creates the generator: every call would count as a success
+            # and the errors raised while it is iterated would never reach the circuit.
+            raise TypeError(
+                f"breaker({self.name!r}) cannot decorate the generator function "
+                f"{getattr(fn, '__qualname__', fn)!r}: its errors come while it is iterated, "
+                "after the guarded call returned. Guard the calls it makes, or the code that "
+                "consumes it (with breaker(...) as a context manager or breaker(...).call)."
+            )
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)

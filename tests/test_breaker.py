@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
 
 import pytest
@@ -431,3 +432,19 @@ def test_bad_names_are_rejected_before_any_io(name, error, django_assert_num_que
 def test_decorating_a_non_callable_is_a_type_error():
     with pytest.raises(TypeError, match="callables"):
         breaker("payments")(42)
+
+
+def test_decorating_a_generator_function_is_a_type_error(django_assert_num_queries):
+    """Calling a generator function only creates the generator: guarded, every call would
+    be a success and the errors raised while iterating would never reach the circuit."""
+
+    def rows():
+        yield 1
+        raise ConnectionError("down")
+
+    async def events():
+        yield 1
+
+    for fn in (rows, events, functools.partial(rows)):
+        with django_assert_num_queries(0), pytest.raises(TypeError, match="generator function"):
+            breaker("payments")(fn)
