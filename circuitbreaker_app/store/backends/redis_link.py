@@ -29,6 +29,8 @@ CLOCK_SYNC_INTERVAL = 30.0
 #: Seconds a script call's own connection may sit idle before it is checked (one poll)
 #: for a close by the server (a restart, ``timeout``, ``CLIENT KILL``) before its next use.
 IDLE_CHECK = 1.0
+#: Packed script calls kept (a circuit's failures mostly send one command over and over).
+PACKED_COMMANDS = 256
 
 
 class LuaScript:
@@ -139,6 +141,12 @@ class RedisLink:
         self._own_used = 0.0  # time.monotonic() of its last use
         self._own_sock: Any = None  # its socket, once set to kernel timeouts
         self._pack = _packer()
+        #: Packed script calls by command (see :meth:`_own_call`), at most PACKED_COMMANDS.
+        self._packs: dict[tuple[Any, ...], bytes] = {}
+        self._own_reader: Any = None  # hiredis's reader of the own socket, when read here
+        self._own_buffer: Any = None
+        self._not_enough: Any = None
+        self._push_type: Any = None
 
     @property
     def client(self) -> Any:
@@ -200,21 +208,87 @@ class RedisLink:
             # primary there (``send_packed_command`` would connect to its default address).
             conn.connect()
         if conn._sock is not self._own_sock:
-            self._kernel_timeouts(conn._sock)
+            self._own_socket(conn)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        # Most writes of a circuit send the same arguments (its failures, above all): their
+        # command is packed once. Keys and arguments are str and int only, so equal
+        # commands pack alike (``True == 1`` or ``1.0 == 1`` would not).
+        packed = self._packs.get(command)
+        if packed is None:
+            packed = self._packed(conn, command)
+            if len(self._packs) >= PACKED_COMMANDS:
+                self._packs.clear()
+            self._packs[command] = packed
+        reader = self._own_reader
         try:
             try:
-                conn.send_packed_command(self._packed(conn, command), check_health=False)
-                return conn.read_response()
+                if reader is None:
+                    conn.send_packed_command([packed], check_health=False)
+                    return conn.read_response()
+                # What send_packed_command() and read_response() do for a plain, TLS or
+                # Unix connection with hiredis's reader (RESP2 or 3), without their layers
+                # (a check of the host's name, keyword arguments, four isinstance tests).
+                # Socket errors become redis-py's, below; the scripts sent here never
+                # return an error inside an array, which redis-py would raise.
+                sock = conn._sock
+                sock.sendall(packed)
+                reply = reader.gets()
+                while reply is self._not_enough:
+                    read = sock.recv_into(self._own_buffer)
+                    if not read:
+                        raise OSError("Connection closed by server.")
+                    reader.feed(self._own_buffer, 0, read)
+                    reply = reader.gets()
+                if type(reply) is not list:  # an error reply, a push (RESP3), …
+                    return self._odd_reply(conn, reply)
+                return reply
             except NoScriptError:  # a restarted or flushed server: EVAL caches it again
                 command = ("EVAL", script.source, *command[2:])
-                conn.send_packed_command(self._packed(conn, command), check_health=False)
+                conn.send_packed_command([self._packed(conn, command)], check_health=False)
                 return conn.read_response()
         except ResponseError:
             raise  # a whole reply was read: the connection is in step
+        except OSError as exc:  # as redis-py reports it, on the reader path
+            conn.disconnect()  # never reuse a connection that may hold a late reply
+            from redis.exceptions import ConnectionError, TimeoutError
+
+            if isinstance(exc, socket.timeout):
+                raise TimeoutError(f"Timeout on {self.label}") from exc
+            raise ConnectionError(f"Error on {self.label}: {exc}") from exc
         except BaseException:
             conn.disconnect()  # never reuse a connection that may hold a late reply
             raise
+
+    def _odd_reply(self, conn: Any, reply: Any) -> Any:
+        """A reply read by :meth:`_own_call` that is not an array, as redis-py takes it: an
+        error reply is raised, a push notification handled and the reply read after it."""
+        if isinstance(reply, Exception):
+            raise reply
+        if self._push_type is not None and isinstance(reply, self._push_type):
+            conn._parser.handle_push_response(reply)
+            return conn.read_response()
+        return reply
+
+    def _own_socket(self, conn: Any) -> None:
+        """Take a new socket of the own connection: kernel timeouts, and its reader when
+        :meth:`_own_call` may read replies straight from it (else None: redis-py reads)."""
+        from redis._parsers.hiredis import _HiredisParser
+        from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+        self._kernel_timeouts(conn._sock)
+        parser = conn._parser
+        self._own_reader = None
+        if (
+            type(conn) in (Connection, SSLConnection, UnixDomainSocketConnection)
+            and type(parser) is _HiredisParser
+            and getattr(parser, "_reader", None) is not None
+        ):
+            from redis._parsers.hiredis import NOT_ENOUGH_DATA
+
+            self._not_enough = NOT_ENOUGH_DATA
+            self._push_type = getattr(parser, "_hiredis_PushNotificationType", None)
+            self._own_buffer = parser._buffer
+            self._own_reader = parser._reader
 
     def _kernel_timeouts(self, sock: Any) -> None:
         """Let the kernel time out the socket's sends and receives (``SO_SNDTIMEO``,
@@ -249,9 +323,9 @@ class RedisLink:
         if stale:
             conn.disconnect()
 
-    def _packed(self, conn: Any, command: tuple[Any, ...]) -> Any:
+    def _packed(self, conn: Any, command: tuple[Any, ...]) -> bytes:
         pack = self._pack
-        return [pack(command)] if pack is not None else conn.pack_command(*command)
+        return pack(command) if pack is not None else b"".join(conn.pack_command(*command))
 
     def _check_down(self) -> None:
         if self._down_until and time.monotonic() < self._down_until:
@@ -332,6 +406,7 @@ class RedisLink:
         self._client = None
         self._own = None
         self._own_sock = None
+        self._own_reader = None
         self._own_lock = threading.Lock()
         self._scripts = {}
         self._connecting = threading.Lock()
