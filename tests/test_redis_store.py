@@ -20,7 +20,7 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from circuitbreaker_app.checks import check_settings
-from circuitbreaker_app.core import FakeClock, Outcome, State
+from circuitbreaker_app.core import FakeClock, Outcome, Snapshot, State
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.store import (
     CircuitStore,
@@ -222,20 +222,42 @@ def test_the_lua_script_applies_one_write_to_any_stored_window_as_apply_count_do
     redis_path, window, successes, outcome, seen, size, max_runs
 ):
     """count.lua's short way for a lone failure (the newest run grows, or one follows it)
-    and its general steps give apply_count's window, whatever well-formed window is there."""
+    and its general steps give apply_count's window, whatever well-formed window is there;
+    without successes, whatever ``seen`` the script gets (RedisCounters sends 0 then)."""
     client = redis.Redis.from_url(REDIS_URL)
     script = client.register_script(COUNT_LUA)
     key = "circuitbreaker-test/lua-port"
-    client.set(key, json.dumps(window))
-    args = [successes, outcome, seen, size, 60_000, max_runs, -1, -1]
-    got = json.loads(script(keys=[key], args=args)[0])
-    assert got == apply_count(window, successes, outcome, seen, size, max_runs)
+    expected = apply_count(window, successes, outcome, seen, size, max_runs)
+    for sent in (seen, 0) if successes == 0 else (seen,):
+        client.set(key, json.dumps(window))
+        args = [successes, outcome, sent, size, 60_000, max_runs, -1, -1]
+        got = json.loads(script(keys=[key], args=args)[0])
+        assert got == expected
     client.delete(key)
 
 
 def _window(store, runtime, redis_path):
     prefix = generation_prefix("payments", 0, circuit_id=runtime.circuit_id)
     return json.loads(redis_path.get(store.store.redis.make_key(f"{prefix}/count")))
+
+
+def test_the_failures_of_a_circuit_send_one_command_packed_once(circuit, redis_path, monkeypatch):
+    a, b = FakeStore(), FakeStore()
+    ra, rb = a.runtime("payments"), b.runtime("payments")
+    fail(ra)
+    link = a.store.redis
+    packed = []
+    pack = link._packed
+    monkeypatch.setattr(
+        link, "_packed", lambda conn, command: packed.append(command) or pack(conn, command)
+    )
+    fail(ra)
+    assert packed == []  # the first failure's command again: where it was seen is not sent
+    fail(rb)  # another process writes: the next window is not the one ra expects
+    fail(ra)
+    assert packed == []
+    assert _window(a, ra, redis_path) == ra.window.window == [4, 4, 4, 0]
+    assert ra.window.totals == Snapshot(4, 4, 0)
 
 
 def test_a_server_that_forgot_the_scripts_gets_them_again_in_the_same_round_trip(
