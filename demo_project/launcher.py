@@ -6,7 +6,7 @@ worker with embedded beat that drives the open -> half-open -> closed probes. Ct
 SIGTERM stops every child process group, and the launcher waits until they are gone.
 
 Environment: ``DEMO_PORT`` (default 8000), ``DEMO_DATA_DIR`` (default ``var/``: SQLite file,
-broker folders, beat schedule), and the settings' ``DATABASE_URL``, ``CACHE_URL`` /
+broker folders), and the settings' ``DATABASE_URL``, ``CACHE_URL`` /
 ``REDIS_URL``, ``CELERY_BROKER_URL`` to use PostgreSQL, Redis or RabbitMQ instead.
 """
 

@@ -15,7 +15,7 @@ import environ
 from circuitbreaker_app.schedule import beat_schedule
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# Everything the demo writes (database, broker folders, beat schedule) lives here.
+# Everything the demo writes (database, broker folders) lives here.
 VAR_DIR = Path(os.environ.get("DEMO_DATA_DIR") or BASE_DIR / "var").resolve()
 os.makedirs(VAR_DIR, exist_ok=True)
 
@@ -126,7 +126,14 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = beat_schedule(PROBE_INTERVAL)
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat keeps its schedule in memory, not in the default shelve file (SQLite on Python
+# 3.13). The embedded beat process (worker -B) starts by closing every descriptor it
+# inherited; with a Redis broker, something in it later closed one of those numbers again,
+# which by then was the shelve's (strace: close(5) on SQLite's shared-memory file between
+# two of SQLite's own locks): beat died with "disk I/O error" or "locking protocol" within
+# seconds in 3 of 4 starts, and no probe ran. A schedule of one entry every PROBE_INTERVAL
+# seconds has nothing worth keeping across restarts.
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 CELERY_TIMEZONE = "UTC"
 
 # --- The app under demonstration ------------------------------------------------------------
