@@ -9,8 +9,11 @@ import os
 
 from celery import Celery
 from celery.signals import worker_init
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+# filesystem:// (the demo's default broker) writes each message whole: demo_project/broker.py.
+TRANSPORT_ALIASES["filesystem"] = "demo_project.broker:Transport"
 
 app = Celery("demo_project")
 # Every CELERY_* Django setting configures Celery (CELERY_BROKER_URL -> broker_url, ...).

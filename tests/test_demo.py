@@ -10,6 +10,7 @@ started (web server, Celery worker, its embedded beat) is gone.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import requests
@@ -222,3 +224,43 @@ def test_beat_keeps_running_on_a_redis_broker(tmp_path):
                 os.killpg(launcher.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 launcher.wait(timeout=10)
+
+
+def test_the_filesystem_broker_never_shows_a_message_before_it_is_whole(tmp_path):
+    """A worker polling the folder read a message file that was created but not yet
+    written, and stopped with JSONDecodeError ("Unrecoverable error"), stopping the demo.
+    Every message appears under its .msg name only once complete."""
+    import kombu
+
+    import demo_project.celery  # noqa: F401 - makes filesystem:// the demo's transport
+    from demo_project.broker import Transport
+
+    folder = tmp_path / "queue"
+    folder.mkdir()
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(tmp_path),
+        "store_processed": False,
+    }
+    seen_while_writing: list[list[str]] = []
+    real_replace = os.replace
+
+    def replace(src, dst):  # type: ignore[no-untyped-def]
+        # the message is complete under its .part name; no .msg file exists yet
+        seen_while_writing.append(sorted(os.listdir(folder)))
+        assert json.loads(Path(src).read_text())["body"] == "probe"
+        real_replace(src, dst)
+
+    with kombu.Connection("filesystem://", transport_options=options) as connection:
+        assert isinstance(connection.transport, Transport)
+        channel = connection.default_channel
+        with mock.patch("demo_project.broker.os.replace", side_effect=replace):
+            channel._put("celery", {"body": "probe"})
+        assert len(seen_while_writing) == 1
+        (written,) = seen_while_writing[0]
+        assert written.endswith(".celery.msg.part")
+        (ready,) = os.listdir(folder)
+        assert ready == written.removesuffix(".part")
+        assert channel._get("celery") == {"body": "probe"}
+        assert os.listdir(folder) == []
