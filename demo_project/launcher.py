@@ -29,6 +29,14 @@ class Stop(Exception):
 
 
 def _raise_stop(signum: int, frame: object) -> None:
+    """Stop the demo: the first Ctrl-C or SIGTERM, and only the first.
+
+    A second one (an impatient Ctrl-C, or `timeout` relaying the signal its group already
+    got) used to land in the ``finally`` that stops the children, before it ignored
+    signals: the launcher died there and left the server and the worker running.
+    """
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
     raise Stop(signum)
 
 

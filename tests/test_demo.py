@@ -264,3 +264,23 @@ def test_the_filesystem_broker_never_shows_a_message_before_it_is_whole(tmp_path
         assert ready == written.removesuffix(".part")
         assert channel._get("celery") == {"body": "probe"}
         assert os.listdir(folder) == []
+
+
+def test_a_second_stop_signal_cannot_interrupt_the_stop():
+    """The first SIGINT/SIGTERM stops the demo; from then on both are ignored, so a second
+    one cannot cut the launcher's clean-up short (it died in its `finally`, leaving the
+    server and worker running)."""
+    from demo_project import launcher
+
+    saved = {signum: signal.getsignal(signum) for signum in launcher.STOP_SIGNALS}
+    try:
+        for signum in launcher.STOP_SIGNALS:
+            signal.signal(signum, launcher._raise_stop)
+        with pytest.raises(launcher.Stop):
+            signal.raise_signal(signal.SIGINT)
+        assert {signal.getsignal(signum) for signum in launcher.STOP_SIGNALS} == {signal.SIG_IGN}
+        signal.raise_signal(signal.SIGTERM)  # ignored: nothing raised, nothing killed
+        signal.raise_signal(signal.SIGINT)
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
