@@ -131,7 +131,7 @@ class Breaker(AsyncCalls):
             self._closed_result(runtime, token, fn, args, kwargs, result, now)
             return result
         if now < runtime.reject_until:
-            runtime.rejected += 1  # the fleet's totals (read at scrape time)
+            runtime.rejected += 1.0  # the fleet's totals (read at scrape time)
             # retry_after = retry_clock - now, taken when read (core/errors.py)
             if self.fallback is not None:
                 return self._fall_back(
@@ -289,7 +289,7 @@ class Breaker(AsyncCalls):
                     # At the failure threshold, timed or DISABLED: _guard would say so too.
                     return self._call_admitted(runtime, fn, args, kwargs)
                 elif now < runtime.reject_until:
-                    runtime.rejected += 1  # the fleet's totals (read at scrape time)
+                    runtime.rejected += 1.0  # the fleet's totals (read at scrape time)
                     # retry_after = retry_clock - now, taken when read (core/errors.py)
                     raise CircuitOpenError(
                         self.name, runtime.reject_state, runtime.retry_clock, now

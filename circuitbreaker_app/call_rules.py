@@ -134,7 +134,7 @@ class CallRules:
 
     def _rejected(self, runtime: CircuitRuntime) -> None:
         """Count a rejection (the fleet's totals, read at scrape time)."""
-        runtime.rejected += 1
+        runtime.rejected += 1.0
 
     # -- settling, sync (the async half awaits the same steps off the event loop) ----------
     def _settle(

@@ -207,7 +207,7 @@ def live_statuses(rows: Iterable[Circuit]) -> list[LiveStatus]:
                 window=runtime.snapshot(),
                 trip=_trip_of(row, status.state),
                 # the fleet's total, plus what this process has not shared yet
-                rejected=runtime.shared_tally.get("rejected", 0) + runtime.rejected,
+                rejected=runtime.shared_tally.get("rejected", 0) + int(runtime.rejected),
             )
         )
     return result

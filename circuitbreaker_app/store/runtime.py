@@ -93,7 +93,7 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
         self.successes = 0
         self.failures = 0
         self.ignored = 0
-        self.rejected = 0
+        self.rejected = 0.0  # a float: see CallTally
         self.slow = 0
         self._pended = False  # did record() count the current success in ``pending``?
         #: The fleet's call totals as the last status read saw them (``refresh_rows``).

@@ -29,7 +29,9 @@ class CallTally:
     successes: int
     failures: int
     ignored: int
-    rejected: int
+    # A float: a rejection adds 1.0, which reuses a freed float (CPython keeps a free list
+    # of them) where an int above 256 is a new allocation; exact up to 2**53 calls.
+    rejected: float
     slow: int
 
     def has_tally(self) -> bool:
@@ -44,10 +46,11 @@ class CallTally:
             "success": self.successes,
             "failure": self.failures,
             "ignored": self.ignored,
-            "rejected": self.rejected,
+            "rejected": int(self.rejected),
             "slow": self.slow,
         }
-        self.successes = self.failures = self.ignored = self.rejected = self.slow = 0
+        self.successes = self.failures = self.ignored = self.slow = 0
+        self.rejected = 0.0
         return {field: count for field, count in tally.items() if count}
 
     def keep_tally(self, tally: Tally) -> None:
