@@ -79,7 +79,7 @@ class WindowWrites:
             store = self.store
             self._pending_at = now = store.now()
             self._flush_at = clock + store.ttl
-            tally = self.take_tally() if getattr(store.counters, "tally_in_add", False) else None
+            tally = self.take_tally() if store.counters.tally_in_add else None
             snapshot = self._write(self.window.failure(slow, now), now, tally)
         if snapshot.calls >= self.config.minimum_calls:  # else it cannot open (evaluate())
             Closed.check_window(self, snapshot)  # type: ignore[arg-type]
@@ -119,7 +119,7 @@ class WindowWrites:
         # The calls by outcome ride along when the backend adds them in the same round trip
         # (Redis); elsewhere with the periodic flush only, so a failure stays one write.
         tally = None
-        if not outcome.calls or getattr(store.counters, "tally_in_add", False):
+        if not outcome.calls or store.counters.tally_in_add:
             tally = self.take_tally()
         return self._write(self.window.change(outcome, pending, now), now, tally)
 

@@ -111,7 +111,7 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
         ``tally`` (calls by outcome not yet shared) goes to the circuit's fleet-wide call
         totals with it; when the counters are unreachable it is handed back to ``runtime``.
         """
-        totals = (tally_key(runtime.name), tally) if tally else None
+        totals = (runtime.totals_key, tally) if tally else None
         # outages.guard(), inlined: a failure's one write is the commonest call here.
         try:
             value, entry = self.counters.add(change, known, runtime.watch, totals)

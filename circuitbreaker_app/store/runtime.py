@@ -21,7 +21,7 @@ from circuitbreaker_app.core import (
 )
 from circuitbreaker_app.core.states import Closed, settle
 from circuitbreaker_app.store.io_forecast import IoForecast
-from circuitbreaker_app.store.keys import generation_prefix, state_key
+from circuitbreaker_app.store.keys import generation_prefix, state_key, tally_key
 from circuitbreaker_app.store.recording import WindowWrites
 from circuitbreaker_app.store.tally import CallTally
 from circuitbreaker_app.store.trials import TrialPermits
@@ -73,8 +73,8 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
         # the rest, and __weakref__ (store.created is a WeakSet)
         " _closed _dated _disabled _entry _flush_at _free _fresh_until _generation _pended"
         " _pending_at _recheck_at _status _success_can_open _written circuit_id config"
-        " failures ignored label name shared_tally slow state_key store successes unsaved"
-        " watch window"
+        " failures ignored label name shared_tally slow state_key store successes totals_key"
+        " unsaved watch window"
         " __weakref__".split()
     )
 
@@ -83,6 +83,8 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
         store.created.add(self)
         self.name = name
         self.state_key = state_key(name)
+        #: The key of the circuit's fleet-wide call totals (``keys.tally_key``).
+        self.totals_key = tally_key(name)
         #: How metrics name this circuit (one shared label for isolated breakers).
         self.label = name
         #: Successes (fast, not slow) not yet flushed; ``Breaker.call`` adds to it. Without

@@ -40,18 +40,23 @@ class CallTally:
 
     def take_tally(self) -> Tally | None:
         """The calls by outcome not yet shared (nonzero ones), now counted as shared."""
-        if not self.has_tally():
-            return None
-        tally = {
-            "success": self.successes,
-            "failure": self.failures,
-            "ignored": self.ignored,
-            "rejected": int(self.rejected),
-            "slow": self.slow,
-        }
-        self.successes = self.failures = self.ignored = self.slow = 0
-        self.rejected = 0.0
-        return {field: count for field, count in tally.items() if count}
+        tally: Tally = {}
+        if self.successes:
+            tally["success"] = self.successes
+            self.successes = 0
+        if self.failures:
+            tally["failure"] = self.failures
+            self.failures = 0
+        if self.ignored:
+            tally["ignored"] = self.ignored
+            self.ignored = 0
+        if self.rejected:
+            tally["rejected"] = int(self.rejected)
+            self.rejected = 0.0
+        if self.slow:
+            tally["slow"] = self.slow
+            self.slow = 0
+        return tally or None
 
     def keep_tally(self, tally: Tally) -> None:
         """Take back a tally the shared store did not accept (it is sent again later)."""
