@@ -193,7 +193,7 @@ class RedisCounters(Counters):
         if tally is not None and watch:
             args += tally[1].values()
         result = self.link.evalsha(RECORD, self._keys(key, watch, tally), args)
-        entry = _entry_in(result) if watch else None
+        entry = _entry_in(result) if watch and len(result) > 1 else None
         return int(result[0]), entry
 
     def add_count(self, change: CountAdd) -> list[int]:
@@ -212,7 +212,8 @@ class RedisCounters(Counters):
         ``seen`` matters to the script only with successes (count.lua reads it there
         alone): without, it is sent as 0, so a circuit's failures send one command that
         :class:`RedisLink` packs once."""
-        self._note("incr")
+        if self.on_call is not None:  # _note(), inlined
+            self.on_call("incr")
         successes = change.successes
         args = [
             successes,
@@ -227,7 +228,7 @@ class RedisCounters(Counters):
         if tally is not None and watch:
             args += tally[1].values()
         result = self.link.evalsha(COUNT, self._keys(change.key, watch, tally), args)
-        entry = _entry_in(result) if watch else None
+        entry = _entry_in(result) if watch and len(result) > 1 else None
         return _count_reply(result[0], change.expected), entry
 
     def claim(self, key: str, ttl: float, value: int = 1) -> bool:

@@ -186,7 +186,17 @@ class RedisLink:
         if self.kind == "cluster" or not self._own_lock.acquire(blocking=False):
             return self.run(self._script_call, script, keys, args)
         try:
-            return self.run(self._own_call, script, keys, args)
+            if self._down_until:  # a probe, or skipped: run() decides
+                return self.run(self._own_call, script, keys, args)
+            # run(), inlined for the commonest call (Redis up)
+            self.round_trips += 1
+            try:
+                result = self._own_call(script, keys, args)
+            except self.errors:
+                self._down_until = time.monotonic() + self.retry_after
+                raise
+            self._down_until = 0.0
+            return result
         finally:
             self._own_lock.release()
 
