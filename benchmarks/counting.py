@@ -9,7 +9,9 @@
   ``INFO commandstats`` would also count the other clients of a shared server. A *round
   trip* is one ``send_packed_command`` (a pipeline's commands go in one send and count
   once); a *command* is one reply read; command names are taken from ``send_command``
-  and from pipelines' ``pack_commands``.
+  and from pipelines' ``pack_commands``. The store's script calls on its own connection
+  (``RedisLink._own_call``) send and read on the socket, past those methods: each that
+  redis-py's methods did not see counts as one round trip and one ``EVALSHA``.
 """
 
 from __future__ import annotations
@@ -101,6 +103,22 @@ class RedisCounter:
                 counter.commands += 1
             return read(self, *args, **kwargs)
 
+        from circuitbreaker_app.store.backends.redis_link import RedisLink
+
+        own_call = RedisLink._own_call
+
+        def _own_call(self: Any, script: Any, keys: Any, args: Any) -> Any:
+            if not counter._active:
+                return own_call(self, script, keys, args)
+            before = counter.round_trips
+            result = own_call(self, script, keys, args)
+            if counter.round_trips == before:  # sent and read on the socket itself
+                counter.round_trips += 1
+                counter.commands += 1
+                counter.names["EVALSHA"] += 1
+            return result
+
+        RedisLink._own_call = _own_call  # type: ignore[method-assign]
         AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
         AbstractConnection.read_response = read_response  # type: ignore[method-assign]
         AbstractConnection.send_command = send_command  # type: ignore[method-assign]

@@ -336,9 +336,11 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
         "",
         "**I/O per call** is counted during the same timed batches: database queries with "
         "Django's `CaptureQueriesContext` on every connection; Django cache operations with a "
-        "counting wrapper around the store's cache; Redis round trips (a `send_packed_command`; "
-        "a pipeline counts once) and commands with a patch of redis-py's connection class in "
-        "this process only (no `MONITOR`, and other clients of the server are not counted). "
+        "counting wrapper around the store's cache; Redis round trips (a `send_packed_command`, "
+        "or a script call the store reads straight from its own connection; a pipeline counts "
+        "once) and commands with a patch of redis-py's connection class and of the store's "
+        "script call in this process only (no `MONITOR`, and other clients of the server are "
+        "not counted). "
         + (
             "Each turn lasts longer than `STATE_TTL` and starts with no warm-up call, so the "
             "periodic refresh and flush of circuitbreaker_app are inside the counts."
