@@ -153,7 +153,8 @@ class RedisCounters(Counters):
         self._made: dict[tuple[Any, ...], list[str]] = {}
 
     def _keys(self, key: str, watch: str | None, tally: tuple[str, Tally] | None) -> list[str]:
-        """The Redis keys of a write to ``key``, watching ``watch``, adding ``tally``."""
+        """The Redis keys of a write to ``key``, watching ``watch``, adding ``tally`` (a
+        write looks them up in :attr:`_made` itself, the same way, and calls this on a miss)."""
         made_key = (key, watch, tally[0], *tally[1]) if tally and watch else (key, watch)
         keys = self._made.get(made_key)
         if keys is None:
@@ -188,11 +189,15 @@ class RedisCounters(Counters):
         """Add ``delta`` to ``key`` (and ``tally`` to the call totals); also return the state
         entry under ``watch`` when its generation or circuit id is not ``generation`` /
         ``circuit_id`` (None when it is not a well-formed entry)."""
-        self._note("incr")
+        if self.on_call is not None:  # _note(), inlined
+            self.on_call("incr")
         args = [delta, max(1, int(ttl * 1000)), generation, circuit_id]
         if tally is not None and watch:
             args += tally[1].values()
-        result = self.link.evalsha(RECORD, self._keys(key, watch, tally), args)
+        keys = self._made.get(
+            (key, watch, tally[0], *tally[1]) if tally and watch else (key, watch)
+        ) or self._keys(key, watch, tally)
+        result = self.link.evalsha(RECORD, keys, args)
         entry = _entry_in(result) if watch and len(result) > 1 else None
         return int(result[0]), entry
 
@@ -227,7 +232,11 @@ class RedisCounters(Counters):
         ]
         if tally is not None and watch:
             args += tally[1].values()
-        result = self.link.evalsha(COUNT, self._keys(change.key, watch, tally), args)
+        key = change.key
+        keys = self._made.get(
+            (key, watch, tally[0], *tally[1]) if tally and watch else (key, watch)
+        ) or self._keys(key, watch, tally)
+        result = self.link.evalsha(COUNT, keys, args)
         entry = _entry_in(result) if watch and len(result) > 1 else None
         return _count_reply(result[0], change.expected), entry
 
