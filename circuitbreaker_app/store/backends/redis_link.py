@@ -107,7 +107,7 @@ class RedisLink:
         wall: Callable[[], float] = time.time,
     ) -> None:
         import redis
-        from redis.exceptions import RedisClusterException
+        from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
         self.url = url
         self.label = f"Redis ({mask_redis_url(url)})"
@@ -128,6 +128,7 @@ class RedisLink:
             OSError,
             RedisURLError,  # a one-server URL redis-py cannot use, found when the client is made
         )
+        self._replies = (NoScriptError, ResponseError)
         self.retry_after = 1.0
         self.round_trips = 0
         self._down_until = 0.0
@@ -204,8 +205,9 @@ class RedisLink:
         return self.script(script.source)(keys=keys, args=args)
 
     def _own_call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        from redis.exceptions import NoScriptError, ResponseError
-
+        # redis-py's exceptions, imported once (an import statement here would cost every
+        # call a lookup in sys.modules and a check of the module's spec).
+        NoScriptError, ResponseError = self._replies  # noqa: N806
         conn = self._own
         if conn is None:
             conn = self._own = self.client.connection_pool.make_connection()
