@@ -232,7 +232,6 @@ def test_the_filesystem_broker_never_shows_a_message_before_it_is_whole(tmp_path
     Every message appears under its .msg name only once complete."""
     import kombu
 
-    import demo_project.celery  # noqa: F401 - makes filesystem:// the demo's transport
     from demo_project.broker import Transport
 
     folder = tmp_path / "queue"
@@ -252,7 +251,11 @@ def test_the_filesystem_broker_never_shows_a_message_before_it_is_whole(tmp_path
         assert json.loads(Path(src).read_text())["body"] == "probe"
         real_replace(src, dst)
 
-    with kombu.Connection("filesystem://", transport_options=options) as connection:
+    # The class itself, not the filesystem:// alias: in a suite run, a test that patched
+    # sys.modules may have made kombu import its transport module twice, so the alias the
+    # demo sets can be in a dict this Connection does not read (the next test checks the
+    # alias in a fresh interpreter, as the worker starts).
+    with kombu.Connection(transport=Transport, transport_options=options) as connection:
         assert isinstance(connection.transport, Transport)
         channel = connection.default_channel
         with mock.patch("demo_project.broker.os.replace", side_effect=replace):
@@ -264,6 +267,25 @@ def test_the_filesystem_broker_never_shows_a_message_before_it_is_whole(tmp_path
         assert ready == written.removesuffix(".part")
         assert channel._get("celery") == {"body": "probe"}
         assert os.listdir(folder) == []
+
+
+def test_the_demo_celery_app_makes_filesystem_urls_use_the_whole_message_transport():
+    """What a worker or beat the launcher starts sees: importing the demo's Celery app maps
+    filesystem:// to demo_project.broker.Transport (a fresh interpreter)."""
+    probe = (
+        "import kombu, demo_project.celery; "
+        "print(type(kombu.Connection('filesystem://').transport).__module__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "demo_project.settings"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "demo_project.broker"
 
 
 def test_a_second_stop_signal_cannot_interrupt_the_stop():
