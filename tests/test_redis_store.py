@@ -260,6 +260,23 @@ def test_the_failures_of_a_circuit_send_one_command_packed_once(circuit, redis_p
     assert ra.window.totals == Snapshot(4, 4, 0)
 
 
+@pytest.mark.parametrize("reader", ["hiredis's, read here", "none: redis-py reads"])
+def test_a_failure_reads_its_reply_with_or_without_redis_py(
+    circuit, redis_path, monkeypatch, reader
+):
+    a = FakeStore()
+    ra = a.runtime("payments")
+    link = a.store.redis
+    if reader.startswith("none"):  # a redis-py whose parser this does not know
+        monkeypatch.setattr(link, "_own_socket", lambda conn: link._kernel_timeouts(conn._sock))
+    fail(ra)
+    assert (link._own_reader is not None) is reader.startswith("hiredis")
+    before = link.round_trips
+    fail(ra, 2)
+    assert link.round_trips == before + 2
+    assert _window(a, ra, redis_path) == ra.window.window == [3, 3, 3, 0]
+
+
 def test_a_server_that_forgot_the_scripts_gets_them_again_in_the_same_round_trip(
     circuit, redis_path, caplog
 ):

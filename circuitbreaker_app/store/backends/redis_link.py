@@ -283,24 +283,29 @@ class RedisLink:
 
     def _own_socket(self, conn: Any) -> None:
         """Take a new socket of the own connection: kernel timeouts, and its reader when
-        :meth:`_own_call` may read replies straight from it (else None: redis-py reads)."""
-        from redis._parsers.hiredis import _HiredisParser
+        :meth:`_own_call` may read replies straight from it (else None: redis-py reads, as
+        with a redis-py whose hiredis parser is not the one this knows)."""
         from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
         self._kernel_timeouts(conn._sock)
-        parser = conn._parser
         self._own_reader = None
+        try:
+            from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
+        except ImportError:
+            return
+        parser = getattr(conn, "_parser", None)
+        reader = getattr(parser, "_reader", None)
+        buffer = getattr(parser, "_buffer", None)
         if (
             type(conn) in (Connection, SSLConnection, UnixDomainSocketConnection)
             and type(parser) is _HiredisParser
-            and getattr(parser, "_reader", None) is not None
+            and reader is not None
+            and isinstance(buffer, bytearray)
         ):
-            from redis._parsers.hiredis import NOT_ENOUGH_DATA
-
             self._not_enough = NOT_ENOUGH_DATA
             self._push_type = getattr(parser, "_hiredis_PushNotificationType", None)
-            self._own_buffer = parser._buffer
-            self._own_reader = parser._reader
+            self._own_buffer = buffer
+            self._own_reader = reader
 
     def _kernel_timeouts(self, sock: Any) -> None:
         """Let the kernel time out the socket's sends and receives (``SO_SNDTIMEO``,
