@@ -23,11 +23,8 @@ from circuitbreaker_app.store.backends.base import (
     decode,
     encode,
 )
-from circuitbreaker_app.store.backends.redis_link import (
-    LuaScript,
-    RedisLink,
-    redis_url_for,
-)
+from circuitbreaker_app.store.backends.redis_link import RedisLink, redis_url_for
+from circuitbreaker_app.store.backends.redis_wire import LuaScript
 from circuitbreaker_app.store.entry import CircuitEntry
 from circuitbreaker_app.store.windows import MAX_RUNS, BucketAdd, CountAdd, parse_count
 

@@ -3,10 +3,7 @@ for a moment after a failure, that also reads Redis's clock (see ``redis.py``)."
 
 from __future__ import annotations
 
-import hashlib
 import socket
-import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +17,12 @@ from circuitbreaker_app.store.backends.redis_url import (
     parse_redis_url,
     redis_client,
 )
+from circuitbreaker_app.store.backends.redis_wire import (
+    PACKED_COMMANDS,
+    LuaScript,
+    hiredis_packer,
+    kernel_timeouts,
+)
 
 REDIS_CACHE_BACKENDS = frozenset(
     {"django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache"}
@@ -29,32 +32,6 @@ CLOCK_SYNC_INTERVAL = 30.0
 #: Seconds a script call's own connection may sit idle before it is checked (one poll)
 #: for a close by the server (a restart, ``timeout``, ``CLIENT KILL``) before its next use.
 IDLE_CHECK = 1.0
-#: Packed script calls kept (a circuit's failures mostly send one command over and over).
-PACKED_COMMANDS = 256
-
-
-class LuaScript:
-    """A Lua script and its SHA1, computed here: called with ``EVALSHA``, and with ``EVAL``
-    (which also caches it in the server) when the server answers ``NOSCRIPT``."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-
-def _packer() -> Callable[[tuple[Any, ...]], Any] | None:
-    """hiredis's ``pack_command`` (one C call for a whole command), when redis-py uses it."""
-    try:
-        from redis.utils import HIREDIS_AVAILABLE
-    except ImportError:  # pragma: no cover - every supported redis-py has it
-        return None
-    if not HIREDIS_AVAILABLE:
-        return None
-    import hiredis
-
-    return hiredis.pack_command
 
 
 class RedisUnavailable(ConnectionError):
@@ -141,7 +118,7 @@ class RedisLink:
         self._own_lock = threading.Lock()
         self._own_used = 0.0  # time.monotonic() of its last use
         self._own_sock: Any = None  # its socket, once set to kernel timeouts
-        self._pack = _packer()
+        self._pack = hiredis_packer()
         #: Packed script calls by command (see :meth:`_own_call`), at most PACKED_COMMANDS.
         self._packs: dict[tuple[Any, ...], bytes] = {}
         self._own_reader: Any = None  # hiredis's reader of the own socket, when read here
@@ -308,24 +285,10 @@ class RedisLink:
             self._own_reader = reader
 
     def _kernel_timeouts(self, sock: Any) -> None:
-        """Let the kernel time out the socket's sends and receives (``SO_SNDTIMEO``,
-        ``SO_RCVTIMEO``: the same short timeout) and make it blocking in Python's eyes, so
-        a send and a receive are one system call each, without the ``poll`` Python runs
-        before each on a socket with a timeout. A timeout is an ``OSError`` (``EAGAIN``),
-        an outage like any other. Linux only; elsewhere Python keeps the timeouts.
-
-        A TLS socket (``rediss://``) keeps Python's timeouts too: OpenSSL reads the
-        kernel's ``EAGAIN`` as "want read", and Python's ``ssl`` module answers that on a
-        blocking socket by reading again, so a server that stopped answering would hold
-        the call for as long as it stays silent, not for one timeout."""
+        """Take ``sock`` as the own connection's socket, with kernel timeouts
+        (:func:`.redis_wire.kernel_timeouts`)."""
         self._own_sock = sock
-        if not sys.platform.startswith("linux") or type(sock) is not socket.socket:
-            return
-        seconds = int(self.timeout)
-        timeval = struct.pack("ll", seconds, max(1, int((self.timeout - seconds) * 1e6)))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-        sock.settimeout(None)
+        kernel_timeouts(sock, self.timeout)
 
     def _check_idle(self, conn: Any) -> None:
         """Drop the connection when the server closed it while it sat idle (what a pool
