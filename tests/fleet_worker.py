@@ -169,9 +169,9 @@ class Timeline:
             [round(started, 4), "db-read", took, status.state.value, status.generation]
         )
 
-    def _refresh(self, runtime) -> None:  # type: ignore[no-untyped-def]
+    def _refresh(self, runtime, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         started = time.monotonic()
-        self.refresh(runtime)
+        self.refresh(runtime, *args, **kwargs)
         self.read_at = time.monotonic()
         status = runtime._status
         took = round(self.read_at - started, 4)

@@ -133,8 +133,9 @@ class IsolatedStore:
         are unbounded)."""
         self.shared.add_tally(runtime, tally, name=ISOLATED_LABEL)
 
-    def refresh(self, runtime: CircuitRuntime) -> None:
-        """Flush pending successes and re-read the window from the private cache."""
+    def refresh(self, runtime: CircuitRuntime, if_stale: bool = False) -> None:
+        """Flush pending successes and re-read the window from the private cache (no
+        other process moves an isolated breaker: no thread waits for another's re-read)."""
         written = runtime.flush()
         now = self.now()
         window = runtime.window

@@ -7,8 +7,9 @@ the last state it knew (outages are logged once, ``outages.py``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import Error as DjangoDatabaseError
 
@@ -19,9 +20,6 @@ from circuitbreaker_app.store.keys import state_key, tally_key
 from circuitbreaker_app.store.overflow import CapReached
 from circuitbreaker_app.store.persistence import CircuitPersistence
 from circuitbreaker_app.store.runtime import CircuitRuntime
-
-if TYPE_CHECKING:
-    import threading
 
 #: States whose calls go into the sliding window.
 RECORDING_STATES = frozenset({State.CLOSED, State.FORCED_CLOSED})
@@ -64,12 +62,54 @@ class StoreRefresh(CircuitPersistence):
             self.outages.guard("shared counters", None, self.counters.get_many, keys), now
         )
 
-    def refresh(self, runtime: CircuitRuntime) -> None:
+    def refresh(self, runtime: CircuitRuntime, if_stale: bool = False) -> None:
+        """Re-read ``runtime``'s circuit (:meth:`_reread`), one thread of the process at a time.
+
+        While a thread re-reads, the snapshot stays stale for the others: the hot path's
+        plan neither admits nor rejects on it, and a thread that needs the state
+        (``status``, ``acquire``; an async call's I/O, in its worker thread) comes here and
+        waits for that re-read, then takes its answer: no call is admitted or rejected on
+        a state older than ``STATE_TTL`` (DESIGN §3), and there is one round trip per
+        process, not one per waiting thread. The wait is that one re-read's, bounded by
+        the cache's and the database's timeouts. Inside the re-read, the refreshing
+        thread's own reads of ``status`` (adopt, judge, transition) see the snapshot being
+        re-read, with no second refresh.
+
+        ``if_stale``: the caller found the snapshot stale (``status``); when another thread
+        has re-read it meanwhile, nothing is read again. Else the re-read is forced (after
+        waiting for one in flight).
+        """
+        me = threading.get_ident()
+        if runtime._refresher == me:
+            return  # a read inside this thread's own re-read: the snapshot it holds
+        lock = runtime._refresh_lock
+        if not lock.acquire(blocking=False):
+            lock.acquire()  # another thread is re-reading: wait for its answer
+            if if_stale:
+                lock.release()
+                return
+        elif if_stale and self.clock() < runtime._fresh_until:
+            lock.release()  # re-read by another thread between our look and the lock
+            return
+        runtime._refresher = me
+        try:
+            self._reread(runtime)
+        except BaseException:
+            # As on an outage: not one failing re-read per call (the caller gets the error).
+            runtime.mark_fresh(self.clock() + self.ttl)
+            raise
+        finally:
+            runtime._refresher = None
+            lock.release()
+
+    def _reread(self, runtime: CircuitRuntime) -> None:
         """Flush this process's pending successes (one write), then re-read the circuit's
         state entry and window (one ``get_many``).
 
         Transitions this process made while the database was down are written first; until
-        they are, the circuit keeps its own (later) state rather than the shared one.
+        they are, the circuit keeps its own (later) state rather than the shared one. With
+        the cache or the database unreachable, the runtime keeps the state it knows for
+        ``STATE_TTL`` (one failed attempt per ``STATE_TTL``, not one per call).
         """
         if runtime.unsaved:
             self.save_unsaved(runtime)
@@ -80,13 +120,13 @@ class StoreRefresh(CircuitPersistence):
         key = state_key(runtime.name)
         window = runtime.window
         window_keys: list[str] | None = window.read_keys(now) if self.counters.in_cache else []
-        runtime.mark_fresh(self.clock() + self.ttl)
         try:
             values = self.cache.get_many([key, *(window_keys or [])])
         except Exception as exc:
             self.outages.failed("cache", exc)
             if runtime.circuit_id != PROVISIONAL_ID:
-                return  # keep the last known state
+                self._keep(runtime)  # the last known state
+                return
             values, window_keys = {}, None  # a circuit built from settings: ask the database
         else:
             self.outages.recovered("cache")
@@ -99,11 +139,14 @@ class StoreRefresh(CircuitPersistence):
             except DjangoDatabaseError as exc:
                 self.outages.failed("database", exc)
                 self._drop_broken_connection()
+                self._keep(runtime)
                 return
             except CapReached:
-                return  # deleted meanwhile, and no room to re-create it: keep what we know
+                self._keep(runtime)  # deleted meanwhile, and no room to re-create it
+                return
             except InvalidRow:
-                return  # the row was made invalid (logged once): keep what we know
+                self._keep(runtime)  # the row was made invalid (logged once)
+                return
             if outdated:
                 # An earlier generation than one this process saw written: a publish was
                 # lost (Redis was down, or a Sentinel failover promoted a replica that had
@@ -126,6 +169,11 @@ class StoreRefresh(CircuitPersistence):
         runtime.mark_fresh(self.clock() + self.ttl)
         runtime.absorb(values if window_keys is not None else None, now)
         runtime.judge_flushed(written, window)
+
+    def _keep(self, runtime: CircuitRuntime) -> None:
+        """A re-read that got no answer: trust the state ``runtime`` knows for ``STATE_TTL``
+        from now (the cache or database is retried then, not by every call meanwhile)."""
+        runtime.mark_fresh(self.clock() + self.ttl)
 
     def refresh_rows(self, rows: Iterable[Any]) -> dict[str, CircuitRuntime]:
         """Runtimes of these ``Circuit`` rows with fresh windows, for admin pages and the

@@ -82,8 +82,11 @@ class CircuitStore(StoreRefresh, RequestedMoves, RememberedAnswers, CacheRepair)
         self.offset = offset
 
     def after_fork(self) -> None:
-        """Drop connections inherited from the parent process (called in a forked child)."""
+        """Drop connections inherited from the parent process (called in a forked child),
+        and the parent's refreshes in flight (their threads are not in the child)."""
         self.counters.after_fork()
+        for runtime in list(self.created):
+            runtime.after_fork()
 
     def now(self) -> float:
         """Shared time: this host's clock corrected to Redis's (on the Redis path) or the

@@ -8,6 +8,7 @@ clock reading, no method call, ``pending += 1`` for a closed success); everythin
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING, Any
 
 from circuitbreaker_app.core import (
@@ -72,9 +73,9 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
         " reject_state retry_clock _slow_after"
         # the rest, and __weakref__ (store.created is a WeakSet)
         " _closed _dated _disabled _entry _flush_at _free _fresh_until _generation _pended"
-        " _pending_at _recheck_at _status _success_can_open _written circuit_id config"
-        " failures ignored label name shared_tally slow state_key store successes totals_key"
-        " unsaved watch window"
+        " _pending_at _recheck_at _refresh_lock _refresher _status _success_can_open _written"
+        " circuit_id config failures ignored label name shared_tally slow state_key store"
+        " successes totals_key unsaved watch window"
         " __weakref__".split()
     )
 
@@ -114,6 +115,10 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
         #: Shared time (:meth:`now`) at or after which the batched successes were made;
         #: they all fall in the window slot holding this time.
         self._pending_at = store.now()
+        #: Held while a thread re-reads this snapshot (``StoreRefresh.refresh``): the other
+        #: threads wait for its answer. ``_refresher`` is that thread's ident (None: none).
+        self._refresh_lock = threading.Lock()
+        self._refresher: int | None = None
         self.adopt(entry)
         self._stale_at = store.clock() + store.ttl
         self._flush_at = self._stale_at
@@ -271,7 +276,9 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
     @property
     def status(self) -> CircuitStatus:
         if self.clock() >= self._fresh_until:  # what ``_stale_at`` reads, without a call
-            self.refresh()
+            # Stale: re-read, or wait for the thread already re-reading (its answer is
+            # ours); inside that thread's own refresh, the snapshot it is re-reading.
+            self.store.refresh(self, if_stale=True)
         return self._status
 
     def now(self) -> float:
@@ -368,6 +375,12 @@ class CircuitRuntime(WindowWrites, CallTally, TrialPermits, IoForecast):
     def refresh(self) -> None:
         """Re-read the shared state (and window buckets) from the cache."""
         self.store.refresh(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: a refresh in flight in the parent (its lock held by a thread
+        the child does not have) is not waited for."""
+        self._refresh_lock = threading.Lock()
+        self._refresher = None
 
     def snapshot(self) -> Snapshot:
         """The window the decision uses: its totals as this process last saw them, with
