@@ -9,7 +9,7 @@ sleeps: time passes only when a test (or a guarded function) advances the fake c
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -79,3 +79,41 @@ def live(name: str) -> Any:
 
     (status,) = live_statuses(with_trip(Circuit.objects.filter(name=name)))
     return status
+
+
+def tripped(fake: FakeStore, name: str = "payments", **definition: Any) -> None:
+    """Create ``name`` as a circuit that two failures open for 5 s (count window 2,
+    minimum 2, 100 %; ``definition`` adds to it), open it, and let the wait run out: the
+    next call is a half-open trial."""
+    from circuitbreaker_app.models import Circuit
+
+    Circuit.objects.create(
+        name=name,
+        **{
+            "window_size": 2,
+            "minimum_calls": 2,
+            "failure_rate_threshold": 100,
+            "wait_duration": 5,
+            **definition,
+        },
+    )
+    fail(fake, name)
+    fail(fake, name)
+    fake.advance(5)
+
+
+def signalled_moves() -> Iterator[list[tuple[str, str]]]:
+    """For a ``moves`` fixture: the ``state_changed`` signals sent while it is in use, as
+    (old state, new state)."""
+    from circuitbreaker_app.signals import state_changed
+
+    sent: list[tuple[str, str]] = []
+
+    def receiver(sender: Any, name: str, old_state: Any, new_state: Any, **kwargs: Any) -> None:
+        sent.append((str(old_state), str(new_state)))
+
+    state_changed.connect(receiver)
+    try:
+        yield sent
+    finally:
+        state_changed.disconnect(receiver)

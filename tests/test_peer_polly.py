@@ -17,9 +17,8 @@ import pytest
 from circuitbreaker_app import CircuitOpenError, State, breaker, operator
 from circuitbreaker_app.core import Snapshot
 from circuitbreaker_app.models import Circuit
-from circuitbreaker_app.signals import state_changed
 from tests.helpers import FakeStore
-from tests.peers import START, fail, fake_store, live, succeed, taking, window
+from tests.peers import START, fail, fake_store, live, signalled_moves, succeed, taking, window
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,14 +31,7 @@ def fake(monkeypatch):
 @pytest.fixture
 def moves():
     """The ``state_changed`` signals sent during the test, as (old, new)."""
-    sent: list[tuple[str, str]] = []
-
-    def receiver(sender, name, old_state, new_state, reason, **kwargs):
-        sent.append((str(old_state), str(new_state)))
-
-    state_changed.connect(receiver)
-    yield sent
-    state_changed.disconnect(receiver)
+    yield from signalled_moves()
 
 
 def test_results_judged_failures_open_half_open_reopen_and_close(fake, moves):

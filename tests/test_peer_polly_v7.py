@@ -16,9 +16,18 @@ from asgiref.sync import async_to_sync
 from circuitbreaker_app import CircuitOpenError, State, breaker, operator
 from circuitbreaker_app.core import Snapshot
 from circuitbreaker_app.models import Circuit
-from circuitbreaker_app.signals import state_changed
 from circuitbreaker_app.tasks import probe_circuits
-from tests.peers import START, fail, fake_store, live, reasons, succeed, window
+from tests.peers import (
+    START,
+    fail,
+    fake_store,
+    live,
+    reasons,
+    signalled_moves,
+    succeed,
+    tripped,
+    window,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,14 +40,7 @@ def fake(monkeypatch):
 @pytest.fixture
 def moves():
     """The ``state_changed`` signals sent during the test, as (old, new)."""
-    sent: list[tuple[str, str]] = []
-
-    def receiver(sender, name, old_state, new_state, reason, **kwargs):
-        sent.append((str(old_state), str(new_state)))
-
-    state_changed.connect(receiver)
-    yield sent
-    state_changed.disconnect(receiver)
+    yield from signalled_moves()
 
 
 def test_a_time_window_counts_the_calls_at_its_edge_on_both_sides(fake):
@@ -157,17 +159,7 @@ def test_a_cancelled_trial_hands_its_permit_back(fake):
     cancelled execution as cancelled, not as a fault): a half-open trial awaited through
     ``acall`` and cancelled is neither success nor failure (``CancelledError`` is a
     ``BaseException``); it hands its permit back and the next call is the trial."""
-    Circuit.objects.create(
-        name="payments",
-        window_size=2,
-        minimum_calls=2,
-        failure_rate_threshold=100,
-        wait_duration=5,
-        half_open_max_calls=1,
-    )
-    fail(fake, "payments")
-    fail(fake, "payments")
-    fake.advance(5)
+    tripped(fake, half_open_max_calls=1)
     guarded = breaker("payments")
 
     async def scenario() -> None:

@@ -22,7 +22,7 @@ from circuitbreaker_app.core import Snapshot
 from circuitbreaker_app.models import Circuit, CircuitEvent
 from circuitbreaker_app.signals import state_changed
 from tests.helpers import FakeStore
-from tests.peers import fail, fake_store, live, reasons, succeed, taking, window
+from tests.peers import fail, fake_store, live, reasons, succeed, taking, tripped, window
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -127,17 +127,7 @@ def test_threads_arriving_after_the_wait_share_the_trials(fake, moves):
     """pybreaker ``test_half_open_thread_safety``: of five threads calling when the wait
     is over, one moves the circuit to HALF_OPEN, ``half_open_max_calls`` (2) call the
     dependency while the three others are rejected, and the two good trials close it."""
-    Circuit.objects.create(
-        name="payments",
-        window_size=2,
-        minimum_calls=2,
-        failure_rate_threshold=100,
-        wait_duration=5,
-        half_open_max_calls=2,
-    )
-    fail(fake, "payments")
-    fail(fake, "payments")
-    fake.advance(5)
+    tripped(fake, half_open_max_calls=2)
     guarded = breaker("payments")
     decided = threading.Semaphore(0)  # released by each thread once it knows its fate
     finish = threading.Event()

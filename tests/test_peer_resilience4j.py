@@ -18,7 +18,7 @@ from circuitbreaker_app import CircuitOpenError, State, breaker, operator
 from circuitbreaker_app.core import Snapshot
 from circuitbreaker_app.models import Circuit
 from tests.helpers import FakeStore
-from tests.peers import START, fail, fake_store, live, reasons, succeed, taking, window
+from tests.peers import START, fail, fake_store, live, reasons, succeed, taking, tripped, window
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,18 +48,7 @@ def test_half_open_admits_its_permits_again_in_each_half_open_period(fake):
     Permission``: four trials held open take the four permits and further calls are
     rejected; a trial that ends ignored hands its permit back to the next call. A failed
     trial reopens the circuit, and the next half-open period has four permits again."""
-    Circuit.objects.create(
-        name="payments",
-        window_size=2,
-        minimum_calls=2,
-        failure_rate_threshold=100,
-        wait_duration=5,
-        backoff_multiplier=1,
-        half_open_max_calls=4,
-    )
-    fail(fake, "payments")
-    fail(fake, "payments")
-    fake.advance(5)
+    tripped(fake, backoff_multiplier=1, half_open_max_calls=4)
     guarded = breaker("payments", ignore=(KeyError,))
     with pytest.raises(ConnectionError), contextlib.ExitStack() as trials:
         for _ in range(3):
@@ -100,19 +89,7 @@ def test_one_failed_trial_reopens_and_the_other_trials_change_nothing(fake):
     window (F S S S closes it at 25 %); DESIGN §3 reopens at any failed trial, so here
     the first of four trials fails and reopens the circuit, and the three others,
     ending well afterwards, neither close it nor enter any window."""
-    Circuit.objects.create(
-        name="payments",
-        window_size=2,
-        minimum_calls=2,
-        failure_rate_threshold=100,
-        wait_duration=5,
-        backoff_multiplier=2,
-        max_wait_duration=60,
-        half_open_max_calls=4,
-    )
-    fail(fake, "payments")
-    fail(fake, "payments")
-    fake.advance(5)
+    tripped(fake, backoff_multiplier=2, max_wait_duration=60, half_open_max_calls=4)
     guarded = breaker("payments")
     with contextlib.ExitStack() as trials:
         for _ in range(3):

@@ -21,7 +21,7 @@ from circuitbreaker_app import CircuitOpenError, State, breaker
 from circuitbreaker_app.core import Snapshot
 from circuitbreaker_app.models import Circuit
 from tests.helpers import FakeStore
-from tests.peers import START, fail, fake_store, reasons, succeed, taking, window
+from tests.peers import START, fail, fake_store, reasons, succeed, taking, tripped, window
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -199,17 +199,7 @@ def test_a_slow_trial_reopens_with_backoff(fake):
 def test_an_ignored_trial_hands_its_permit_back_and_good_trials_close(fake):
     """Resilience4j ``shouldIgnoreExceptionsAndThenTransitionToClosed``: an ignored error in
     HALF_OPEN is no trial; the permits it held go to the next calls, which close it."""
-    Circuit.objects.create(
-        name="payments",
-        window_size=2,
-        minimum_calls=2,
-        failure_rate_threshold=100,
-        wait_duration=5,
-        half_open_max_calls=2,
-    )
-    fail(fake, "payments")
-    fail(fake, "payments")
-    fake.advance(5)
+    tripped(fake, half_open_max_calls=2)
     guarded = breaker("payments", ignore=(KeyError,))
     for _ in range(3):  # more ignored calls than there are permits
         with pytest.raises(KeyError):
